@@ -1,0 +1,463 @@
+/* core/handle.c — Handle and TimerHandle: a callback, its arguments and its context, as returned by
+ * call_soon/call_later/add_reader; creation (with a free list), running, cancelling, and the Python-visible API. */
+#include "zloop.h"
+
+#include <structmember.h>
+
+#define ZL_HANDLE_FREELIST_MAX 256
+
+static zl_handle *handle_freelist[2][ZL_HANDLE_FREELIST_MAX];   /* [is_timer] */
+static int handle_freelist_len[2];
+
+/* ------------------------------------------------------------------ creation */
+
+static zl_handle *
+handle_alloc(int is_timer)
+{
+    PyTypeObject *type = is_timer ? &zl_timer_handle_type : &zl_handle_type;
+    zl_handle *handle;
+    if (handle_freelist_len[is_timer] > 0) {
+        handle = handle_freelist[is_timer][--handle_freelist_len[is_timer]];
+        (void)PyObject_Init((PyObject *)handle, type);
+    } else {
+        handle = PyObject_GC_New(zl_handle, type);
+        if (handle == NULL) {
+            return NULL;
+        }
+    }
+    handle->callback = NULL;
+    handle->args = handle->inline_args;
+    handle->nargs = 0;
+    handle->args_tuple = NULL;
+    handle->context = NULL;
+    handle->loop = NULL;
+    handle->source_traceback = NULL;
+    handle->cancelled_repr = NULL;
+    handle->weakreflist = NULL;
+    handle->cancelled = 0;
+    handle->running = 0;
+    handle->is_timer = (unsigned char)is_timer;
+    handle->scheduled = 0;
+    handle->when = 0.0;
+    return handle;
+}
+
+static int
+handle_store_args(zl_handle *handle, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs <= ZL_HANDLE_INLINE_ARGS) {
+        for (Py_ssize_t i = 0; i < nargs; i++) {
+            Py_INCREF(args[i]);
+            handle->inline_args[i] = args[i];
+        }
+        handle->args = handle->inline_args;
+    } else {
+        handle->args_tuple = PyTuple_New(nargs);
+        if (handle->args_tuple == NULL) {
+            return -1;
+        }
+        for (Py_ssize_t i = 0; i < nargs; i++) {
+            Py_INCREF(args[i]);
+            PyTuple_SET_ITEM(handle->args_tuple, i, args[i]);
+        }
+        handle->args = &PyTuple_GET_ITEM(handle->args_tuple, 0);
+    }
+    handle->nargs = nargs;
+    return 0;
+}
+
+zl_handle *
+zl_handle_new(zl_loop *loop, PyObject *callback, PyObject *const *args, Py_ssize_t nargs,
+              PyObject *context, int is_timer, double when)
+{
+    zl_handle *handle = handle_alloc(is_timer);
+    if (handle == NULL) {
+        return NULL;
+    }
+    Py_INCREF(callback);
+    handle->callback = callback;
+    Py_INCREF(loop);
+    handle->loop = loop;
+    handle->when = when;
+    if (handle_store_args(handle, args, nargs) < 0) {
+        goto error;
+    }
+    if (context == NULL || context == Py_None) {
+        handle->context = PyContext_CopyCurrent();
+        if (handle->context == NULL) {
+            goto error;
+        }
+    } else {
+        Py_INCREF(context);
+        handle->context = context;
+    }
+    if (loop->debug) {
+        handle->source_traceback = PyObject_CallNoArgs(zl_global.extract_stack);
+        if (handle->source_traceback == NULL) {
+            goto error;
+        }
+    }
+    PyObject_GC_Track(handle);
+    return handle;
+
+error:
+    PyObject_GC_Track(handle);
+    Py_DECREF(handle);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ teardown */
+
+static void
+handle_clear_args(zl_handle *handle)
+{
+    if (handle->args_tuple != NULL) {
+        Py_CLEAR(handle->args_tuple);
+    } else {
+        for (Py_ssize_t i = 0; i < handle->nargs; i++) {
+            Py_CLEAR(handle->inline_args[i]);
+        }
+    }
+    handle->args = handle->inline_args;
+    handle->nargs = 0;
+}
+
+static int
+handle_clear(zl_handle *handle)
+{
+    Py_CLEAR(handle->callback);
+    handle_clear_args(handle);
+    Py_CLEAR(handle->context);
+    Py_CLEAR(handle->loop);
+    Py_CLEAR(handle->source_traceback);
+    Py_CLEAR(handle->cancelled_repr);
+    return 0;
+}
+
+static int
+handle_traverse(zl_handle *handle, visitproc visit, void *arg)
+{
+    Py_VISIT(handle->callback);
+    Py_VISIT(handle->args_tuple);
+    if (handle->args_tuple == NULL) {
+        for (Py_ssize_t i = 0; i < handle->nargs; i++) {
+            Py_VISIT(handle->inline_args[i]);
+        }
+    }
+    Py_VISIT(handle->context);
+    Py_VISIT(handle->loop);
+    Py_VISIT(handle->source_traceback);
+    Py_VISIT(handle->cancelled_repr);
+    return 0;
+}
+
+static void
+handle_dealloc(zl_handle *handle)
+{
+    PyObject_GC_UnTrack(handle);
+    if (handle->weakreflist != NULL) {
+        PyObject_ClearWeakRefs((PyObject *)handle);
+    }
+    handle_clear(handle);
+    int is_timer = handle->is_timer;
+    if (handle_freelist_len[is_timer] < ZL_HANDLE_FREELIST_MAX) {
+        handle_freelist[is_timer][handle_freelist_len[is_timer]++] = handle;
+        return;
+    }
+    PyObject_GC_Del(handle);
+}
+
+/* ------------------------------------------------------------------ running and cancelling */
+
+static int
+exception_stops_loop(void)
+{
+    return PyErr_ExceptionMatches(PyExc_SystemExit) || PyErr_ExceptionMatches(PyExc_KeyboardInterrupt);
+}
+
+/* Hand the raised exception to the loop's exception handler; -1 if the loop must stop. */
+static int
+handle_report_error(zl_handle *handle)
+{
+    if (exception_stops_loop()) {
+        return -1;
+    }
+    PyObject *exc = zl_err_fetch();
+    PyObject *res = PyObject_CallFunctionObjArgs(zl_global.report_callback_error, (PyObject *)handle, exc, NULL);
+    Py_DECREF(exc);
+    if (res != NULL) {
+        Py_DECREF(res);
+        return 0;
+    }
+    if (exception_stops_loop()) {
+        return -1;
+    }
+    PyErr_WriteUnraisable((PyObject *)handle);
+    return 0;
+}
+
+int
+zl_handle_run(zl_handle *handle)
+{
+    PyObject *callback = handle->callback;
+    if (callback == NULL) {
+        return 0;
+    }
+    Py_INCREF(callback);
+    Py_INCREF(handle);
+    handle->running = 1;
+    PyObject *context = handle->context;
+    PyObject *res = NULL;
+    if (PyContext_Enter(context) == 0) {
+        res = PyObject_Vectorcall(callback, handle->args, handle->nargs, NULL);
+        if (PyContext_Exit(context) < 0) {
+            Py_CLEAR(res);
+        }
+    }
+    handle->running = 0;
+    if (handle->cancelled) {
+        handle_clear_args(handle);   /* cancelled by its own callback: cancel left them for us */
+    }
+    Py_DECREF(callback);
+    int rc = 0;
+    if (res == NULL) {
+        rc = handle_report_error(handle);
+    } else {
+        Py_DECREF(res);
+    }
+    Py_DECREF(handle);
+    return rc;
+}
+
+void
+zl_handle_cancel(zl_handle *handle)
+{
+    if (handle->cancelled) {
+        return;
+    }
+    if (handle->is_timer && handle->scheduled && handle->loop != NULL) {
+        zl_loop_timer_cancelled(handle->loop);
+    }
+    handle->cancelled = 1;
+    if (handle->loop != NULL && handle->loop->debug) {
+        /* Keep a description in debug mode: the callback and arguments are about to go. */
+        Py_XSETREF(handle->cancelled_repr, PyObject_Repr((PyObject *)handle));
+        if (handle->cancelled_repr == NULL) {
+            PyErr_Clear();
+        }
+    }
+    Py_CLEAR(handle->callback);
+    if (!handle->running) {
+        handle_clear_args(handle);
+    }
+}
+
+/* ------------------------------------------------------------------ Python API */
+
+static PyObject *
+handle_py_cancel(zl_handle *handle, PyObject *Py_UNUSED(ignored))
+{
+    zl_handle_cancel(handle);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+handle_py_cancelled(zl_handle *handle, PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(handle->cancelled);
+}
+
+static PyObject *
+handle_py_get_context(zl_handle *handle, PyObject *Py_UNUSED(ignored))
+{
+    Py_INCREF(handle->context);
+    return handle->context;
+}
+
+static PyObject *
+handle_py_run(zl_handle *handle, PyObject *Py_UNUSED(ignored))
+{
+    if (handle->cancelled) {
+        Py_RETURN_NONE;
+    }
+    if (zl_handle_run(handle) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+handle_py_when(zl_handle *handle, PyObject *Py_UNUSED(ignored))
+{
+    return PyFloat_FromDouble(handle->when);
+}
+
+static PyObject *
+handle_repr(zl_handle *handle)
+{
+    return PyObject_CallOneArg(zl_global.format_handle, (PyObject *)handle);
+}
+
+static PyObject *
+get_or_none(PyObject *value)
+{
+    if (value == NULL) {
+        Py_RETURN_NONE;
+    }
+    Py_INCREF(value);
+    return value;
+}
+
+static PyObject *
+handle_get_callback(zl_handle *handle, void *Py_UNUSED(closure))
+{
+    return get_or_none(handle->callback);
+}
+
+static PyObject *
+handle_get_args(zl_handle *handle, void *Py_UNUSED(closure))
+{
+    if (handle->callback == NULL && !handle->running) {
+        Py_RETURN_NONE;
+    }
+    if (handle->args_tuple != NULL) {
+        Py_INCREF(handle->args_tuple);
+        return handle->args_tuple;
+    }
+    PyObject *args = PyTuple_New(handle->nargs);
+    if (args == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < handle->nargs; i++) {
+        Py_INCREF(handle->inline_args[i]);
+        PyTuple_SET_ITEM(args, i, handle->inline_args[i]);
+    }
+    return args;
+}
+
+static PyObject *
+handle_get_loop(zl_handle *handle, void *Py_UNUSED(closure))
+{
+    return get_or_none((PyObject *)handle->loop);
+}
+
+static PyObject *
+handle_get_context(zl_handle *handle, void *Py_UNUSED(closure))
+{
+    return get_or_none(handle->context);
+}
+
+static PyObject *
+handle_get_source_traceback(zl_handle *handle, void *Py_UNUSED(closure))
+{
+    return get_or_none(handle->source_traceback);
+}
+
+static PyObject *
+handle_get_repr(zl_handle *handle, void *Py_UNUSED(closure))
+{
+    return get_or_none(handle->cancelled_repr);
+}
+
+static PyObject *
+handle_get_cancelled(zl_handle *handle, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(handle->cancelled);
+}
+
+static PyObject *
+handle_get_when(zl_handle *handle, void *Py_UNUSED(closure))
+{
+    return PyFloat_FromDouble(handle->when);
+}
+
+static PyObject *
+handle_get_scheduled(zl_handle *handle, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(handle->scheduled);
+}
+
+static PyMethodDef handle_methods[] = {
+    {"cancel", (PyCFunction)handle_py_cancel, METH_NOARGS, "Cancel the callback; a no-op if it already ran."},
+    {"cancelled", (PyCFunction)handle_py_cancelled, METH_NOARGS, "True if the handle was cancelled."},
+    {"get_context", (PyCFunction)handle_py_get_context, METH_NOARGS, "The contextvars.Context the callback runs in."},
+    {"_run", (PyCFunction)handle_py_run, METH_NOARGS, "Run the callback now, as the loop would."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef handle_getset[] = {
+    {"_callback", (getter)handle_get_callback, NULL, NULL, NULL},
+    {"_args", (getter)handle_get_args, NULL, NULL, NULL},
+    {"_loop", (getter)handle_get_loop, NULL, NULL, NULL},
+    {"_context", (getter)handle_get_context, NULL, NULL, NULL},
+    {"_source_traceback", (getter)handle_get_source_traceback, NULL, NULL, NULL},
+    {"_repr", (getter)handle_get_repr, NULL, NULL, NULL},
+    {"_cancelled", (getter)handle_get_cancelled, NULL, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+PyTypeObject zl_handle_type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "zloop.Handle",
+    .tp_doc = "A callback scheduled on a zloop loop (call_soon, add_reader, ...).",
+    .tp_basicsize = sizeof(zl_handle),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_dealloc = (destructor)handle_dealloc,
+    .tp_traverse = (traverseproc)handle_traverse,
+    .tp_clear = (inquiry)handle_clear,
+    .tp_repr = (reprfunc)handle_repr,
+    .tp_weaklistoffset = offsetof(zl_handle, weakreflist),
+    .tp_methods = handle_methods,
+    .tp_getset = handle_getset,
+};
+
+/* TimerHandles order by deadline, as asyncio's do. */
+static PyObject *
+timer_handle_richcompare(PyObject *self, PyObject *other, int op)
+{
+    if (!PyObject_TypeCheck(other, &zl_timer_handle_type)) {
+        Py_RETURN_NOTIMPLEMENTED;
+    }
+    zl_handle *a = (zl_handle *)self;
+    zl_handle *b = (zl_handle *)other;
+    if (op == Py_EQ || op == Py_NE) {
+        int same = self == other || (a->when == b->when && a->callback == b->callback &&
+                                     a->cancelled == b->cancelled && a->callback != NULL);
+        return PyBool_FromLong(op == Py_EQ ? same : !same);
+    }
+    Py_RETURN_RICHCOMPARE(a->when, b->when, op);
+}
+
+static Py_hash_t
+timer_handle_hash(PyObject *self)
+{
+    Py_hash_t hash = (Py_hash_t)((uintptr_t)self >> 4);
+    return hash == -1 ? -2 : hash;
+}
+
+static PyMethodDef timer_handle_methods[] = {
+    {"when", (PyCFunction)handle_py_when, METH_NOARGS, "The absolute time, on loop.time()'s clock, the callback is due."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef timer_handle_getset[] = {
+    {"_when", (getter)handle_get_when, NULL, NULL, NULL},
+    {"_scheduled", (getter)handle_get_scheduled, NULL, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+PyTypeObject zl_timer_handle_type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "zloop.TimerHandle",
+    .tp_doc = "A callback scheduled for a time on a zloop loop (call_later, call_at).",
+    .tp_basicsize = sizeof(zl_handle),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_base = &zl_handle_type,
+    .tp_dealloc = (destructor)handle_dealloc,
+    .tp_traverse = (traverseproc)handle_traverse,
+    .tp_clear = (inquiry)handle_clear,
+    .tp_richcompare = timer_handle_richcompare,
+    .tp_hash = timer_handle_hash,
+    .tp_methods = timer_handle_methods,
+    .tp_getset = timer_handle_getset,
+};

@@ -1,0 +1,305 @@
+/* core/io_watch.c — the fd table: which handle or C callback waits on each fd for reading and writing, what was
+ * asked of the backend (so no call is made that changes nothing), readiness dispatch, and add/remove_reader/writer. */
+#include "zloop.h"
+
+#include <errno.h>
+
+/* ------------------------------------------------------------------ fds */
+
+int
+zl_fileobj_to_fd(PyObject *fileobj)
+{
+    long fd;
+    if (PyLong_Check(fileobj)) {
+        fd = PyLong_AsLong(fileobj);
+    } else {
+        PyObject *fileno = PyObject_CallMethod(fileobj, "fileno", NULL);
+        if (fileno == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_AttributeError) && !PyErr_ExceptionMatches(PyExc_TypeError) &&
+                !PyErr_ExceptionMatches(PyExc_ValueError)) {
+                return -1;
+            }
+            PyErr_Clear();
+            PyErr_Format(PyExc_ValueError, "Invalid file object: %R", fileobj);
+            return -1;
+        }
+        if (!PyLong_Check(fileno)) {
+            Py_DECREF(fileno);
+            PyErr_Format(PyExc_ValueError, "Invalid file object: %R", fileobj);
+            return -1;
+        }
+        fd = PyLong_AsLong(fileno);
+        Py_DECREF(fileno);
+    }
+    if (fd == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (fd < 0 || fd > INT32_MAX) {
+        PyErr_Format(PyExc_ValueError, "Invalid file descriptor: %ld", fd);
+        return -1;
+    }
+    return (int)fd;
+}
+
+static int
+io_reserve(zl_io_table *io, int fd)
+{
+    if (fd < io->len) {
+        return 0;
+    }
+    int len = io->len ? io->len : 64;
+    while (len <= fd) {
+        len *= 2;
+    }
+    zl_io_slot *slots = PyMem_Realloc(io->slots, (size_t)len * sizeof(zl_io_slot));
+    if (slots == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    memset(slots + io->len, 0, (size_t)(len - io->len) * sizeof(zl_io_slot));
+    io->slots = slots;
+    io->len = len;
+    return 0;
+}
+
+/* Tell the backend the fd's new event set; 0, or -1 with OSError set and nothing changed. */
+static int
+io_apply_interest(zl_loop *loop, int fd, int wanted)
+{
+    zl_io_slot *slot = &loop->io.slots[fd];
+    int current = slot->registered;
+    if (wanted == current) {
+        return 0;
+    }
+    int rc;
+    if (current == 0) {
+        rc = loop->ops->watch(loop->backend, fd, wanted);
+    } else if (wanted == 0) {
+        rc = loop->ops->unwatch(loop->backend, fd, current);
+    } else {
+        rc = loop->ops->modify(loop->backend, fd, current, wanted);
+    }
+    if (rc < 0) {
+        errno = -rc;
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    loop->io.watched += (current == 0) - (wanted == 0);
+    slot->registered = wanted;
+    return 0;
+}
+
+static zl_io_side *
+slot_side(zl_io_slot *slot, int event)
+{
+    return event == ZL_EV_READ ? &slot->read : &slot->write;
+}
+
+static void
+side_release(zl_io_side side)
+{
+    if (side.handle != NULL) {
+        zl_handle_cancel((zl_handle *)side.handle);
+        Py_DECREF(side.handle);
+    }
+    Py_XDECREF(side.owner);
+}
+
+int
+zl_io_set_side(zl_loop *loop, int fd, int event, PyObject *handle, zl_io_fn fn, PyObject *owner)
+{
+    if (io_reserve(&loop->io, fd) < 0) {
+        return -1;
+    }
+    zl_io_slot *slot = &loop->io.slots[fd];
+    if (io_apply_interest(loop, fd, slot->registered | event) < 0) {
+        return -1;
+    }
+    zl_io_side *side = slot_side(slot, event);
+    zl_io_side old = *side;
+    Py_XINCREF(handle);
+    Py_XINCREF(owner);
+    *side = (zl_io_side){.handle = handle, .fn = fn, .owner = owner};
+    side_release(old);
+    return 0;
+}
+
+int
+zl_io_clear_side(zl_loop *loop, int fd, int event, int *was_set)
+{
+    *was_set = 0;
+    if (fd >= loop->io.len) {
+        return 0;
+    }
+    zl_io_slot *slot = &loop->io.slots[fd];
+    zl_io_side *side = slot_side(slot, event);
+    if (!(slot->registered & event) && side->handle == NULL && side->fn == NULL) {
+        return 0;
+    }
+    *was_set = side->handle != NULL || side->fn != NULL;
+    zl_io_side old = *side;
+    *side = (zl_io_side){0};
+    if (io_apply_interest(loop, fd, slot->registered & ~event) < 0) {
+        /* The fd was closed under us: the kernel has already forgotten it, so forget it too. */
+        PyErr_Clear();
+        (void)io_apply_interest(loop, fd, 0);
+        slot->registered = 0;
+    }
+    side_release(old);
+    return 0;
+}
+
+void
+zl_io_release_all(zl_loop *loop)
+{
+    zl_io_table *io = &loop->io;
+    for (int fd = 0; fd < io->len; fd++) {
+        zl_io_slot *slot = &io->slots[fd];
+        if (slot->registered != 0 && loop->backend != NULL) {
+            (void)loop->ops->unwatch(loop->backend, fd, slot->registered);
+        }
+        slot->registered = 0;
+        zl_io_side read = slot->read, write = slot->write;
+        slot->read = (zl_io_side){0};
+        slot->write = (zl_io_side){0};
+        Py_XDECREF(read.handle);
+        Py_XDECREF(read.owner);
+        Py_XDECREF(write.handle);
+        Py_XDECREF(write.owner);
+    }
+    io->watched = 0;
+}
+
+int
+zl_io_traverse(zl_io_table *io, visitproc visit, void *arg)
+{
+    for (int fd = 0; fd < io->len; fd++) {
+        Py_VISIT(io->slots[fd].read.handle);
+        Py_VISIT(io->slots[fd].read.owner);
+        Py_VISIT(io->slots[fd].write.handle);
+        Py_VISIT(io->slots[fd].write.owner);
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ dispatch */
+
+static int
+io_dispatch_side(zl_loop *loop, int fd, int event)
+{
+    zl_io_side *side = slot_side(&loop->io.slots[fd], event);
+    if (side->handle != NULL) {
+        if (((zl_handle *)side->handle)->cancelled) {
+            int was_set;
+            return zl_io_clear_side(loop, fd, event, &was_set);
+        }
+        Py_INCREF(side->handle);
+        return zl_ready_queue_push(&loop->ready, side->handle);
+    }
+    if (side->fn != NULL) {
+        PyObject *owner = side->owner;
+        Py_INCREF(owner);
+        int rc = side->fn(owner, fd);
+        Py_DECREF(owner);
+        return rc;
+    }
+    return 0;
+}
+
+int
+zl_io_dispatch(zl_loop *loop, const zl_fired *fired, int count)
+{
+    for (int i = 0; i < count; i++) {
+        int fd = fired[i].fd;
+        /* Re-read the slot each time: a C callback may have changed (or grown) the table. */
+        if (fd < 0 || fd >= loop->io.len) {
+            continue;
+        }
+        if ((fired[i].events & ZL_EV_READ) && (loop->io.slots[fd].registered & ZL_EV_READ)) {
+            if (io_dispatch_side(loop, fd, ZL_EV_READ) < 0) {
+                return -1;
+            }
+        }
+        if (fd < loop->io.len && (fired[i].events & ZL_EV_WRITE) && (loop->io.slots[fd].registered & ZL_EV_WRITE)) {
+            if (io_dispatch_side(loop, fd, ZL_EV_WRITE) < 0) {
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ add/remove_reader/writer */
+
+static PyObject *
+io_add_callback(zl_loop *loop, int event, const char *method, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 2) {
+        PyErr_Format(PyExc_TypeError, "%s() takes at least 2 arguments (%zd given)", method, nargs);
+        return NULL;
+    }
+    int fd = zl_fileobj_to_fd(args[0]);
+    if (fd < 0 || zl_loop_check_closed(loop) < 0) {
+        return NULL;
+    }
+    if (fd < loop->io.len && slot_side(&loop->io.slots[fd], event)->fn != NULL) {
+        PyErr_Format(PyExc_RuntimeError, "File descriptor %d is used by transport %R", fd,
+                     slot_side(&loop->io.slots[fd], event)->owner);
+        return NULL;
+    }
+    zl_handle *handle = zl_handle_new(loop, args[1], args + 2, nargs - 2, NULL, 0, 0.0);
+    if (handle == NULL) {
+        return NULL;
+    }
+    if (zl_io_set_side(loop, fd, event, (PyObject *)handle, NULL, NULL) < 0) {
+        Py_DECREF(handle);
+        return NULL;
+    }
+    return (PyObject *)handle;
+}
+
+static PyObject *
+io_remove_callback(zl_loop *loop, int event, PyObject *fileobj)
+{
+    int fd = zl_fileobj_to_fd(fileobj);
+    if (fd < 0) {
+        return NULL;
+    }
+    if (loop->closed) {
+        Py_RETURN_FALSE;
+    }
+    if (fd < loop->io.len && slot_side(&loop->io.slots[fd], event)->fn != NULL) {
+        PyErr_Format(PyExc_RuntimeError, "File descriptor %d is used by transport %R", fd,
+                     slot_side(&loop->io.slots[fd], event)->owner);
+        return NULL;
+    }
+    int was_set;
+    if (zl_io_clear_side(loop, fd, event, &was_set) < 0) {
+        return NULL;
+    }
+    return PyBool_FromLong(was_set);
+}
+
+PyObject *
+zl_loop_add_reader(zl_loop *loop, PyObject *const *args, Py_ssize_t nargs)
+{
+    return io_add_callback(loop, ZL_EV_READ, "add_reader", args, nargs);
+}
+
+PyObject *
+zl_loop_add_writer(zl_loop *loop, PyObject *const *args, Py_ssize_t nargs)
+{
+    return io_add_callback(loop, ZL_EV_WRITE, "add_writer", args, nargs);
+}
+
+PyObject *
+zl_loop_remove_reader(zl_loop *loop, PyObject *fileobj)
+{
+    return io_remove_callback(loop, ZL_EV_READ, fileobj);
+}
+
+PyObject *
+zl_loop_remove_writer(zl_loop *loop, PyObject *fileobj)
+{
+    return io_remove_callback(loop, ZL_EV_WRITE, fileobj);
+}

@@ -1,0 +1,619 @@
+/* core/loop.c — the LoopCore type: creation with a backend, scheduling (call_soon, call_later, call_at,
+ * call_soon_threadsafe), the clock, state flags and the Python-visible methods of the C core. */
+#include "zloop.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <structmember.h>
+#include <time.h>
+
+/* ------------------------------------------------------------------ clock and small checks */
+
+double
+zl_loop_clock(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static double
+loop_clock_resolution(void)
+{
+    struct timespec ts;
+    if (clock_getres(CLOCK_MONOTONIC, &ts) < 0) {
+        return 1e-9;
+    }
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+int
+zl_loop_check_closed(zl_loop *loop)
+{
+    if (loop->closed || loop->backend == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Event loop is closed");
+        return -1;
+    }
+    return 0;
+}
+
+static int
+loop_check_thread(zl_loop *loop)
+{
+    if (loop->thread_id != 0 && loop->thread_id != PyThread_get_thread_ident()) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "Non-thread-safe operation invoked on an event loop other than the current one");
+        return -1;
+    }
+    return 0;
+}
+
+static int
+loop_check_callback(PyObject *callback, const char *method)
+{
+    PyObject *res = PyObject_CallFunction(zl_global.check_callback, "Os", callback, method);
+    if (res == NULL) {
+        return -1;
+    }
+    Py_DECREF(res);
+    return 0;
+}
+
+void
+zl_loop_timer_cancelled(zl_loop *loop)
+{
+    loop->timer_cancelled_count++;
+}
+
+int
+zl_loop_enqueue(zl_loop *loop, PyObject *handle)
+{
+    return zl_ready_queue_push(&loop->ready, handle);
+}
+
+/* ------------------------------------------------------------------ argument parsing */
+
+/* Split a vectorcall (callback, *args, context=None) into its parts; -1 with TypeError set. */
+static int
+parse_callback_call(const char *method, PyObject *const *args, Py_ssize_t nargs, Py_ssize_t leading,
+                    PyObject *kwnames, PyObject **context)
+{
+    *context = NULL;
+    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    for (Py_ssize_t i = 0; i < nkw; i++) {
+        PyObject *name = PyTuple_GET_ITEM(kwnames, i);
+        if (name != zl_global.str_context && PyUnicode_CompareWithASCIIString(name, "context") != 0) {
+            PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%U'", method, name);
+            return -1;
+        }
+        *context = args[nargs + i];
+    }
+    if (nargs < leading + 1) {
+        PyErr_Format(PyExc_TypeError, "%s() missing required positional argument%s", method,
+                     leading ? "s" : ": 'callback'");
+        return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ scheduling */
+
+static PyObject *
+loop_schedule_soon(zl_loop *self, const char *method, PyObject *const *args, Py_ssize_t nargs,
+                   PyObject *kwnames, int threadsafe)
+{
+    PyObject *context;
+    if (parse_callback_call(method, args, nargs, 0, kwnames, &context) < 0) {
+        return NULL;
+    }
+    if (zl_loop_check_closed(self) < 0) {
+        return NULL;
+    }
+    if (self->debug) {
+        if (!threadsafe && loop_check_thread(self) < 0) {
+            return NULL;
+        }
+        if (loop_check_callback(args[0], method) < 0) {
+            return NULL;
+        }
+    }
+    zl_handle *handle = zl_handle_new(self, args[0], args + 1, nargs - 1, context, 0, 0.0);
+    if (handle == NULL) {
+        return NULL;
+    }
+    Py_INCREF(handle);
+    if (zl_ready_queue_push(&self->ready, (PyObject *)handle) < 0) {
+        Py_DECREF(handle);
+        return NULL;
+    }
+    return (PyObject *)handle;
+}
+
+static PyObject *
+loop_call_soon(zl_loop *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    return loop_schedule_soon(self, "call_soon", args, nargs, kwnames, 0);
+}
+
+static PyObject *
+loop_call_soon_threadsafe(zl_loop *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *handle = loop_schedule_soon(self, "call_soon_threadsafe", args, nargs, kwnames, 1);
+    if (handle == NULL) {
+        return NULL;
+    }
+    /* Only a loop blocked in poll needs waking, and only once per poll. */
+    if (self->polling && !self->wake_pending) {
+        self->wake_pending = 1;
+        self->ops->wake(self->backend);
+    }
+    return handle;
+}
+
+static PyObject *
+loop_schedule_at(zl_loop *self, const char *method, double when, PyObject *const *args, Py_ssize_t nargs,
+                 PyObject *context)
+{
+    if (zl_loop_check_closed(self) < 0) {
+        return NULL;
+    }
+    if (self->debug) {
+        if (loop_check_thread(self) < 0 || loop_check_callback(args[0], method) < 0) {
+            return NULL;
+        }
+    }
+    zl_handle *timer = zl_handle_new(self, args[0], args + 1, nargs - 1, context, 1, when);
+    if (timer == NULL) {
+        return NULL;
+    }
+    Py_INCREF(timer);
+    if (zl_timer_heap_push(&self->timers, when, self->timer_seq++, (PyObject *)timer) < 0) {
+        Py_DECREF(timer);
+        return NULL;
+    }
+    timer->scheduled = 1;
+    return (PyObject *)timer;
+}
+
+static int
+parse_time_argument(PyObject *value, const char *none_message, double *out)
+{
+    if (value == Py_None) {
+        PyErr_SetString(PyExc_TypeError, none_message);
+        return -1;
+    }
+    *out = PyFloat_AsDouble(value);
+    if (*out == -1.0 && PyErr_Occurred()) {
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *
+loop_call_later(zl_loop *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *context;
+    double delay;
+    if (parse_callback_call("call_later", args, nargs, 1, kwnames, &context) < 0 ||
+        parse_time_argument(args[0], "delay must not be None", &delay) < 0) {
+        return NULL;
+    }
+    return loop_schedule_at(self, "call_later", zl_loop_clock() + delay, args + 1, nargs - 1, context);
+}
+
+static PyObject *
+loop_call_at(zl_loop *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *context;
+    double when;
+    if (parse_callback_call("call_at", args, nargs, 1, kwnames, &context) < 0 ||
+        parse_time_argument(args[0], "when cannot be None", &when) < 0) {
+        return NULL;
+    }
+    return loop_schedule_at(self, "call_at", when, args + 1, nargs - 1, context);
+}
+
+/* ------------------------------------------------------------------ lifecycle */
+
+static PyObject *
+loop_time(zl_loop *Py_UNUSED(self), PyObject *Py_UNUSED(ignored))
+{
+    return PyFloat_FromDouble(zl_loop_clock());
+}
+
+static PyObject *
+loop_stop(zl_loop *self, PyObject *Py_UNUSED(ignored))
+{
+    self->stopping = 1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+loop_is_running(zl_loop *self, PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(self->thread_id != 0);
+}
+
+static PyObject *
+loop_is_closed(zl_loop *self, PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(self->closed);
+}
+
+static PyObject *
+loop_get_debug(zl_loop *self, PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(self->debug);
+}
+
+static PyObject *
+loop_set_debug(zl_loop *self, PyObject *enabled)
+{
+    int value = PyObject_IsTrue(enabled);
+    if (value < 0) {
+        return NULL;
+    }
+    self->debug = value;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+loop_get_backend(zl_loop *self, PyObject *Py_UNUSED(ignored))
+{
+    return PyUnicode_FromString(self->ops->name);
+}
+
+static PyObject *
+loop_py_run_until_stopped(zl_loop *self, PyObject *Py_UNUSED(ignored))
+{
+    if (zl_loop_check_closed(self) < 0 || zl_loop_run_until_stopped(self) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+loop_py_run_once(zl_loop *self, PyObject *Py_UNUSED(ignored))
+{
+    if (zl_loop_check_closed(self) < 0 || zl_loop_run_once(self) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static void
+loop_release_backend(zl_loop *self)
+{
+    zl_ready_queue_clear(&self->ready);
+    zl_timer_heap_clear(&self->timers);
+    zl_io_release_all(self);
+    if (self->backend != NULL) {
+        self->ops->destroy(self->backend);
+        self->backend = NULL;
+    }
+}
+
+static PyObject *
+loop_close_core(zl_loop *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->thread_id != 0) {
+        PyErr_SetString(PyExc_RuntimeError, "Cannot close a running event loop");
+        return NULL;
+    }
+    self->closed = 1;
+    loop_release_backend(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+loop_after_fork(zl_loop *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->backend != NULL) {
+        int rc = self->ops->reinit_after_fork(self->backend);
+        if (rc < 0) {
+            errno = -rc;
+            return PyErr_SetFromErrno(PyExc_OSError);
+        }
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+loop_add_reader(zl_loop *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return zl_loop_add_reader(self, args, nargs);
+}
+
+static PyObject *
+loop_add_writer(zl_loop *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return zl_loop_add_writer(self, args, nargs);
+}
+
+static PyObject *
+loop_remove_reader(zl_loop *self, PyObject *fileobj)
+{
+    return zl_loop_remove_reader(self, fileobj);
+}
+
+static PyObject *
+loop_remove_writer(zl_loop *self, PyObject *fileobj)
+{
+    return zl_loop_remove_writer(self, fileobj);
+}
+
+static PyObject *
+loop_make_handle(zl_loop *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"callback", "args", "context", NULL};
+    PyObject *callback, *call_args, *context = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO!|O:_make_handle", kwlist, &callback, &PyTuple_Type,
+                                     &call_args, &context)) {
+        return NULL;
+    }
+    return (PyObject *)zl_handle_new(self, callback, &PyTuple_GET_ITEM(call_args, 0), PyTuple_GET_SIZE(call_args),
+                                     context, 0, 0.0);
+}
+
+static PyObject *
+loop_enqueue_handle(zl_loop *self, PyObject *handle)
+{
+    if (!PyObject_TypeCheck(handle, &zl_handle_type)) {
+        PyErr_Format(PyExc_TypeError, "expected a zloop Handle, got %R", handle);
+        return NULL;
+    }
+    if (zl_loop_check_closed(self) < 0) {
+        return NULL;
+    }
+    Py_INCREF(handle);
+    if (zl_ready_queue_push(&self->ready, handle) < 0) {
+        return NULL;
+    }
+    if (self->polling && !self->wake_pending) {
+        self->wake_pending = 1;
+        self->ops->wake(self->backend);
+    }
+    Py_RETURN_NONE;
+}
+
+/* ------------------------------------------------------------------ type plumbing */
+
+static int
+loop_init(zl_loop *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"backend", NULL};
+    PyObject *name_obj = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:LoopCore", kwlist, &name_obj)) {
+        return -1;
+    }
+    if (self->backend != NULL || self->closed) {
+        PyErr_SetString(PyExc_RuntimeError, "the loop is already initialised");
+        return -1;
+    }
+    const char *name;
+    if (name_obj != Py_None) {
+        name = PyUnicode_AsUTF8(name_obj);
+        if (name == NULL) {
+            return -1;
+        }
+    } else {
+        name = getenv("ZLOOP_BACKEND");
+        if (name == NULL || name[0] == '\0') {
+            name = zl_backend_default_name();
+        }
+    }
+    const zl_backend_ops *ops = zl_backend_find(name);
+    if (ops == NULL) {
+        PyObject *names = PyUnicode_FromString("");
+        for (size_t i = 0; names != NULL && zl_backend_table[i] != NULL; i++) {
+            PyObject *joined = PyUnicode_FromFormat("%U%s%s", names, i ? ", " : "", zl_backend_table[i]->name);
+            Py_SETREF(names, joined);
+        }
+        if (names != NULL) {
+            PyErr_Format(PyExc_ValueError, "unknown zloop backend '%s'; available: %U", name, names);
+            Py_DECREF(names);
+        }
+        return -1;
+    }
+    self->backend = ops->create();
+    if (self->backend == NULL) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    self->ops = ops;
+    self->clock_resolution = loop_clock_resolution();
+    self->slow_callback_duration = 0.1;
+    return 0;
+}
+
+static int
+loop_traverse(zl_loop *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->current_handle);
+    if (zl_ready_queue_traverse(&self->ready, visit, arg) < 0 ||
+        zl_timer_heap_traverse(&self->timers, visit, arg) < 0) {
+        return -1;
+    }
+    return zl_io_traverse(&self->io, visit, arg);
+}
+
+static int
+loop_clear(zl_loop *self)
+{
+    Py_CLEAR(self->current_handle);
+    zl_ready_queue_clear(&self->ready);
+    zl_timer_heap_clear(&self->timers);
+    zl_io_release_all(self);
+    return 0;
+}
+
+static void
+loop_dealloc(zl_loop *self)
+{
+    PyObject_GC_UnTrack(self);
+    loop_clear(self);
+    loop_release_backend(self);
+    zl_ready_queue_free(&self->ready);
+    zl_timer_heap_free(&self->timers);
+    PyMem_Free(self->io.slots);
+    self->io.slots = NULL;
+    PyTypeObject *type = Py_TYPE(self);
+    type->tp_free((PyObject *)self);
+}
+
+static PyObject *
+loop_get_stopping(zl_loop *self, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(self->stopping);
+}
+
+static int
+loop_set_stopping(zl_loop *self, PyObject *value, void *Py_UNUSED(closure))
+{
+    int flag = value == NULL ? 0 : PyObject_IsTrue(value);
+    if (flag < 0) {
+        return -1;
+    }
+    self->stopping = flag;
+    return 0;
+}
+
+static PyObject *
+loop_get_closed(zl_loop *self, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(self->closed);
+}
+
+static PyObject *
+loop_get_thread_id(zl_loop *self, void *Py_UNUSED(closure))
+{
+    if (self->thread_id == 0) {
+        Py_RETURN_NONE;
+    }
+    return PyLong_FromUnsignedLong(self->thread_id);
+}
+
+static int
+loop_set_thread_id(zl_loop *self, PyObject *value, void *Py_UNUSED(closure))
+{
+    if (value == NULL || value == Py_None) {
+        self->thread_id = 0;
+        return 0;
+    }
+    unsigned long id = PyLong_AsUnsignedLong(value);
+    if (id == (unsigned long)-1 && PyErr_Occurred()) {
+        return -1;
+    }
+    self->thread_id = id;
+    return 0;
+}
+
+static PyObject *
+loop_get_current_handle(zl_loop *self, void *Py_UNUSED(closure))
+{
+    if (self->current_handle == NULL) {
+        Py_RETURN_NONE;
+    }
+    Py_INCREF(self->current_handle);
+    return self->current_handle;
+}
+
+static PyObject *
+loop_get_debug_attr(zl_loop *self, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(self->debug);
+}
+
+static PyObject *
+loop_get_ready_count(zl_loop *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromSize_t(self->ready.len);
+}
+
+static PyObject *
+loop_get_timer_count(zl_loop *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromSize_t(self->timers.len);
+}
+
+static PyObject *
+loop_get_timer_cancelled_count(zl_loop *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromSsize_t(self->timer_cancelled_count);
+}
+
+static PyObject *
+loop_get_watched_count(zl_loop *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromLong(self->io.watched);
+}
+
+static PyMethodDef loop_methods[] = {
+    {"time", (PyCFunction)loop_time, METH_NOARGS, "The loop's clock: time.monotonic(), in seconds."},
+    {"call_soon", (PyCFunction)(void (*)(void))loop_call_soon, METH_FASTCALL | METH_KEYWORDS,
+     "call_soon(callback, *args, context=None) -> Handle"},
+    {"call_soon_threadsafe", (PyCFunction)(void (*)(void))loop_call_soon_threadsafe, METH_FASTCALL | METH_KEYWORDS,
+     "call_soon_threadsafe(callback, *args, context=None) -> Handle; wakes the loop if it is blocked."},
+    {"call_later", (PyCFunction)(void (*)(void))loop_call_later, METH_FASTCALL | METH_KEYWORDS,
+     "call_later(delay, callback, *args, context=None) -> TimerHandle"},
+    {"call_at", (PyCFunction)(void (*)(void))loop_call_at, METH_FASTCALL | METH_KEYWORDS,
+     "call_at(when, callback, *args, context=None) -> TimerHandle"},
+    {"stop", (PyCFunction)loop_stop, METH_NOARGS, "Stop the loop after the current iteration."},
+    {"is_running", (PyCFunction)loop_is_running, METH_NOARGS, "True while run_forever is running."},
+    {"is_closed", (PyCFunction)loop_is_closed, METH_NOARGS, "True once close() was called."},
+    {"get_debug", (PyCFunction)loop_get_debug, METH_NOARGS, "True in debug mode."},
+    {"_set_debug_flag", (PyCFunction)loop_set_debug, METH_O, "Set the C core's debug flag."},
+    {"get_backend", (PyCFunction)loop_get_backend, METH_NOARGS, "The name of the I/O backend this loop uses."},
+    {"add_reader", (PyCFunction)(void (*)(void))loop_add_reader, METH_FASTCALL,
+     "add_reader(fd, callback, *args) -> Handle"},
+    {"add_writer", (PyCFunction)(void (*)(void))loop_add_writer, METH_FASTCALL,
+     "add_writer(fd, callback, *args) -> Handle"},
+    {"remove_reader", (PyCFunction)loop_remove_reader, METH_O, "remove_reader(fd) -> bool"},
+    {"remove_writer", (PyCFunction)loop_remove_writer, METH_O, "remove_writer(fd) -> bool"},
+    {"_run_until_stopped", (PyCFunction)loop_py_run_until_stopped, METH_NOARGS,
+     "Iterate until stop(); run_forever wraps this."},
+    {"_run_once", (PyCFunction)loop_py_run_once, METH_NOARGS, "Run one iteration."},
+    {"_make_handle", (PyCFunction)(void (*)(void))loop_make_handle, METH_VARARGS | METH_KEYWORDS,
+     "_make_handle(callback, args, context=None) -> Handle, not scheduled."},
+    {"_enqueue", (PyCFunction)loop_enqueue_handle, METH_O, "Queue a Handle to run in the next iteration (signal-safe)."},
+    {"_close_core", (PyCFunction)loop_close_core, METH_NOARGS, "Drop queued work and release the backend."},
+    {"_after_fork", (PyCFunction)loop_after_fork, METH_NOARGS, "Re-create kernel state in a forked child."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef loop_members[] = {
+    {"slow_callback_duration", T_DOUBLE, offsetof(zl_loop, slow_callback_duration), 0,
+     "In debug mode, callbacks taking longer than this (seconds) are logged."},
+    {"_clock_resolution", T_DOUBLE, offsetof(zl_loop, clock_resolution), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyGetSetDef loop_getset[] = {
+    {"_stopping", (getter)loop_get_stopping, (setter)loop_set_stopping, NULL, NULL},
+    {"_closed", (getter)loop_get_closed, NULL, NULL, NULL},
+    {"_thread_id", (getter)loop_get_thread_id, (setter)loop_set_thread_id, NULL, NULL},
+    {"_current_handle", (getter)loop_get_current_handle, NULL, NULL, NULL},
+    {"_debug", (getter)loop_get_debug_attr, NULL, NULL, NULL},
+    {"_ready_count", (getter)loop_get_ready_count, NULL, NULL, NULL},
+    {"_timer_count", (getter)loop_get_timer_count, NULL, NULL, NULL},
+    {"_timer_cancelled_count", (getter)loop_get_timer_cancelled_count, NULL, NULL, NULL},
+    {"_watched_fd_count", (getter)loop_get_watched_count, NULL, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+PyTypeObject zl_loop_type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "zloop._zloop.LoopCore",
+    .tp_doc = "The C core of a zloop event loop; zloop.Loop adds the rest of asyncio's API on top.",
+    .tp_basicsize = sizeof(zl_loop),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)loop_init,
+    .tp_dealloc = (destructor)loop_dealloc,
+    .tp_traverse = (traverseproc)loop_traverse,
+    .tp_clear = (inquiry)loop_clear,
+    .tp_methods = loop_methods,
+    .tp_members = loop_members,
+    .tp_getset = loop_getset,
+};

@@ -1,0 +1,54 @@
+/* core/ready_queue.c — growth, clearing and GC traversal of the ready queue's ring buffer.
+ * Growth keeps FIFO order by unwrapping the ring into the new buffer. */
+#include "ready_queue.h"
+
+#define ZL_READY_QUEUE_MIN_CAPACITY 64
+
+int
+zl_ready_queue_grow(zl_ready_queue *queue)
+{
+    size_t old_capacity = queue->items == NULL ? 0 : queue->mask + 1;
+    size_t capacity = old_capacity ? old_capacity * 2 : ZL_READY_QUEUE_MIN_CAPACITY;
+    PyObject **items = PyMem_Malloc(capacity * sizeof(PyObject *));
+    if (items == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (size_t i = 0; i < queue->len; i++) {
+        items[i] = queue->items[(queue->head + i) & queue->mask];
+    }
+    PyMem_Free(queue->items);
+    queue->items = items;
+    queue->head = 0;
+    queue->mask = capacity - 1;
+    return 0;
+}
+
+void
+zl_ready_queue_clear(zl_ready_queue *queue)
+{
+    /* Pop before releasing: a handle's finalizer may run arbitrary code that looks at the queue. */
+    while (queue->len > 0) {
+        PyObject *item = zl_ready_queue_pop(queue);
+        Py_DECREF(item);
+    }
+}
+
+void
+zl_ready_queue_free(zl_ready_queue *queue)
+{
+    zl_ready_queue_clear(queue);
+    PyMem_Free(queue->items);
+    queue->items = NULL;
+    queue->head = 0;
+    queue->mask = 0;
+}
+
+int
+zl_ready_queue_traverse(zl_ready_queue *queue, visitproc visit, void *arg)
+{
+    for (size_t i = 0; i < queue->len; i++) {
+        Py_VISIT(queue->items[(queue->head + i) & queue->mask]);
+    }
+    return 0;
+}

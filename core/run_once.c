@@ -1,0 +1,182 @@
+/* core/run_once.c — one iteration of the loop: drop cancelled timers, poll the backend (GIL released only when
+ * it may block), queue ready I/O and expired timers, then run exactly the handles that were ready at that point. */
+#include "zloop.h"
+
+#include <errno.h>
+#include <math.h>
+
+#define ZL_MIN_TIMERS_TO_COMPACT 100        /* asyncio's _MIN_SCHEDULED_TIMER_HANDLES */
+#define ZL_MAX_POLL_SECONDS (24.0 * 3600.0) /* asyncio's MAXIMUM_SELECT_TIMEOUT */
+
+static int
+timer_is_cancelled(PyObject *timer)
+{
+    zl_handle *handle = (zl_handle *)timer;
+    if (handle->cancelled) {
+        handle->scheduled = 0;
+        return 1;
+    }
+    return 0;
+}
+
+/* Cancelled timers leave the heap lazily; when they are most of a large heap, rebuild it without them. */
+static void
+drop_cancelled_timers(zl_loop *loop)
+{
+    size_t count = loop->timers.len;
+    if (count > ZL_MIN_TIMERS_TO_COMPACT && (size_t)loop->timer_cancelled_count * 2 > count) {
+        zl_timer_heap_drop_if(&loop->timers, timer_is_cancelled);
+        loop->timer_cancelled_count = 0;
+        return;
+    }
+    const zl_timer_entry *head;
+    while ((head = zl_timer_heap_peek(&loop->timers)) != NULL && ((zl_handle *)head->timer)->cancelled) {
+        PyObject *timer = zl_timer_heap_pop(&loop->timers);
+        ((zl_handle *)timer)->scheduled = 0;
+        loop->timer_cancelled_count--;
+        Py_DECREF(timer);
+    }
+}
+
+/* Nanoseconds the poll may block: 0 with work queued, -1 with nothing scheduled at all. */
+static int64_t
+poll_timeout_ns(zl_loop *loop)
+{
+    if (loop->ready.len > 0 || loop->stopping) {
+        return 0;
+    }
+    const zl_timer_entry *head = zl_timer_heap_peek(&loop->timers);
+    if (head == NULL) {
+        return -1;
+    }
+    double delay = head->when - zl_loop_clock();
+    if (delay <= 0.0) {
+        return 0;
+    }
+    if (delay > ZL_MAX_POLL_SECONDS) {
+        delay = ZL_MAX_POLL_SECONDS;
+    }
+    return (int64_t)ceil(delay * 1e9);
+}
+
+static int
+poll_backend(zl_loop *loop)
+{
+    int64_t timeout_ns = poll_timeout_ns(loop);
+    const zl_fired *fired = NULL;
+    int count;
+    if (timeout_ns == 0) {
+        count = loop->ops->poll(loop->backend, 0, &fired);
+    } else {
+        zl_backend *backend = loop->backend;
+        loop->polling = 1;
+        Py_BEGIN_ALLOW_THREADS
+        count = loop->ops->poll(backend, timeout_ns, &fired);
+        Py_END_ALLOW_THREADS
+        loop->polling = 0;
+        loop->wake_pending = 0;
+        /* Python-level signal handlers (Ctrl-C) run here, not only when the next bytecode runs. */
+        if (PyErr_CheckSignals() < 0) {
+            return -1;
+        }
+    }
+    if (count == -EINTR) {
+        return PyErr_CheckSignals();
+    }
+    if (count < 0) {
+        errno = -count;
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    return count > 0 ? zl_io_dispatch(loop, fired, count) : 0;
+}
+
+static int
+queue_expired_timers(zl_loop *loop)
+{
+    const zl_timer_entry *head = zl_timer_heap_peek(&loop->timers);
+    if (head == NULL) {
+        return 0;
+    }
+    double end_time = zl_loop_clock() + loop->clock_resolution;
+    while ((head = zl_timer_heap_peek(&loop->timers)) != NULL && head->when < end_time) {
+        zl_handle *timer = (zl_handle *)zl_timer_heap_pop(&loop->timers);
+        timer->scheduled = 0;
+        if (timer->cancelled) {
+            loop->timer_cancelled_count--;
+            Py_DECREF(timer);
+            continue;
+        }
+        if (zl_ready_queue_push(&loop->ready, (PyObject *)timer) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Debug mode: remember the handle for the exception handler and log callbacks slower than the limit. */
+static int
+run_handle_debug(zl_loop *loop, zl_handle *handle)
+{
+    Py_INCREF(handle);
+    Py_XSETREF(loop->current_handle, (PyObject *)handle);
+    double started = zl_loop_clock();
+    int rc = zl_handle_run(handle);
+    double took = zl_loop_clock() - started;
+    Py_CLEAR(loop->current_handle);
+    if (rc == 0 && took >= loop->slow_callback_duration) {
+        PyObject *res = PyObject_CallFunction(zl_global.warn_slow_callback, "OOd", (PyObject *)loop,
+                                              (PyObject *)handle, took);
+        if (res == NULL) {
+            return -1;
+        }
+        Py_DECREF(res);
+    }
+    return rc;
+}
+
+static int
+run_ready_handles(zl_loop *loop)
+{
+    /* Only what is queued now: callbacks scheduled by these callbacks wait for the next iteration. */
+    size_t todo = loop->ready.len;
+    while (todo-- > 0 && loop->ready.len > 0) {
+        zl_handle *handle = (zl_handle *)zl_ready_queue_pop(&loop->ready);
+        int rc = 0;
+        if (!handle->cancelled) {
+            rc = loop->debug ? run_handle_debug(loop, handle) : zl_handle_run(handle);
+        }
+        Py_DECREF(handle);
+        if (rc < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int
+zl_loop_run_once(zl_loop *loop)
+{
+    drop_cancelled_timers(loop);
+    if (poll_backend(loop) < 0 || queue_expired_timers(loop) < 0) {
+        return -1;
+    }
+    return run_ready_handles(loop);
+}
+
+int
+zl_loop_run_until_stopped(zl_loop *loop)
+{
+    for (;;) {
+        if (loop->backend == NULL) {
+            PyErr_SetString(PyExc_RuntimeError, "Event loop is closed");
+            return -1;
+        }
+        if (zl_loop_run_once(loop) < 0) {
+            return -1;
+        }
+        if (loop->stopping) {
+            return 0;
+        }
+    }
+}

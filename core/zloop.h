@@ -1,0 +1,149 @@
+/* core/zloop.h — the core's shared types: the loop object, handles, the fd table and the module-wide state.
+ * Everything declared here runs with the GIL held; only the backend's poll runs without it. */
+#ifndef ZL_ZLOOP_H
+#define ZL_ZLOOP_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+
+#include "backend.h"
+#include "ready_queue.h"
+#include "timer_heap.h"
+
+typedef struct zl_loop zl_loop;
+
+/* ------------------------------------------------------------------ handles (core/handle.c) */
+
+#define ZL_HANDLE_INLINE_ARGS 3
+
+typedef struct zl_handle {
+    PyObject_HEAD
+    PyObject *callback;               /* NULL once cancelled */
+    PyObject **args;                  /* inline_args, or the items of args_tuple */
+    Py_ssize_t nargs;
+    PyObject *args_tuple;             /* owns the arguments when there are more than fit inline */
+    PyObject *inline_args[ZL_HANDLE_INLINE_ARGS];
+    PyObject *context;                /* contextvars.Context the callback runs in */
+    zl_loop *loop;
+    PyObject *source_traceback;       /* debug mode only */
+    PyObject *cancelled_repr;         /* debug mode: repr taken when cancelled */
+    PyObject *weakreflist;
+    unsigned char cancelled;
+    unsigned char running;            /* its callback is executing: cancel leaves the arguments alone */
+    unsigned char is_timer;
+    unsigned char scheduled;          /* timers: sitting in the loop's heap */
+    double when;                      /* timers: deadline */
+} zl_handle;
+
+extern PyTypeObject zl_handle_type;
+extern PyTypeObject zl_timer_handle_type;
+
+/* A new Handle (or TimerHandle when is_timer) for callback(*args) in context (NULL: copy the current one). */
+zl_handle *zl_handle_new(zl_loop *loop, PyObject *callback, PyObject *const *args, Py_ssize_t nargs,
+                         PyObject *context, int is_timer, double when);
+
+/* Run the handle's callback in its context. Exceptions go to the loop's exception handler;
+ * returns -1 only for SystemExit/KeyboardInterrupt (or a failing handler), which must stop the loop. */
+int zl_handle_run(zl_handle *handle);
+
+/* Mark cancelled and drop the callback and arguments. */
+void zl_handle_cancel(zl_handle *handle);
+
+/* ------------------------------------------------------------------ fd table (core/io_watch.c) */
+
+/* A C reader/writer, for transports: called from the I/O dispatch with the GIL held, no Handle in between.
+ * Errors must be handled inside (reported to the exception handler); a -1 return stops the loop with the
+ * exception set (SystemExit, KeyboardInterrupt). */
+typedef int (*zl_io_fn)(PyObject *owner, int fd);
+
+typedef struct zl_io_side {
+    PyObject *handle;                 /* add_reader/add_writer Handle, queued when ready */
+    zl_io_fn fn;                      /* or a C callback ... */
+    PyObject *owner;                  /* ... and the object it is for (owned) */
+} zl_io_side;
+
+typedef struct zl_io_slot {
+    zl_io_side read;
+    zl_io_side write;
+    int registered;                   /* events currently given to the backend */
+} zl_io_slot;
+
+typedef struct zl_io_table {
+    zl_io_slot *slots;                /* indexed by fd */
+    int len;
+    int watched;                      /* slots with registered != 0 */
+} zl_io_table;
+
+/* ------------------------------------------------------------------ the loop (core/loop.c, core/run_once.c) */
+
+struct zl_loop {
+    PyObject_HEAD
+    const zl_backend_ops *ops;
+    zl_backend *backend;              /* NULL once closed */
+    zl_ready_queue ready;
+    zl_timer_heap timers;
+    zl_io_table io;
+    uint64_t timer_seq;
+    Py_ssize_t timer_cancelled_count;
+    double clock_resolution;
+    double slow_callback_duration;
+    unsigned long thread_id;          /* thread running the loop, 0 when not running */
+    PyObject *current_handle;         /* debug mode: the handle being run */
+    int debug;
+    int stopping;
+    int closed;
+    volatile int polling;             /* blocked in the backend's poll, GIL released */
+    volatile int wake_pending;        /* a wake() was sent for this poll */
+};
+
+extern PyTypeObject zl_loop_type;
+
+/* The loop's clock: CLOCK_MONOTONIC in seconds, the clock of time.monotonic(). */
+double zl_loop_clock(void);
+
+/* One iteration: poll, queue ready I/O and expired timers, run what was ready when it started. */
+int zl_loop_run_once(zl_loop *loop);
+
+/* Iterate until stop() is called. -1 with an exception set when something must end the loop. */
+int zl_loop_run_until_stopped(zl_loop *loop);
+
+/* Queue a handle to run next iteration (steals the reference). */
+int zl_loop_enqueue(zl_loop *loop, PyObject *handle);
+
+/* Called by TimerHandle.cancel for a timer still in the heap. */
+void zl_loop_timer_cancelled(zl_loop *loop);
+
+/* RuntimeError('Event loop is closed') when it is; -1 then. */
+int zl_loop_check_closed(zl_loop *loop);
+
+/* fd table */
+int zl_io_dispatch(zl_loop *loop, const zl_fired *fired, int count);
+int zl_io_set_side(zl_loop *loop, int fd, int events, PyObject *handle, zl_io_fn fn, PyObject *owner);
+int zl_io_clear_side(zl_loop *loop, int fd, int events, int *was_set);
+void zl_io_release_all(zl_loop *loop);
+int zl_io_traverse(zl_io_table *io, visitproc visit, void *arg);
+PyObject *zl_loop_add_reader(zl_loop *loop, PyObject *const *args, Py_ssize_t nargs);
+PyObject *zl_loop_add_writer(zl_loop *loop, PyObject *const *args, Py_ssize_t nargs);
+PyObject *zl_loop_remove_reader(zl_loop *loop, PyObject *fileobj);
+PyObject *zl_loop_remove_writer(zl_loop *loop, PyObject *fileobj);
+int zl_fileobj_to_fd(PyObject *fileobj);
+
+/* ------------------------------------------------------------------ module-wide state (python/module.c) */
+
+typedef struct zl_state {
+    PyObject *report_callback_error;  /* zloop._hooks.report_callback_error(handle, exc) */
+    PyObject *warn_slow_callback;     /* zloop._hooks.warn_slow_callback(loop, handle, seconds) */
+    PyObject *extract_stack;          /* zloop._hooks.extract_stack() -> traceback for debug mode */
+    PyObject *format_handle;          /* zloop._hooks.format_handle_repr(handle) -> str */
+    PyObject *check_callback;         /* zloop._hooks.check_callback(callback, method_name) (debug mode) */
+    PyObject *str_context;            /* "context" */
+} zl_state;
+
+extern zl_state zl_global;
+
+/* Exceptions across Python versions: fetch the raised exception (normalized, with traceback), or NULL. */
+PyObject *zl_err_fetch(void);
+void zl_err_restore(PyObject *exc);
+
+#endif /* ZL_ZLOOP_H */

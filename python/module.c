@@ -1,0 +1,105 @@
+/* python/module.c — the zloop._zloop extension module: its types, the list of compiled-in backends, and the
+ * Python hooks (error reporting, debug helpers) the C core calls into, kept in one module-wide state. */
+#include "../core/zloop.h"
+
+zl_state zl_global;
+
+static PyObject *
+module_backends(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+{
+    PyObject *names = PyList_New(0);
+    if (names == NULL) {
+        return NULL;
+    }
+    for (size_t i = 0; zl_backend_table[i] != NULL; i++) {
+        PyObject *name = PyUnicode_FromString(zl_backend_table[i]->name);
+        if (name == NULL || PyList_Append(names, name) < 0) {
+            Py_XDECREF(name);
+            Py_DECREF(names);
+            return NULL;
+        }
+        Py_DECREF(name);
+    }
+    return names;
+}
+
+static PyObject *
+module_default_backend(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+{
+    return PyUnicode_FromString(zl_backend_default_name());
+}
+
+static PyObject *
+module_set_hooks(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"report_callback_error", "warn_slow_callback", "extract_stack", "format_handle",
+                             "check_callback", NULL};
+    PyObject *hooks[5];
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOO:_set_hooks", kwlist, &hooks[0], &hooks[1], &hooks[2],
+                                     &hooks[3], &hooks[4])) {
+        return NULL;
+    }
+    PyObject **slots[5] = {&zl_global.report_callback_error, &zl_global.warn_slow_callback,
+                           &zl_global.extract_stack, &zl_global.format_handle, &zl_global.check_callback};
+    for (int i = 0; i < 5; i++) {
+        Py_INCREF(hooks[i]);
+        Py_XSETREF(*slots[i], hooks[i]);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef module_methods[] = {
+    {"backends", (PyCFunction)module_backends, METH_NOARGS, "Names of the I/O backends compiled in."},
+    {"default_backend", (PyCFunction)module_default_backend, METH_NOARGS,
+     "The backend chosen at build time (ZLOOP_BACKEND overrides it per loop)."},
+    {"_set_hooks", (PyCFunction)(void (*)(void))module_set_hooks, METH_VARARGS | METH_KEYWORDS,
+     "Install the Python helpers the C core calls (zloop does this on import)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef zloop_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "zloop._zloop",
+    .m_doc = "The C core of zloop: loop, handles, timers and I/O backends.",
+    .m_size = -1,
+    .m_methods = module_methods,
+};
+
+static int
+module_add_type(PyObject *module, const char *name, PyTypeObject *type)
+{
+    if (PyType_Ready(type) < 0) {
+        return -1;
+    }
+    Py_INCREF(type);
+    if (PyModule_AddObject(module, name, (PyObject *)type) < 0) {
+        Py_DECREF(type);
+        return -1;
+    }
+    return 0;
+}
+
+PyMODINIT_FUNC
+PyInit__zloop(void)
+{
+    PyObject *module = PyModule_Create(&zloop_module);
+    if (module == NULL) {
+        return NULL;
+    }
+    if (zl_global.str_context == NULL) {
+        zl_global.str_context = PyUnicode_InternFromString("context");
+        if (zl_global.str_context == NULL) {
+            goto error;
+        }
+    }
+    if (module_add_type(module, "LoopCore", &zl_loop_type) < 0 ||
+        module_add_type(module, "Handle", &zl_handle_type) < 0 ||
+        module_add_type(module, "TimerHandle", &zl_timer_handle_type) < 0) {
+        goto error;
+    }
+    return module;
+
+error:
+    Py_DECREF(module);
+    return NULL;
+}

@@ -1,0 +1,80 @@
+"""Python helpers the C core calls: error reports, debug-mode stacks and warnings, handle reprs.
+
+They are kept here, not in C, because they run only on errors or in debug mode.
+"""
+
+import sys
+from asyncio import coroutines, format_helpers
+from asyncio.log import logger
+
+from . import _zloop
+
+
+def _callback_source(callback, args):
+    try:
+        return format_helpers._format_callback_source(callback, args if args is not None else ())
+    except Exception:  # the formatting helper is private to asyncio; never let a repr fail a report
+        return repr(callback)
+
+
+def report_callback_error(handle, exc):
+    """Hand an exception raised by a handle's callback to its loop's exception handler, as asyncio does."""
+    context = {
+        "message": f"Exception in callback {_callback_source(handle._callback, handle._args)}",
+        "exception": exc,
+        "handle": handle,
+    }
+    if handle._source_traceback:
+        context["source_traceback"] = handle._source_traceback
+    handle._loop.call_exception_handler(context)
+
+
+def format_handle(handle):
+    """The repr of a Handle or TimerHandle, in asyncio's format."""
+    if handle._repr is not None:
+        return handle._repr
+    info = [type(handle).__name__]
+    if handle._cancelled:
+        info.append("cancelled")
+    if isinstance(handle, _zloop.TimerHandle):
+        info.insert(2 if handle._cancelled else 1, f"when={handle._when}")
+    if handle._callback is not None:
+        info.append(_callback_source(handle._callback, handle._args))
+    if handle._source_traceback:
+        frame = handle._source_traceback[-1]
+        info.append(f"created at {frame[0]}:{frame[1]}")
+    return "<{}>".format(" ".join(info))
+
+
+def _describe_for_slow_warning(handle):
+    callback = handle._callback
+    owner = getattr(callback, "__self__", None)
+    from asyncio import tasks
+    if isinstance(owner, tasks.Task):
+        return repr(owner)
+    return str(handle)
+
+
+def warn_slow_callback(loop, handle, seconds):
+    logger.warning("Executing %s took %.3f seconds", _describe_for_slow_warning(handle), seconds)
+
+
+def extract_stack():
+    """The stack of whoever called into the loop (C methods have no frame of their own)."""
+    return format_helpers.extract_stack(sys._getframe(1))
+
+
+def check_callback(callback, method):
+    if coroutines.iscoroutine(callback) or coroutines.iscoroutinefunction(callback):
+        raise TypeError(f"coroutines cannot be used with {method}()")
+    if not callable(callback):
+        raise TypeError(f"a callable object was expected by {method}(), got {callback!r}")
+
+
+_zloop._set_hooks(
+    report_callback_error=report_callback_error,
+    warn_slow_callback=warn_slow_callback,
+    extract_stack=extract_stack,
+    format_handle=format_handle,
+    check_callback=check_callback,
+)
