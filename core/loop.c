@@ -431,6 +431,7 @@ static int
 loop_traverse(zl_loop *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->current_handle);
+    Py_VISIT(self->task_factory);
     if (zl_ready_queue_traverse(&self->ready, visit, arg) < 0 ||
         zl_timer_heap_traverse(&self->timers, visit, arg) < 0) {
         return -1;
@@ -442,6 +443,7 @@ static int
 loop_clear(zl_loop *self)
 {
     Py_CLEAR(self->current_handle);
+    Py_CLEAR(self->task_factory);
     zl_ready_queue_clear(&self->ready);
     zl_timer_heap_clear(&self->timers);
     zl_io_release_all(self);
@@ -510,13 +512,19 @@ loop_set_thread_id(zl_loop *self, PyObject *value, void *Py_UNUSED(closure))
 }
 
 static PyObject *
-loop_get_current_handle(zl_loop *self, void *Py_UNUSED(closure))
+get_or_none_object(PyObject *value)
 {
-    if (self->current_handle == NULL) {
+    if (value == NULL) {
         Py_RETURN_NONE;
     }
-    Py_INCREF(self->current_handle);
-    return self->current_handle;
+    Py_INCREF(value);
+    return value;
+}
+
+static PyObject *
+loop_get_current_handle(zl_loop *self, void *Py_UNUSED(closure))
+{
+    return get_or_none_object(self->current_handle);
 }
 
 static PyObject *
@@ -549,7 +557,26 @@ loop_get_watched_count(zl_loop *self, void *Py_UNUSED(closure))
     return PyLong_FromLong(self->io.watched);
 }
 
+static PyObject *
+loop_get_task_factory(zl_loop *self, void *Py_UNUSED(closure))
+{
+    return get_or_none_object(self->task_factory);
+}
+
+static int
+loop_set_task_factory(zl_loop *self, PyObject *value, void *Py_UNUSED(closure))
+{
+    Py_XINCREF(value);
+    Py_XSETREF(self->task_factory, value == Py_None ? NULL : value);
+    if (value == Py_None) {
+        Py_DECREF(value);
+    }
+    return 0;
+}
+
 static PyMethodDef loop_methods[] = {
+    {"create_task", (PyCFunction)(void (*)(void))zl_loop_create_task, METH_FASTCALL | METH_KEYWORDS,
+     "create_task(coro, *, name=None, context=None) -> Task"},
     {"time", (PyCFunction)loop_time, METH_NOARGS, "The loop's clock: time.monotonic(), in seconds."},
     {"call_soon", (PyCFunction)(void (*)(void))loop_call_soon, METH_FASTCALL | METH_KEYWORDS,
      "call_soon(callback, *args, context=None) -> Handle"},
@@ -594,6 +621,7 @@ static PyGetSetDef loop_getset[] = {
     {"_closed", (getter)loop_get_closed, NULL, NULL, NULL},
     {"_thread_id", (getter)loop_get_thread_id, (setter)loop_set_thread_id, NULL, NULL},
     {"_current_handle", (getter)loop_get_current_handle, NULL, NULL, NULL},
+    {"_task_factory", (getter)loop_get_task_factory, (setter)loop_set_task_factory, NULL, NULL},
     {"_debug", (getter)loop_get_debug_attr, NULL, NULL, NULL},
     {"_ready_count", (getter)loop_get_ready_count, NULL, NULL, NULL},
     {"_timer_count", (getter)loop_get_timer_count, NULL, NULL, NULL},

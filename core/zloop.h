@@ -90,6 +90,7 @@ struct zl_loop {
     double slow_callback_duration;
     unsigned long thread_id;          /* thread running the loop, 0 when not running */
     PyObject *current_handle;         /* debug mode: the handle being run */
+    PyObject *task_factory;           /* set_task_factory(), or NULL */
     int debug;
     int stopping;
     int closed;
@@ -117,6 +118,9 @@ void zl_loop_timer_cancelled(zl_loop *loop);
 /* RuntimeError('Event loop is closed') when it is; -1 then. */
 int zl_loop_check_closed(zl_loop *loop);
 
+/* loop.create_task (core/task_create.c) */
+PyObject *zl_loop_create_task(zl_loop *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+
 /* fd table */
 int zl_io_dispatch(zl_loop *loop, const zl_fired *fired, int count);
 int zl_io_set_side(zl_loop *loop, int fd, int events, PyObject *handle, zl_io_fn fn, PyObject *owner);
@@ -137,6 +141,9 @@ typedef struct zl_state {
     PyObject *extract_stack;          /* zloop._hooks.extract_stack() -> traceback for debug mode */
     PyObject *format_handle;          /* zloop._hooks.format_handle_repr(handle) -> str */
     PyObject *check_callback;         /* zloop._hooks.check_callback(callback, method_name) (debug mode) */
+    PyObject *task_type;              /* asyncio.Task (the C _asyncio.Task where available) */
+    PyObject *kwnames_loop_name;      /* ("loop", "name") */
+    PyObject *kwnames_loop_name_context; /* ("loop", "name", "context") */
     PyObject *str_context;            /* "context" */
 } zl_state;
 

@@ -33,15 +33,16 @@ static PyObject *
 module_set_hooks(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"report_callback_error", "warn_slow_callback", "extract_stack", "format_handle",
-                             "check_callback", NULL};
-    PyObject *hooks[5];
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOO:_set_hooks", kwlist, &hooks[0], &hooks[1], &hooks[2],
-                                     &hooks[3], &hooks[4])) {
+                             "check_callback", "task_type", NULL};
+    PyObject *hooks[6];
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOO:_set_hooks", kwlist, &hooks[0], &hooks[1], &hooks[2],
+                                     &hooks[3], &hooks[4], &hooks[5])) {
         return NULL;
     }
-    PyObject **slots[5] = {&zl_global.report_callback_error, &zl_global.warn_slow_callback,
-                           &zl_global.extract_stack, &zl_global.format_handle, &zl_global.check_callback};
-    for (int i = 0; i < 5; i++) {
+    PyObject **slots[6] = {&zl_global.report_callback_error, &zl_global.warn_slow_callback,
+                           &zl_global.extract_stack, &zl_global.format_handle, &zl_global.check_callback,
+                           &zl_global.task_type};
+    for (int i = 0; i < 6; i++) {
         Py_INCREF(hooks[i]);
         Py_XSETREF(*slots[i], hooks[i]);
     }
@@ -89,6 +90,13 @@ PyInit__zloop(void)
     if (zl_global.str_context == NULL) {
         zl_global.str_context = PyUnicode_InternFromString("context");
         if (zl_global.str_context == NULL) {
+            goto error;
+        }
+    }
+    if (zl_global.kwnames_loop_name == NULL) {
+        zl_global.kwnames_loop_name = Py_BuildValue("(ss)", "loop", "name");
+        zl_global.kwnames_loop_name_context = Py_BuildValue("(sss)", "loop", "name", "context");
+        if (zl_global.kwnames_loop_name == NULL || zl_global.kwnames_loop_name_context == NULL) {
             goto error;
         }
     }

@@ -4,7 +4,7 @@ They are kept here, not in C, because they run only on errors or in debug mode.
 """
 
 import sys
-from asyncio import coroutines, format_helpers
+from asyncio import coroutines, format_helpers, tasks
 from asyncio.log import logger
 
 from . import _zloop
@@ -49,7 +49,6 @@ def format_handle(handle):
 def _describe_for_slow_warning(handle):
     callback = handle._callback
     owner = getattr(callback, "__self__", None)
-    from asyncio import tasks
     if isinstance(owner, tasks.Task):
         return repr(owner)
     return str(handle)
@@ -77,4 +76,5 @@ _zloop._set_hooks(
     extract_stack=extract_stack,
     format_handle=format_handle,
     check_callback=check_callback,
+    task_type=tasks.Task,
 )

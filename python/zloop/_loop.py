@@ -50,7 +50,6 @@ class Loop(LoopCore, asyncio.AbstractEventLoop):
         self._asyncgens = weakref.WeakSet()
         self._asyncgens_shutdown_called = False
         self._exception_handler = None
-        self._task_factory = None
         self._signal_handlers = {}
         self._signal_rsock = None
         self._signal_wsock = None
@@ -168,8 +167,8 @@ class Loop(LoopCore, asyncio.AbstractEventLoop):
     def create_future(self):
         return futures.Future(loop=self)
 
-    def create_task(self, coro, *, name=None, context=None, eager_start=None):
-        """Schedule a coroutine as a Task (through the task factory, when one is set)."""
+    def _create_task_slow(self, coro, *, name=None, context=None, eager_start=None):
+        # create_task (in C) comes here with a task factory, in debug mode, or with eager_start.
         self._check_closed()
         if context is not None and not _PY311:
             raise TypeError("create_task() got an unexpected keyword argument 'context'")

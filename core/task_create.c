@@ -1,0 +1,53 @@
+/* core/task_create.c — loop.create_task in C for the common case (no task factory): one vectorcall of asyncio's
+ * C Task with loop= and name=/context=; anything else goes to the Python path, zloop.Loop._create_task_slow. */
+#include "zloop.h"
+
+static PyObject *
+create_task_slow(zl_loop *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *method = PyObject_GetAttrString((PyObject *)self, "_create_task_slow");
+    if (method == NULL) {
+        return NULL;
+    }
+    PyObject *task = PyObject_Vectorcall(method, args, nargs, kwnames);
+    Py_DECREF(method);
+    return task;
+}
+
+/* Task(coro, loop=self, name=name[, context=context]) */
+static PyObject *
+create_task_direct(zl_loop *self, PyObject *coro, PyObject *name, PyObject *context)
+{
+    PyObject *call_args[4] = {coro, (PyObject *)self, name, context};
+    PyObject *kwnames = context != NULL ? zl_global.kwnames_loop_name_context : zl_global.kwnames_loop_name;
+    return PyObject_Vectorcall(zl_global.task_type, call_args, 1, kwnames);
+}
+
+PyObject *
+zl_loop_create_task(zl_loop *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    if (zl_loop_check_closed(self) < 0) {
+        return NULL;
+    }
+    if (self->task_factory != NULL || self->debug || nargs != 1 || zl_global.task_type == NULL) {
+        return create_task_slow(self, args, nargs, kwnames);
+    }
+    PyObject *name = Py_None;
+    PyObject *context = NULL;
+    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    for (Py_ssize_t i = 0; i < nkw; i++) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, i);
+        PyObject *value = args[nargs + i];
+        if (PyUnicode_CompareWithASCIIString(key, "name") == 0) {
+            name = value;
+        } else if (PyUnicode_CompareWithASCIIString(key, "context") == 0 && value == Py_None) {
+            continue;
+        } else if (PyUnicode_CompareWithASCIIString(key, "context") == 0 && PY_VERSION_HEX >= 0x030B0000) {
+            context = value;
+        } else {
+            /* eager_start, or a keyword this Python's Task does not take: let the Python path decide. */
+            return create_task_slow(self, args, nargs, kwnames);
+        }
+    }
+    return create_task_direct(self, args[0], name, context);
+}
