@@ -159,6 +159,7 @@ zl_io_release_all(zl_loop *loop)
             (void)loop->ops->unwatch(loop->backend, fd, slot->registered);
         }
         slot->registered = 0;
+        slot->transport_owned = 0;
         zl_io_side read = slot->read, write = slot->write;
         slot->read = (zl_io_side){0};
         slot->write = (zl_io_side){0};
@@ -168,6 +169,19 @@ zl_io_release_all(zl_loop *loop)
         Py_XDECREF(write.owner);
     }
     io->watched = 0;
+}
+
+int
+zl_io_set_transport_owned(zl_loop *loop, int fd, int owned)
+{
+    if (!owned && fd >= loop->io.len) {
+        return 0;
+    }
+    if (io_reserve(&loop->io, fd) < 0) {
+        return -1;
+    }
+    loop->io.slots[fd].transport_owned = owned;
+    return 0;
 }
 
 int
@@ -231,6 +245,26 @@ zl_io_dispatch(zl_loop *loop, const zl_fired *fired, int count)
 
 /* ------------------------------------------------------------------ add/remove_reader/writer */
 
+/* asyncio refuses add_reader/remove_reader on an fd a transport owns. */
+static int
+io_check_no_transport(zl_loop *loop, int fd, int event)
+{
+    if (fd >= loop->io.len) {
+        return 0;
+    }
+    zl_io_slot *slot = &loop->io.slots[fd];
+    zl_io_side *side = slot_side(slot, event);
+    if (side->fn != NULL) {
+        PyErr_Format(PyExc_RuntimeError, "File descriptor %d is used by transport %R", fd, side->owner);
+        return -1;
+    }
+    if (slot->transport_owned) {
+        PyErr_Format(PyExc_RuntimeError, "File descriptor %d is used by transport", fd);
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *
 io_add_callback(zl_loop *loop, int event, const char *method, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -242,9 +276,7 @@ io_add_callback(zl_loop *loop, int event, const char *method, PyObject *const *a
     if (fd < 0 || zl_loop_check_closed(loop) < 0) {
         return NULL;
     }
-    if (fd < loop->io.len && slot_side(&loop->io.slots[fd], event)->fn != NULL) {
-        PyErr_Format(PyExc_RuntimeError, "File descriptor %d is used by transport %R", fd,
-                     slot_side(&loop->io.slots[fd], event)->owner);
+    if (io_check_no_transport(loop, fd, event) < 0) {
         return NULL;
     }
     zl_handle *handle = zl_handle_new(loop, args[1], args + 2, nargs - 2, NULL, 0, 0.0);
@@ -268,9 +300,7 @@ io_remove_callback(zl_loop *loop, int event, PyObject *fileobj)
     if (loop->closed) {
         Py_RETURN_FALSE;
     }
-    if (fd < loop->io.len && slot_side(&loop->io.slots[fd], event)->fn != NULL) {
-        PyErr_Format(PyExc_RuntimeError, "File descriptor %d is used by transport %R", fd,
-                     slot_side(&loop->io.slots[fd], event)->owner);
+    if (io_check_no_transport(loop, fd, event) < 0) {
         return NULL;
     }
     int was_set;

@@ -67,6 +67,7 @@ typedef struct zl_io_slot {
     zl_io_side read;
     zl_io_side write;
     int registered;                   /* events currently given to the backend */
+    int transport_owned;              /* a transport owns this fd: add_reader/add_writer refuse it */
 } zl_io_slot;
 
 typedef struct zl_io_table {
@@ -121,11 +122,16 @@ int zl_loop_check_closed(zl_loop *loop);
 /* loop.create_task (core/task_create.c) */
 PyObject *zl_loop_create_task(zl_loop *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 
+/* stream transports (core/stream_transport.c) */
+PyObject *zl_loop_make_socket_transport(zl_loop *loop, PyObject *args, PyObject *kwds);
+PyObject *zl_stream_type_create(PyObject *transport_base);
+
 /* fd table */
 int zl_io_dispatch(zl_loop *loop, const zl_fired *fired, int count);
 int zl_io_set_side(zl_loop *loop, int fd, int events, PyObject *handle, zl_io_fn fn, PyObject *owner);
 int zl_io_clear_side(zl_loop *loop, int fd, int events, int *was_set);
 void zl_io_release_all(zl_loop *loop);
+int zl_io_set_transport_owned(zl_loop *loop, int fd, int owned);
 int zl_io_traverse(zl_io_table *io, visitproc visit, void *arg);
 PyObject *zl_loop_add_reader(zl_loop *loop, PyObject *const *args, Py_ssize_t nargs);
 PyObject *zl_loop_add_writer(zl_loop *loop, PyObject *const *args, Py_ssize_t nargs);
@@ -142,6 +148,12 @@ typedef struct zl_state {
     PyObject *format_handle;          /* zloop._hooks.format_handle_repr(handle) -> str */
     PyObject *check_callback;         /* zloop._hooks.check_callback(callback, method_name) (debug mode) */
     PyObject *task_type;              /* asyncio.Task (the C _asyncio.Task where available) */
+    PyObject *set_result_unless_cancelled;  /* asyncio.futures._set_result_unless_cancelled */
+    PyObject *transport_fatal_error;  /* zloop._hooks.transport_fatal_error(transport, exc, message) */
+    PyObject *transport_protocol_error; /* zloop._hooks.transport_protocol_error(transport, exc, message) */
+    PyObject *warn_send_after_lost;   /* zloop._hooks.warn_send_after_lost() */
+    PyObject *transport_socket_type;  /* asyncio.trsock.TransportSocket */
+    PyObject *buffered_protocol_type; /* asyncio.BufferedProtocol */
     PyObject *kwnames_loop_name;      /* ("loop", "name") */
     PyObject *kwnames_loop_name_context; /* ("loop", "name", "context") */
     PyObject *str_context;            /* "context" */

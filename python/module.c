@@ -29,22 +29,60 @@ module_default_backend(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored)
     return PyUnicode_FromString(zl_backend_default_name());
 }
 
-static PyObject *
-module_set_hooks(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwds)
+/* The Python objects the core calls, by the keyword _set_hooks takes them under. */
+static const struct {
+    const char *name;
+    PyObject **slot;
+} hook_table[] = {
+    {"report_callback_error", &zl_global.report_callback_error},
+    {"warn_slow_callback", &zl_global.warn_slow_callback},
+    {"extract_stack", &zl_global.extract_stack},
+    {"format_handle", &zl_global.format_handle},
+    {"check_callback", &zl_global.check_callback},
+    {"task_type", &zl_global.task_type},
+    {"set_result_unless_cancelled", &zl_global.set_result_unless_cancelled},
+    {"transport_fatal_error", &zl_global.transport_fatal_error},
+    {"transport_protocol_error", &zl_global.transport_protocol_error},
+    {"warn_send_after_lost", &zl_global.warn_send_after_lost},
+    {"transport_socket_type", &zl_global.transport_socket_type},
+    {"buffered_protocol_type", &zl_global.buffered_protocol_type},
+};
+
+static int
+module_set_one_hook(PyObject *module, PyObject *name, PyObject *value)
 {
-    static char *kwlist[] = {"report_callback_error", "warn_slow_callback", "extract_stack", "format_handle",
-                             "check_callback", "task_type", NULL};
-    PyObject *hooks[6];
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOO:_set_hooks", kwlist, &hooks[0], &hooks[1], &hooks[2],
-                                     &hooks[3], &hooks[4], &hooks[5])) {
+    if (PyUnicode_CompareWithASCIIString(name, "transport_base") == 0) {
+        /* The stream transport type subclasses asyncio.Transport, so it is made once asyncio is importable. */
+        PyObject *type = zl_stream_type_create(value);
+        if (type == NULL) {
+            return -1;
+        }
+        return PyModule_AddObject(module, "TCPTransport", type) < 0 ? (Py_DECREF(type), -1) : 0;
+    }
+    for (size_t i = 0; i < sizeof(hook_table) / sizeof(hook_table[0]); i++) {
+        if (PyUnicode_CompareWithASCIIString(name, hook_table[i].name) == 0) {
+            Py_INCREF(value);
+            Py_XSETREF(*hook_table[i].slot, value);
+            return 0;
+        }
+    }
+    PyErr_Format(PyExc_TypeError, "_set_hooks() got an unexpected keyword argument '%U'", name);
+    return -1;
+}
+
+static PyObject *
+module_set_hooks(PyObject *module, PyObject *args, PyObject *kwds)
+{
+    if (PyTuple_GET_SIZE(args) != 0) {
+        PyErr_SetString(PyExc_TypeError, "_set_hooks() takes keyword arguments only");
         return NULL;
     }
-    PyObject **slots[6] = {&zl_global.report_callback_error, &zl_global.warn_slow_callback,
-                           &zl_global.extract_stack, &zl_global.format_handle, &zl_global.check_callback,
-                           &zl_global.task_type};
-    for (int i = 0; i < 6; i++) {
-        Py_INCREF(hooks[i]);
-        Py_XSETREF(*slots[i], hooks[i]);
+    PyObject *name, *value;
+    Py_ssize_t pos = 0;
+    while (kwds != NULL && PyDict_Next(kwds, &pos, &name, &value)) {
+        if (module_set_one_hook(module, name, value) < 0) {
+            return NULL;
+        }
     }
     Py_RETURN_NONE;
 }

@@ -4,7 +4,7 @@ They are kept here, not in C, because they run only on errors or in debug mode.
 """
 
 import sys
-from asyncio import coroutines, format_helpers, tasks
+from asyncio import coroutines, format_helpers, futures, protocols, tasks, transports, trsock
 from asyncio.log import logger
 
 from . import _zloop
@@ -70,6 +70,34 @@ def check_callback(callback, method):
         raise TypeError(f"a callable object was expected by {method}(), got {callback!r}")
 
 
+def transport_fatal_error(transport, exc, message):
+    """A transport's fatal error, as asyncio's _fatal_error reports it (before the transport closes itself)."""
+    if isinstance(exc, OSError):
+        if transport._loop is not None and transport._loop.get_debug():
+            logger.debug("%r: %s", transport, message, exc_info=True)
+        return
+    transport._loop.call_exception_handler({
+        "message": message,
+        "exception": exc,
+        "transport": transport,
+        "protocol": transport._protocol,
+    })
+
+
+def transport_protocol_error(transport, exc, message):
+    """pause_writing/resume_writing raised: reported, the connection goes on."""
+    transport._loop.call_exception_handler({
+        "message": message,
+        "exception": exc,
+        "transport": transport,
+        "protocol": transport._protocol,
+    })
+
+
+def warn_send_after_lost():
+    logger.warning("socket.send() raised exception.")
+
+
 _zloop._set_hooks(
     report_callback_error=report_callback_error,
     warn_slow_callback=warn_slow_callback,
@@ -77,4 +105,11 @@ _zloop._set_hooks(
     format_handle=format_handle,
     check_callback=check_callback,
     task_type=tasks.Task,
+    set_result_unless_cancelled=futures._set_result_unless_cancelled,
+    transport_fatal_error=transport_fatal_error,
+    transport_protocol_error=transport_protocol_error,
+    warn_send_after_lost=warn_send_after_lost,
+    transport_socket_type=trsock.TransportSocket,
+    buffered_protocol_type=protocols.BufferedProtocol,
+    transport_base=transports.Transport,
 )

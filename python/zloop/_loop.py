@@ -17,6 +17,7 @@ from asyncio import constants, coroutines, events, futures, tasks
 from asyncio.log import logger
 
 from . import _hooks  # noqa: F401  (installs the C core's hooks)
+from ._net import NetworkingMixin
 from ._zloop import LoopCore
 
 _PY311 = sys.version_info >= (3, 11)
@@ -40,7 +41,7 @@ def _set_result_unless_cancelled(fut, result):
         fut.set_result(result)
 
 
-class Loop(LoopCore, asyncio.AbstractEventLoop):
+class Loop(LoopCore, NetworkingMixin, asyncio.AbstractEventLoop):
     """An asyncio event loop whose core is written in C; pick the I/O backend with backend= or ZLOOP_BACKEND."""
 
     def __init__(self, backend=None):

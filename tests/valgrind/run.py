@@ -1,0 +1,61 @@
+"""Run a command (the pytest suite) under valgrind memcheck and fail on zloop's own memory errors.
+
+Python itself is not valgrind-clean, so every error report is read from valgrind's XML output and only
+those whose stack passes through the zloop extension count: invalid reads/writes, uses of uninitialised
+values, invalid frees and definite leaks.
+Usage: run.py [--keep] -- COMMAND ARGS...
+"""
+
+import os
+import subprocess
+import sys
+import tempfile
+import xml.etree.ElementTree as ET
+
+OUR_OBJECT = "_zloop"
+
+
+def _frames(error):
+    for stack in error.iter("stack"):
+        for frame in stack.iter("frame"):
+            yield frame.findtext("obj", ""), frame.findtext("fn", ""), frame.findtext("file", "")
+
+
+def _is_ours(error):
+    return any(OUR_OBJECT in obj for obj, _, _ in _frames(error))
+
+
+def _describe(error):
+    what = error.findtext("what") or error.findtext("xwhat/text") or error.findtext("kind")
+    lines = [f"{error.findtext('kind')}: {what}"]
+    for obj, fn, path in list(_frames(error))[:12]:
+        lines.append(f"    {fn or '?'}  ({path or os.path.basename(obj)})")
+    return "\n".join(lines)
+
+
+def main(argv):
+    keep = "--keep" in argv
+    command = argv[argv.index("--") + 1:]
+    with tempfile.TemporaryDirectory() as tmp:
+        xml_path = os.path.join(tmp, "memcheck.xml")
+        env = dict(os.environ, PYTHONMALLOC="malloc")
+        valgrind = [
+            "valgrind", "--tool=memcheck", "--leak-check=full", "--show-leak-kinds=definite",
+            "--errors-for-leak-kinds=definite", "--num-callers=30", "--xml=yes", f"--xml-file={xml_path}",
+        ]
+        proc = subprocess.run(valgrind + command, env=env)
+        tree = ET.parse(xml_path)
+        errors = [e for e in tree.getroot().iter("error")]
+        ours = [e for e in errors if _is_ours(e)]
+        if keep:
+            os.replace(xml_path, "memcheck.xml")
+    for error in ours:
+        print(_describe(error), file=sys.stderr)
+    print(f"valgrind: {len(errors)} error reports in all, {len(ours)} in zloop; command exit {proc.returncode}")
+    if proc.returncode != 0:
+        return proc.returncode
+    return 1 if ours else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
