@@ -49,7 +49,8 @@ typedef struct zl_backend_ops {
     /* Release everything create() and later calls made. Watched fds are left open. */
     void (*destroy)(zl_backend *backend);
 
-    /* Start watching an fd that is not watched yet; events is non-zero. -EEXIST if it is watched. An fd the OS
+    /* Start watching an fd that is not watched yet; events is non-zero. -EEXIST if that same open file is
+     * watched already; a stale watch of a number that was closed and reused is replaced. An fd the OS
      * cannot poll (a regular file under epoll) gives that OS error, e.g. -EPERM; a closed fd gives -EBADF. */
     int (*watch)(zl_backend *backend, int fd, int events);
 

@@ -1,0 +1,538 @@
+/* backends/uv/backend_uv.c — the "uv" backend: one uv_loop_t per zl_backend, a uv_poll_t per watched fd,
+ * a uv_async_t for wake() and a uv_timer_t for poll timeouts. Plain C; owns the loop and every handle it makes. */
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#ifdef __linux__
+#include <sys/epoll.h>
+#endif
+
+#include <uv.h>
+
+#include "../../core/backend.h"
+
+#define ZL_UV_FIRST_SLOTS 64
+#define ZL_UV_DESTROY_RUNS 16          /* uv_run rounds destroy allows for close callbacks (one is enough) */
+
+/* A poll handle and what its callbacks need. Freed by its close callback, so it may outlive its slot. */
+typedef struct zl_uv_poll {
+    uv_poll_t handle;                  /* first member: a uv_poll_t* is a zl_uv_poll* */
+    zl_backend *backend;
+    int fd;
+} zl_uv_poll;
+
+/* What the backend knows about one fd number. */
+typedef struct zl_uv_slot {
+    zl_uv_poll *poll;                  /* NULL: not watched (an earlier handle may still be closing) */
+    uint64_t fired_seq;                /* poll sequence number in which fired[fired_index] is this fd */
+    int fired_index;
+    unsigned char events;              /* ZL_EV_* the core asked for */
+    unsigned char started;             /* handle running; 0 once the fd was found closed under us */
+    unsigned char pending;             /* fd sits in pending_fds: libuv will epoll_ctl it at the next uv_run */
+} zl_uv_slot;
+
+struct zl_backend {
+    uv_loop_t loop;
+    uv_async_t wake_async;
+    uv_timer_t timer;
+    int loop_ready;                    /* which of the three are initialised, for destroy after a failed create */
+    int async_ready;
+    int timer_ready;
+    /* Three arrays of slots_len entries: at most one per fd, so poll callbacks never need to allocate. */
+    zl_uv_slot *slots;
+    int *pending_fds;
+    zl_fired *fired;
+    int slots_len;
+    int pending_len;
+    int fired_len;
+    uint64_t poll_seq;
+    int woken;
+};
+
+/* ---- fd slots ---- */
+
+static int
+zl_uv_grow(void **array, size_t elem, int old_len, int len)
+{
+    char *grown = realloc(*array, elem * (size_t)len);
+    if (grown == NULL) {
+        return -ENOMEM;
+    }
+    memset(grown + elem * (size_t)old_len, 0, elem * (size_t)(len - old_len));
+    *array = grown;
+    return 0;
+}
+
+/* Make fd a valid index of slots, pending_fds and fired. */
+static int
+zl_uv_reserve(zl_backend *b, int fd)
+{
+    if (fd < b->slots_len) {
+        return 0;
+    }
+    int len = b->slots_len ? b->slots_len : ZL_UV_FIRST_SLOTS;
+    while (len <= fd) {
+        if (len > INT32_MAX / 2) {
+            return -ENOMEM;
+        }
+        len *= 2;
+    }
+    /* Each array keeps its old contents if a later one fails; slots_len only moves when all three grew. */
+    if (zl_uv_grow((void **)&b->slots, sizeof(*b->slots), b->slots_len, len) < 0 ||
+        zl_uv_grow((void **)&b->pending_fds, sizeof(*b->pending_fds), b->slots_len, len) < 0 ||
+        zl_uv_grow((void **)&b->fired, sizeof(*b->fired), b->slots_len, len) < 0) {
+        return -ENOMEM;
+    }
+    b->slots_len = len;
+    return 0;
+}
+
+static zl_uv_slot *
+zl_uv_slot_of(zl_backend *b, int fd)
+{
+    if (fd < 0 || fd >= b->slots_len) {
+        return NULL;
+    }
+    return &b->slots[fd];
+}
+
+/* Remember that libuv will (re-)register fd with epoll_ctl at its next uv_run; see zl_uv_prepare_pending. */
+static void
+zl_uv_mark_pending(zl_backend *b, int fd)
+{
+    if (!b->slots[fd].pending) {
+        b->slots[fd].pending = 1;
+        b->pending_fds[b->pending_len++] = fd;
+    }
+}
+
+/* ---- readiness callbacks ---- */
+
+static int
+zl_uv_mask_of(int events)
+{
+    int mask = 0;
+    if (events & ZL_EV_READ) {
+        mask |= UV_READABLE;
+    }
+    if (events & ZL_EV_WRITE) {
+        mask |= UV_WRITABLE;
+    }
+    return mask;
+}
+
+/* Add events for fd to this poll's fired array: one entry per fd, later events OR-ed in. */
+static void
+zl_uv_record(zl_backend *b, zl_uv_slot *slot, int fd, int events)
+{
+    if (slot->fired_seq == b->poll_seq) {
+        b->fired[slot->fired_index].events |= events;
+        return;
+    }
+    slot->fired_seq = b->poll_seq;
+    slot->fired_index = b->fired_len;
+    b->fired[b->fired_len].fd = fd;
+    b->fired[b->fired_len].events = events;
+    b->fired_len++;
+}
+
+static void zl_uv_on_poll(uv_poll_t *handle, int status, int uv_events);
+
+/* On POLLERR libuv stops the handle and passes an error status; restart it so the fd stays level-triggered. */
+static void
+zl_uv_restart_after_error(zl_backend *b, zl_uv_slot *slot, int fd)
+{
+    if (uv_poll_start(&slot->poll->handle, zl_uv_mask_of(slot->events), zl_uv_on_poll) == 0) {
+        zl_uv_mark_pending(b, fd);
+    } else {
+        slot->started = 0;
+    }
+}
+
+static void
+zl_uv_on_poll(uv_poll_t *handle, int status, int uv_events)
+{
+    zl_uv_poll *poll = (zl_uv_poll *)handle;
+    zl_backend *b = poll->backend;
+    zl_uv_slot *slot = &b->slots[poll->fd];
+    if (slot->poll != poll) {
+        return;                        /* a replaced handle; it is already closing */
+    }
+    int events = 0;
+    if (status < 0 || (uv_events & UV_DISCONNECT)) {
+        events = slot->events;         /* error or hang-up: report what the fd is watched for */
+    }
+    if (uv_events & UV_READABLE) {
+        events |= ZL_EV_READ;
+    }
+    if (uv_events & UV_WRITABLE) {
+        events |= ZL_EV_WRITE;
+    }
+    if (status < 0) {
+        zl_uv_restart_after_error(b, slot, poll->fd);
+    }
+    zl_uv_record(b, slot, poll->fd, events);
+}
+
+static void
+zl_uv_on_wake(uv_async_t *async)
+{
+    ((zl_backend *)async->data)->woken = 1;
+}
+
+static void
+zl_uv_on_timer(uv_timer_t *timer)
+{
+    (void)timer;                       /* only there to end uv_run(UV_RUN_ONCE) */
+}
+
+static void
+zl_uv_on_poll_closed(uv_handle_t *handle)
+{
+    free(handle);                      /* the zl_uv_poll it starts */
+}
+
+/* ---- create / destroy ---- */
+
+/* Close every handle and let libuv run the close callbacks. */
+static void
+zl_uv_close_all(zl_backend *b)
+{
+    for (int fd = 0; fd < b->slots_len; fd++) {
+        if (b->slots[fd].poll != NULL) {
+            uv_close((uv_handle_t *)&b->slots[fd].poll->handle, zl_uv_on_poll_closed);
+            b->slots[fd].poll = NULL;
+        }
+    }
+    if (b->async_ready) {
+        uv_close((uv_handle_t *)&b->wake_async, NULL);
+        b->async_ready = 0;
+    }
+    if (b->timer_ready) {
+        uv_close((uv_handle_t *)&b->timer, NULL);
+        b->timer_ready = 0;
+    }
+    /* Closed handles are off libuv's watcher queue, so this run never epoll_ctl()s a user fd. */
+    for (int i = 0; i < ZL_UV_DESTROY_RUNS && uv_loop_alive(&b->loop); i++) {
+        uv_run(&b->loop, UV_RUN_NOWAIT);
+    }
+}
+
+static void
+zl_uv_destroy(zl_backend *b)
+{
+    if (b == NULL) {
+        return;
+    }
+    if (b->loop_ready) {
+        zl_uv_close_all(b);
+        (void)uv_loop_close(&b->loop);  /* 0 once every handle is closed */
+    }
+    free(b->slots);
+    free(b->pending_fds);
+    free(b->fired);
+    free(b);
+}
+
+static zl_backend *
+zl_uv_create(void)
+{
+    zl_backend *b = calloc(1, sizeof(*b));
+    if (b == NULL) {
+        return NULL;
+    }
+    int rc = uv_loop_init(&b->loop);
+    if (rc < 0) {
+        goto error;
+    }
+    b->loop_ready = 1;
+    /* The async handle stays active and referenced: it keeps uv_run(UV_RUN_ONCE) blocking when nothing is watched. */
+    rc = uv_async_init(&b->loop, &b->wake_async, zl_uv_on_wake);
+    if (rc < 0) {
+        goto error;
+    }
+    b->wake_async.data = b;
+    b->async_ready = 1;
+    rc = uv_timer_init(&b->loop, &b->timer);
+    if (rc < 0) {
+        goto error;
+    }
+    b->timer_ready = 1;
+    rc = zl_uv_reserve(b, ZL_UV_FIRST_SLOTS - 1);
+    if (rc < 0) {
+        goto error;
+    }
+    b->poll_seq = 1;                   /* slots start at fired_seq 0: never "already fired" */
+    return b;
+
+error:
+    zl_uv_destroy(b);
+    errno = -rc;
+    return NULL;
+}
+
+/* ---- watch / modify / unwatch ---- */
+
+/*
+ * libuv registers a started handle with epoll_ctl at the start of its next uv_run and abort()s if that fails:
+ * the fd was closed after watch/modify, or its number now names another file (MOD gives ENOENT) or a regular
+ * file (EPERM). Before each uv_run we add every such fd to libuv's epoll set ourselves: success or EEXIST leaves
+ * a registration that libuv's own ADD (it retries EEXIST as MOD) or MOD accepts. An fd epoll refuses is stopped.
+ */
+static int
+zl_uv_preregister(zl_backend *b, int fd)
+{
+#ifdef __linux__
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof(ev));
+    ev.data.fd = fd;
+    if (epoll_ctl(uv_backend_fd(&b->loop), EPOLL_CTL_ADD, fd, &ev) == 0 || errno == EEXIST) {
+        return 0;
+    }
+    return -errno;
+#else
+    (void)b;
+    return fcntl(fd, F_GETFD) < 0 ? -errno : 0;
+#endif
+}
+
+static void
+zl_uv_prepare_pending(zl_backend *b)
+{
+    for (int i = 0; i < b->pending_len; i++) {
+        int fd = b->pending_fds[i];
+        zl_uv_slot *slot = &b->slots[fd];
+        slot->pending = 0;
+        if (slot->poll != NULL && slot->started && zl_uv_preregister(b, fd) < 0) {
+            uv_poll_stop(&slot->poll->handle);
+            slot->started = 0;         /* still watched for the core: unwatch/modify/watch will sort it out */
+        }
+    }
+    b->pending_len = 0;
+}
+
+/* Forget the handle of a watched fd; libuv frees it in a later uv_run. Keeps slot->pending (the list entry). */
+static void
+zl_uv_drop(zl_uv_slot *slot)
+{
+    uv_close((uv_handle_t *)&slot->poll->handle, zl_uv_on_poll_closed);  /* also stops it */
+    slot->poll = NULL;
+    slot->events = 0;
+    slot->started = 0;
+}
+
+/*
+ * watch() found a handle for fd already: -EEXIST if it still watches this very file, 0 if it is stale (the fd
+ * was closed, and maybe its number reused, without an unwatch). libuv's epoll set tells: it holds (file, fd)
+ * pairs, and a closed file drops out. Until libuv has registered the handle (pending) we cannot tell, and say
+ * -EEXIST.
+ */
+static int
+zl_uv_check_rewatch(zl_backend *b, int fd, const zl_uv_slot *slot)
+{
+    if (!slot->started) {
+        return 0;
+    }
+    if (slot->pending) {
+        return -EEXIST;
+    }
+#ifdef __linux__
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof(ev));
+    ev.data.fd = fd;
+    if (epoll_ctl(uv_backend_fd(&b->loop), EPOLL_CTL_ADD, fd, &ev) == 0) {
+        return 0;                      /* stale; dropping the old handle DELs this probe registration again */
+    }
+    return errno == EEXIST ? -EEXIST : -errno;
+#else
+    (void)b;
+    (void)fd;
+    return -EEXIST;
+#endif
+}
+
+/* uv_poll_init sets O_NONBLOCK on the fd; the contract says a backend never changes a watched fd's flags. */
+static int
+zl_uv_poll_init_keeping_flags(zl_backend *b, zl_uv_poll *poll, int fd, int fd_flags)
+{
+    int rc = uv_poll_init(&b->loop, &poll->handle, fd);
+    if (!(fd_flags & O_NONBLOCK)) {
+        (void)fcntl(fd, F_SETFL, fd_flags);
+    }
+    return rc;
+}
+
+static int
+zl_uv_watch(zl_backend *b, int fd, int events)
+{
+    if (fd < 0) {
+        return -EBADF;
+    }
+    int fd_flags = fcntl(fd, F_GETFL);
+    if (fd_flags < 0) {
+        return -errno;
+    }
+    int rc = zl_uv_reserve(b, fd);
+    if (rc < 0) {
+        return rc;
+    }
+    zl_uv_slot *slot = &b->slots[fd];
+    if (slot->poll != NULL) {
+        rc = zl_uv_check_rewatch(b, fd, slot);
+        if (rc < 0) {
+            return rc;
+        }
+        zl_uv_drop(slot);              /* stale: stopping it frees the fd number for uv_poll_init */
+    }
+    zl_uv_poll *poll = malloc(sizeof(*poll));
+    if (poll == NULL) {
+        return -ENOMEM;
+    }
+    poll->backend = b;
+    poll->fd = fd;
+    rc = zl_uv_poll_init_keeping_flags(b, poll, fd, fd_flags);
+    if (rc < 0) {
+        free(poll);                    /* uv_poll_init fails before it links the handle into the loop */
+        return rc;
+    }
+    rc = uv_poll_start(&poll->handle, zl_uv_mask_of(events), zl_uv_on_poll);
+    if (rc < 0) {
+        uv_close((uv_handle_t *)&poll->handle, zl_uv_on_poll_closed);
+        return rc;
+    }
+    slot->poll = poll;
+    slot->events = (unsigned char)events;
+    slot->started = 1;
+    zl_uv_mark_pending(b, fd);
+    return 0;
+}
+
+static int
+zl_uv_modify(zl_backend *b, int fd, int old_events, int events)
+{
+    (void)old_events;
+    zl_uv_slot *slot = zl_uv_slot_of(b, fd);
+    if (slot == NULL || slot->poll == NULL) {
+        return -ENOENT;
+    }
+    int rc = uv_poll_start(&slot->poll->handle, zl_uv_mask_of(events), zl_uv_on_poll);
+    if (rc < 0) {
+        return rc;
+    }
+    slot->events = (unsigned char)events;
+    slot->started = 1;
+    zl_uv_mark_pending(b, fd);
+    return 0;
+}
+
+static int
+zl_uv_unwatch(zl_backend *b, int fd, int old_events)
+{
+    (void)old_events;
+    zl_uv_slot *slot = zl_uv_slot_of(b, fd);
+    if (slot != NULL && slot->poll != NULL) {
+        zl_uv_drop(slot);              /* uv_poll_stop ignores an fd that is already closed */
+    }
+    return 0;
+}
+
+/* ---- poll / wake / fork ---- */
+
+/* One uv_run: timeout_ns 0 does not block, -1 blocks until a callback ran, else a timer ends the wait. */
+static void
+zl_uv_run_once(zl_backend *b, int64_t timeout_ns)
+{
+    if (timeout_ns == 0) {
+        uv_run(&b->loop, UV_RUN_NOWAIT);
+        return;
+    }
+    if (timeout_ns < 0) {
+        uv_run(&b->loop, UV_RUN_ONCE);
+        return;
+    }
+    uint64_t timeout_ms = ((uint64_t)timeout_ns + 999999) / 1000000;   /* round up */
+    uv_update_time(&b->loop);
+    uv_timer_start(&b->timer, zl_uv_on_timer, timeout_ms, 0);
+    uv_run(&b->loop, UV_RUN_ONCE);
+    uv_timer_stop(&b->timer);
+}
+
+/*
+ * uv_run(UV_RUN_ONCE) can end with nothing to report: it does not block while handles are closing, and its
+ * timer compares against a cached millisecond clock that can fire up to ~2 ms early. So run it again until
+ * something fired, a wake() came, or the deadline (CLOCK_MONOTONIC via uv_hrtime) has really passed.
+ * libuv retries EINTR itself, so this poll never returns -EINTR.
+ */
+static int
+zl_uv_poll_fds(zl_backend *b, int64_t timeout_ns, const zl_fired **fired)
+{
+    *fired = b->fired;
+    b->poll_seq++;
+    b->fired_len = 0;
+    b->woken = 0;
+    uint64_t deadline = 0;
+    if (timeout_ns > 0) {
+        uint64_t now = uv_hrtime();
+        deadline = (uint64_t)timeout_ns > UINT64_MAX - now ? UINT64_MAX : now + (uint64_t)timeout_ns;
+    }
+    int64_t wait_ns = timeout_ns < 0 ? -1 : timeout_ns;
+    for (;;) {
+        zl_uv_prepare_pending(b);
+        zl_uv_run_once(b, wait_ns);
+        if (b->fired_len > 0 || b->woken || wait_ns == 0) {
+            break;
+        }
+        if (wait_ns > 0) {
+            uint64_t now = uv_hrtime();
+            if (now >= deadline) {
+                break;
+            }
+            wait_ns = deadline - now > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)(deadline - now);
+        }
+    }
+    return b->fired_len;
+}
+
+static int
+zl_uv_wake(zl_backend *b)
+{
+    return uv_async_send(&b->wake_async);    /* async-signal-safe; a no-op while a wake is still pending */
+}
+
+static int
+zl_uv_reinit_after_fork(zl_backend *b)
+{
+    /* New epoll fd and wake-up eventfd; libuv queues every started handle for re-registration. */
+    int rc = uv_loop_fork(&b->loop);
+    if (rc < 0) {
+        return rc;
+    }
+    for (int fd = 0; fd < b->slots_len; fd++) {
+        if (b->slots[fd].poll != NULL && b->slots[fd].started) {
+            zl_uv_mark_pending(b, fd);
+        }
+    }
+    return 0;
+}
+
+const zl_backend_ops zl_backend_uv = {
+    .name = "uv",
+    .features = 0,                     /* millisecond timer: timeouts are rounded up to whole ms */
+    .create = zl_uv_create,
+    .destroy = zl_uv_destroy,
+    .watch = zl_uv_watch,
+    .modify = zl_uv_modify,
+    .unwatch = zl_uv_unwatch,
+    .poll = zl_uv_poll_fds,
+    .wake = zl_uv_wake,
+    .reinit_after_fork = zl_uv_reinit_after_fork,
+};
