@@ -411,7 +411,26 @@ PyTypeObject zl_handle_type = {
     .tp_getset = handle_getset,
 };
 
-/* TimerHandles order by deadline, as asyncio's do. */
+/* asyncio: equal when deadline, callback, arguments and cancelled state are all equal. */
+static int
+timer_handles_equal(zl_handle *a, zl_handle *b)
+{
+    if (a == b) {
+        return 1;
+    }
+    if (a->when != b->when || a->cancelled != b->cancelled || a->nargs != b->nargs) {
+        return 0;
+    }
+    if (a->callback == NULL || b->callback == NULL) {
+        return a->callback == b->callback;
+    }
+    int same = PyObject_RichCompareBool(a->callback, b->callback, Py_EQ);
+    for (Py_ssize_t i = 0; same == 1 && i < a->nargs; i++) {
+        same = PyObject_RichCompareBool(a->args[i], b->args[i], Py_EQ);
+    }
+    return same;
+}
+
 static PyObject *
 timer_handle_richcompare(PyObject *self, PyObject *other, int op)
 {
@@ -421,18 +440,32 @@ timer_handle_richcompare(PyObject *self, PyObject *other, int op)
     zl_handle *a = (zl_handle *)self;
     zl_handle *b = (zl_handle *)other;
     if (op == Py_EQ || op == Py_NE) {
-        int same = self == other || (a->when == b->when && a->callback == b->callback &&
-                                     a->cancelled == b->cancelled && a->callback != NULL);
+        int same = timer_handles_equal(a, b);
+        if (same < 0) {
+            return NULL;
+        }
         return PyBool_FromLong(op == Py_EQ ? same : !same);
+    }
+    if ((op == Py_LE || op == Py_GE) && a->when == b->when) {
+        int same = timer_handles_equal(a, b);
+        if (same != 0) {
+            return same < 0 ? NULL : PyBool_FromLong(1);
+        }
     }
     Py_RETURN_RICHCOMPARE(a->when, b->when, op);
 }
 
+/* As asyncio: the hash of the deadline, so equal handles hash alike. */
 static Py_hash_t
 timer_handle_hash(PyObject *self)
 {
-    Py_hash_t hash = (Py_hash_t)((uintptr_t)self >> 4);
-    return hash == -1 ? -2 : hash;
+    PyObject *when = PyFloat_FromDouble(((zl_handle *)self)->when);
+    if (when == NULL) {
+        return -1;
+    }
+    Py_hash_t hash = PyObject_Hash(when);
+    Py_DECREF(when);
+    return hash;
 }
 
 static PyMethodDef timer_handle_methods[] = {

@@ -238,7 +238,7 @@ loop_is_running(zl_loop *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 loop_is_closed(zl_loop *self, PyObject *Py_UNUSED(ignored))
 {
-    return PyBool_FromLong(self->closed);
+    return PyBool_FromLong(self->closed || self->backend == NULL);
 }
 
 static PyObject *
@@ -261,6 +261,9 @@ loop_set_debug(zl_loop *self, PyObject *enabled)
 static PyObject *
 loop_get_backend(zl_loop *self, PyObject *Py_UNUSED(ignored))
 {
+    if (self->ops == NULL) {
+        Py_RETURN_NONE;   /* __init__ failed */
+    }
     return PyUnicode_FromString(self->ops->name);
 }
 

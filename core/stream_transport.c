@@ -581,6 +581,7 @@ stream_close(zl_stream *self)
     }
     self->closing = 1;
     stream_stop_reading(self);
+    zl_io_set_transport_owned(self->loop, self->fd, 0);   /* asyncio frees the fd for others once closing */
     if (self->out.count == 0) {
         self->conn_lost++;
         stream_stop_writing(self);
@@ -602,6 +603,7 @@ stream_force_close(zl_stream *self, PyObject *exc)
     if (!self->closing) {
         self->closing = 1;
         stream_stop_reading(self);
+        zl_io_set_transport_owned(self->loop, self->fd, 0);
     }
     self->conn_lost++;
     return stream_call_connection_lost_soon(self, exc);
@@ -988,6 +990,17 @@ stream_finalize(zl_stream *self)
     }
     Py_XDECREF(res);
     Py_CLEAR(self->sock);
+    if (self->server != NULL) {
+        /* As asyncio's __del__: a server waiting for its clients must not wait for this one forever. */
+        PyObject *server = self->server;
+        self->server = NULL;
+        res = PyObject_CallMethod(server, "_detach", "O", (PyObject *)self);
+        if (res == NULL) {
+            PyErr_WriteUnraisable((PyObject *)self);
+        }
+        Py_XDECREF(res);
+        Py_DECREF(server);
+    }
     zl_err_restore(exc);
 }
 

@@ -4,7 +4,7 @@ They are kept here, not in C, because they run only on errors or in debug mode.
 """
 
 import sys
-from asyncio import coroutines, format_helpers, futures, protocols, tasks, transports, trsock
+from asyncio import constants, coroutines, format_helpers, futures, protocols, tasks, transports, trsock
 from asyncio.log import logger
 
 from . import _zloop
@@ -113,3 +113,7 @@ _zloop._set_hooks(
     buffered_protocol_type=protocols.BufferedProtocol,
     transport_base=transports.Transport,
 )
+
+# The C stream transport supports start_tls and zero-copy sendfile, as asyncio's socket transport does.
+_zloop.TCPTransport._start_tls_compatible = True
+_zloop.TCPTransport._sendfile_compatible = constants._SendfileMode.TRY_NATIVE

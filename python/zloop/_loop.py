@@ -505,6 +505,9 @@ def install():
 
 def run(main, *, debug=None):
     """Run a coroutine on a new zloop loop, like asyncio.run, and close the loop afterwards."""
+    if events._get_running_loop() is not None:
+        # Like asyncio.run: fail before a loop is made (closing that loop would mask this error).
+        raise RuntimeError("asyncio.run() cannot be called from a running event loop")
     if _PY311:
         with asyncio.Runner(debug=debug, loop_factory=new_event_loop) as runner:
             return runner.run(main)
@@ -513,8 +516,6 @@ def run(main, *, debug=None):
 
 def _run_legacy(main, debug):
     # Python 3.9 and 3.10 have no asyncio.Runner: the same steps as their asyncio.run.
-    if events._get_running_loop() is not None:
-        raise RuntimeError("asyncio.run() cannot be called from a running event loop")
     if not coroutines.iscoroutine(main):
         raise ValueError(f"a coroutine was expected, got {main!r}")
     loop = new_event_loop()

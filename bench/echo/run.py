@@ -1,0 +1,428 @@
+#!/usr/bin/env python3
+"""Echo benchmark matrix: event loops x server modes x message sizes x transports.
+
+For every round, for every cell (transport, mode, message size), for every
+loop (the order rotates between cells and rounds, so no loop always runs
+first or last): start server.py in its own process, run the lock-step client
+(client.py) against it, stop the server.  Around the measured window -- after
+the client's warm-up, while its connections are open -- the server's CPU time
+(utime + stime from /proc/PID/stat) is read, so the figure covers exactly the
+requests counted.
+
+Per cell and loop the report gives the median over rounds of req/s and of
+**server CPU time per request** (us), and both as ratios to uvloop.  CPU per
+request is the headline figure: on a small machine the client processes and
+the server share the cores, so req/s depends on the scheduler, while the CPU
+the server burns per echoed message depends on the loop.
+
+Outputs: a table on stdout, JSON (--json) with machine info and every raw
+measurement, and an SVG chart (--svg) of server CPU per request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import selectors
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import chart
+import client
+import loopspec
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SERVER = os.path.join(HERE, "server.py")
+RESULTS = os.path.join(os.path.dirname(HERE), "results")
+
+MODES = ("sock", "proto", "buffered", "streams")
+SIZES = (1024, 10240, 102400)
+TRANSPORTS = ("tcp", "unix")
+BASELINE = "uvloop"
+
+# Three client processes, as in uvloop's echoclient: on a 2-core machine the
+# clients and the server share the cores, and more client processes only take
+# CPU away from the server without adding information.
+DEFAULT_CONCURRENCY = 3
+
+SERVER_START_TIMEOUT = 15.0   # seconds until the server's READY line
+SERVER_STOP_TIMEOUT = 5.0     # seconds after SIGTERM before SIGKILL
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+class ServerError(RuntimeError):
+    """The echo server did not start, or died."""
+
+
+# --- one server process -----------------------------------------------------
+
+class EchoServer:
+    """server.py in a child process; a context manager that always reaps it."""
+
+    def __init__(self, spec: str, mode: str, transport: str, workdir: str):
+        self.unix_path = os.path.join(workdir, "echo.sock") if transport == "unix" else None
+        where = ["--unix", self.unix_path] if self.unix_path else ["--addr", "127.0.0.1:0"]
+        self.command = [sys.executable, SERVER, "--loop", spec, "--mode", mode, *where]
+        self.proc = None
+        self.info = {}
+        self.exit_code = None
+
+    def __enter__(self):
+        self.proc = subprocess.Popen(self.command, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, text=True)
+        try:
+            self.info = self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def target(self):
+        """(family, address) for client.run."""
+        return client.parse_target(self.info.get("addr"), self.info.get("unix"))
+
+    def _wait_ready(self) -> dict:
+        deadline = time.monotonic() + SERVER_START_TIMEOUT
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.proc.stdout, selectors.EVENT_READ)
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise ServerError(f"no READY line within {SERVER_START_TIMEOUT:.0f} s")
+                if not sel.select(remaining):
+                    continue
+                line = self.proc.stdout.readline()
+                if not line:
+                    raise ServerError(f"server exited with status {self.proc.wait()} "
+                                      "before it was ready")
+                if line.startswith("READY "):
+                    return json.loads(line[len("READY "):])
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after a grace period; remove the socket file."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=SERVER_STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc is not None:
+            self.exit_code = self.proc.returncode
+            self.proc.stdout.close()
+        if self.unix_path and os.path.exists(self.unix_path):
+            os.unlink(self.unix_path)
+
+
+def read_cpu_seconds(pid: int):
+    """(user, system) CPU seconds of process `pid`, all its threads included."""
+    with open(f"/proc/{pid}/stat") as f:
+        stat = f.read()
+    fields = stat[stat.rindex(")") + 2:].split()  # fields[0] is field 3, "state"
+    return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
+
+
+# --- one measurement ----------------------------------------------------------
+
+def measure(spec: str, cell: dict, args, workdir: str) -> dict:
+    """Run one server + client pair; return the raw measurement."""
+    record = dict(cell, loop=spec)
+    marks = {}
+
+    with EchoServer(spec, cell["mode"], cell["transport"], workdir) as server:
+        def on_start():
+            marks["cpu0"] = read_cpu_seconds(server.pid)
+            marks["t0"] = time.perf_counter()
+
+        def on_stop():
+            marks["t1"] = time.perf_counter()
+            marks["cpu1"] = read_cpu_seconds(server.pid)
+
+        family, address = server.target()
+        result = client.run(family, address, cell["msize"], args.concurrency,
+                            args.duration, args.warmup, args.max_requests,
+                            on_start=on_start, on_stop=on_stop)
+    if server.exit_code != 0:
+        record["server_exit"] = server.exit_code
+
+    user = marks["cpu1"][0] - marks["cpu0"][0]
+    system = marks["cpu1"][1] - marks["cpu0"][1]
+    window = marks["t1"] - marks["t0"]
+    record.update(
+        requests=result["requests"],
+        rps=result["rps"],
+        latency_us=result["latency_us"],
+        window_s=window,
+        server_user_s=user,
+        server_sys_s=system,
+        server_cpu_util=(user + system) / window,
+        cpu_us_per_req=(user + system) * 1e6 / result["requests"],
+    )
+    return record
+
+
+def rotated(items, shift: int) -> list:
+    shift %= len(items)
+    return list(items[shift:]) + list(items[:shift])
+
+
+def run_matrix(args) -> list:
+    cells = [{"transport": t, "mode": m, "msize": s}
+             for t in args.transports for m in args.modes for s in args.sizes]
+    total = args.rounds * len(cells) * len(args.loops)
+    estimate = total * (args.duration + args.warmup + 0.6)
+    when = f"{estimate:.0f} s" if estimate < 120 else f"{estimate / 60:.0f} min"
+    log(f"{len(cells)} cells x {len(args.loops)} loops x {args.rounds} rounds = "
+        f"{total} runs, about {when}")
+    records = []
+    workdir = tempfile.mkdtemp(prefix="zloop-echo-")
+    try:
+        done = 0
+        for rnd in range(args.rounds):
+            for index, cell in enumerate(cells):
+                for spec in rotated(args.loops, rnd + index):
+                    done += 1
+                    label = (f"[{done}/{total}] round {rnd + 1} {cell['transport']} "
+                             f"{cell['mode']} {cell['msize']} {spec}")
+                    try:
+                        record = measure(spec, cell, args, workdir)
+                    except (client.EchoError, ServerError, OSError, ValueError) as exc:
+                        record = dict(cell, loop=spec, error=f"{type(exc).__name__}: {exc}")
+                        log(f"{label}: FAILED: {record['error']}")
+                    else:
+                        log(f"{label}: {record['rps']:,.0f} req/s, "
+                            f"{record['cpu_us_per_req']:.1f} us CPU/req")
+                    record["round"] = rnd + 1
+                    records.append(record)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return records
+
+
+# --- summary ------------------------------------------------------------------
+
+def _median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def summarize(records: list, loops: list) -> list:
+    """One entry per cell: per loop medians over rounds, ratios to uvloop."""
+    cells = {}
+    for rec in records:
+        key = (rec["transport"], rec["mode"], rec["msize"])
+        cells.setdefault(key, {}).setdefault(rec["loop"], []).append(rec)
+    summary = []
+    for (transport, mode, msize), by_loop in cells.items():
+        entry = {"transport": transport, "mode": mode, "msize": msize, "loops": {}}
+        for spec in loops:
+            runs = by_loop.get(spec, [])
+            ok = [r for r in runs if "error" not in r]
+            entry["loops"][spec] = {
+                "rounds_ok": len(ok),
+                "errors": [r["error"] for r in runs if "error" in r],
+                "rps": _median(r["rps"] for r in ok),
+                "cpu_us_per_req": _median(r["cpu_us_per_req"] for r in ok),
+                "server_cpu_util": _median(r["server_cpu_util"] for r in ok),
+                "p50_us": _median(r["latency_us"].get("p50") for r in ok),
+                "p99_us": _median(r["latency_us"].get("p99") for r in ok),
+            }
+        base = entry["loops"].get(BASELINE, {})
+        for stats in entry["loops"].values():
+            stats["rps_vs_uvloop"] = _ratio(stats["rps"], base.get("rps"))
+            stats["cpu_vs_uvloop"] = _ratio(stats["cpu_us_per_req"], base.get("cpu_us_per_req"))
+        summary.append(entry)
+    return summary
+
+
+def _ratio(value, base):
+    return value / base if value is not None and base else None
+
+
+def format_table(summary: list) -> str:
+    header = (f"{'transport':<9} {'mode':<8} {'msize':>6}  {'loop':<14} {'req/s':>9} "
+              f"{'vs uv':>6} {'cpu us/req':>10} {'vs uv':>6} {'srv cpu':>7} "
+              f"{'p50 us':>7} {'p99 us':>7}")
+    lines = [header, "-" * len(header)]
+    for entry in summary:
+        for spec, s in entry["loops"].items():
+            if s["rps"] is None:
+                errors = s["errors"] or ["no run"]
+                more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+                row = f"FAILED: {errors[0]}{more}"
+            else:
+                row = (f"{s['rps']:>9,.0f} {_fmt(s['rps_vs_uvloop'], 'x'):>6} "
+                       f"{s['cpu_us_per_req']:>10.1f} {_fmt(s['cpu_vs_uvloop'], 'x'):>6} "
+                       f"{s['server_cpu_util'] * 100:>6.0f}% "
+                       f"{s['p50_us']:>7.0f} {s['p99_us']:>7.0f}")
+            lines.append(f"{entry['transport']:<9} {entry['mode']:<8} {entry['msize']:>6}  "
+                         f"{spec:<14} {row}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _fmt(value, suffix=""):
+    return "-" if value is None else f"{value:.2f}{suffix}"
+
+
+def machine_info() -> dict:
+    info = {
+        "nproc": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "kernel": platform.release(),
+        "platform": platform.platform(),
+        "loadavg_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
+    }
+    if hasattr(os, "sched_getaffinity"):
+        info["usable_cpus"] = len(os.sched_getaffinity(0))
+    info.update(loopspec.versions())
+    return info
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# --- command line ---------------------------------------------------------------
+
+def _csv(kind=str):
+    return lambda text: [kind(item) for item in text.split(",") if item]
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="--quick: 1 KiB, tcp, 2 rounds of 1 s, writes echo-quick.{json,svg}; "
+               "explicit flags override it.")
+    parser.add_argument("--loops", type=_csv(),
+                        help="comma list of loop specs (default: asyncio, uvloop "
+                             "and every compiled zloop backend)")
+    parser.add_argument("--modes", type=_csv(), help=f"default {','.join(MODES)}")
+    parser.add_argument("--sizes", type=_csv(int),
+                        help=f"message sizes in bytes, default {','.join(map(str, SIZES))}")
+    parser.add_argument("--transports", type=_csv(), help=f"default {','.join(TRANSPORTS)}")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds (default 3)")
+    parser.add_argument("--duration", type=float, help="measured seconds per run (default 3)")
+    parser.add_argument("--warmup", type=float, help="client warm-up seconds (default 0.5)")
+    parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY,
+                        help=f"client processes, one connection each (default "
+                             f"{DEFAULT_CONCURRENCY}: the machine has 2 cores shared "
+                             "by clients and server)")
+    parser.add_argument("--max-requests", type=int, default=5_000_000,
+                        help="cap on measured requests per run")
+    parser.add_argument("--quick", action="store_true", help="small, fast matrix")
+    parser.add_argument("--json", help="result file (default bench/results/echo.json)")
+    parser.add_argument("--svg", help="chart file (default bench/results/echo.svg)")
+    parser.add_argument("--no-chart", action="store_true", help="do not write the chart")
+    args = parser.parse_args(argv)
+
+    quick = args.quick
+    defaults = {
+        "loops": loopspec.default_specs(),
+        "modes": list(MODES),
+        "sizes": [1024] if quick else list(SIZES),
+        "transports": ["tcp"] if quick else list(TRANSPORTS),
+        "rounds": 2 if quick else 3,
+        "duration": 1.0 if quick else 3.0,
+        "warmup": 0.3 if quick else 0.5,
+        "json": os.path.join(RESULTS, "echo-quick.json" if quick else "echo.json"),
+        "svg": os.path.join(RESULTS, "echo-quick.svg" if quick else "echo.svg"),
+    }
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    _validate(parser, args)
+    return args
+
+
+def _validate(parser, args) -> None:
+    for spec in args.loops:
+        reason = loopspec.unavailable_reason(spec)
+        if reason:
+            parser.error(f"loop {spec}: {reason}")
+    for mode in args.modes:
+        if mode not in MODES:
+            parser.error(f"unknown mode {mode!r} (choose from {', '.join(MODES)})")
+    for transport in args.transports:
+        if transport not in TRANSPORTS:
+            parser.error(f"unknown transport {transport!r} (tcp, unix)")
+    if any(size < 8 or size > 16 * 1024 * 1024 for size in args.sizes):
+        parser.error("message sizes must be between 8 bytes and 16 MiB")
+    if not 0 < args.duration <= client.MAX_DURATION:
+        parser.error(f"--duration must be in (0, {client.MAX_DURATION:.0f}]")
+    if not 1 <= args.rounds <= 100 or not 1 <= args.concurrency <= 256:
+        parser.error("--rounds must be 1..100 and --concurrency 1..256")
+    if not os.path.exists("/proc/self/stat"):
+        parser.error("server CPU is read from /proc/PID/stat: Linux only")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    started = datetime.datetime.now(datetime.timezone.utc)
+    records = run_matrix(args)
+    summary = summarize(records, args.loops)
+    print(format_table(summary))
+
+    report = {
+        "benchmark": "echo",
+        "started_utc": started.isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "settings": {name: getattr(args, name) for name in
+                     ("loops", "modes", "sizes", "transports", "rounds", "duration",
+                      "warmup", "concurrency", "max_requests")},
+        "baseline": BASELINE,
+        "cells": summary,
+        "runs": records,
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    with open(args.json, "w") as f:
+        json.dump(report, f, indent=1)
+        f.write("\n")
+    log(f"wrote {args.json}")
+    if not args.no_chart:
+        os.makedirs(os.path.dirname(os.path.abspath(args.svg)), exist_ok=True)
+        chart.write_svg(report, args.svg)
+        log(f"wrote {args.svg}")
+
+    failures = sum(1 for rec in records if "error" in rec)
+    unclean = sum(1 for rec in records if "server_exit" in rec)
+    if unclean:
+        log(f"warning: {unclean} server(s) did not exit with status 0 on SIGTERM")
+    if failures:
+        log(f"{failures} of {len(records)} runs FAILED (see 'errors' in the JSON)")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        log("interrupted: servers stopped, nothing written")
+        sys.exit(130)

@@ -1,0 +1,304 @@
+# tests/test_net_tls.py — TLS with certificates made during the run: create_server/create_connection with ssl,
+# extra info, verification failures, handshake timeout, start_tls on both sides, connect_accepted_socket,
+# TLS over IPv6 and Unix sockets, and a TLS server surviving failed handshakes.
+
+import asyncio
+import os
+import socket
+import ssl
+
+import pytest
+
+from net_helpers import (INET_HOSTS, PY311, EchoServer, Recorder, client_context, echo_roundtrip, no_fd_leak, run,
+                         server_context, watched)
+
+
+async def tls_echo_server(loop, host="127.0.0.1", **kwargs):
+    server = await loop.create_server(EchoServer, host, 0, ssl=server_context(), **kwargs)
+    return server, server.sockets[0].getsockname()[:2]
+
+
+async def close_server(server):
+    server.close()
+    await server.wait_closed()
+
+
+@pytest.mark.parametrize("host", INET_HOSTS)
+def test_tls_echo_and_extra_info(loop, host):
+    async def main():
+        server, address = await tls_echo_server(loop, host)
+        ctx = client_context()
+        transport, proto = await loop.create_connection(lambda: Recorder(loop), *address, ssl=ctx,
+                                                        server_hostname="localhost")
+        assert await echo_roundtrip(transport, proto, b"secret") == b"secret"
+        assert transport.get_extra_info("sslcontext") is ctx
+        assert isinstance(transport.get_extra_info("ssl_object"), ssl.SSLObject)
+        assert transport.get_extra_info("cipher")
+        assert dict(x[0] for x in transport.get_extra_info("peercert")["subject"])["commonName"] == "localhost"
+        assert transport.get_extra_info("peername")[:2] == address
+        assert isinstance(transport.get_extra_info("socket"), asyncio.trsock.TransportSocket)
+        transport.close()
+        await proto.lost
+        await close_server(server)
+    run(loop, main())
+
+
+def test_tls_server_hostname_defaults_to_host(loop):
+    async def main():
+        server, (_, port) = await tls_echo_server(loop)
+        transport, proto = await loop.create_connection(lambda: Recorder(loop), "localhost", port,
+                                                        ssl=client_context())
+        assert await echo_roundtrip(transport, proto, b"x") == b"x"
+        transport.close()
+        await proto.lost
+        await close_server(server)
+    run(loop, main())
+
+
+def test_tls_big_transfer(loop):
+    payload = os.urandom(3 * 1024 * 1024)
+
+    async def main():
+        server, address = await tls_echo_server(loop)
+        transport, proto = await loop.create_connection(lambda: Recorder(loop), *address, ssl=client_context(),
+                                                        server_hostname="localhost")
+        transport.write(payload)
+        data = await proto.receive(len(payload))
+        transport.close()
+        await proto.lost
+        await close_server(server)
+        return data
+    assert run(loop, main(), timeout=60) == payload
+
+
+def test_tls_verification_failures(loop):
+    async def main():
+        server, address = await tls_echo_server(loop)
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await loop.create_connection(asyncio.Protocol, *address, ssl=True, server_hostname="localhost")
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await loop.create_connection(asyncio.Protocol, *address, ssl=client_context(),
+                                         server_hostname="wrong.name")
+        # The server survived both failed handshakes.
+        transport, proto = await loop.create_connection(lambda: Recorder(loop), *address, ssl=client_context(),
+                                                        server_hostname="localhost")
+        assert await echo_roundtrip(transport, proto, b"ok") == b"ok"
+        transport.close()
+        await proto.lost
+        await close_server(server)
+        await asyncio.sleep(0.05)
+    with no_fd_leak(loop):
+        run(loop, main())
+
+
+class Silent(asyncio.Protocol):
+    """A plain TCP peer that never answers the TLS handshake."""
+
+
+def test_tls_handshake_timeout(loop):
+    async def main():
+        server = await loop.create_server(Silent, "127.0.0.1", 0)
+        address = server.sockets[0].getsockname()
+        with pytest.raises((ConnectionAbortedError, asyncio.TimeoutError)):
+            await loop.create_connection(asyncio.Protocol, *address, ssl=client_context(),
+                                         server_hostname="localhost", ssl_handshake_timeout=0.2)
+        server.close()
+        await asyncio.sleep(0.05)
+    with no_fd_leak(loop):
+        run(loop, main())
+
+
+def test_tls_handshake_timeout_must_be_positive(loop):
+    async def main():
+        server, address = await tls_echo_server(loop)
+        with pytest.raises(ValueError):
+            await loop.create_connection(asyncio.Protocol, *address, ssl=client_context(),
+                                         server_hostname="localhost", ssl_handshake_timeout=-1)
+        await close_server(server)
+        await asyncio.sleep(0.01)
+    with no_fd_leak(loop):
+        run(loop, main())
+
+
+@pytest.mark.skipif(not PY311, reason="ssl_shutdown_timeout is a Python 3.11+ parameter")
+def test_tls_shutdown_timeout_parameter(loop):
+    async def main():
+        server, address = await tls_echo_server(loop, ssl_shutdown_timeout=5.0)
+        transport, proto = await loop.create_connection(lambda: Recorder(loop), *address, ssl=client_context(),
+                                                        server_hostname="localhost", ssl_shutdown_timeout=5.0)
+        assert await echo_roundtrip(transport, proto, b"x") == b"x"
+        transport.close()
+        await proto.lost
+        await close_server(server)
+    run(loop, main())
+
+
+def test_tls_over_unix_sockets(loop, tmp_path):
+    path = str(tmp_path / "tls.sock")
+
+    async def main():
+        server = await loop.create_unix_server(EchoServer, path, ssl=server_context())
+        transport, proto = await loop.create_unix_connection(lambda: Recorder(loop), path, ssl=client_context(),
+                                                             server_hostname="localhost")
+        assert await echo_roundtrip(transport, proto, b"unix tls") == b"unix tls"
+        transport.close()
+        await proto.lost
+        await close_server(server)
+    run(loop, main())
+
+
+def test_connect_accepted_socket_with_tls(loop):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    listener.setblocking(False)
+
+    async def main():
+        accepting = loop.create_task(loop.sock_accept(listener))
+        client = loop.create_task(loop.create_connection(lambda: Recorder(loop), *listener.getsockname(),
+                                                         ssl=client_context(), server_hostname="localhost"))
+        conn, _ = await accepting
+        server_transport, _ = await loop.connect_accepted_socket(EchoServer, conn, ssl=server_context())
+        transport, proto = await client
+        assert await echo_roundtrip(transport, proto, b"accepted") == b"accepted"
+        transport.close()
+        await proto.lost
+        server_transport.close()
+    with listener:
+        run(loop, main())
+
+
+def test_connect_accepted_socket_plain_and_errors(loop):
+    async def main():
+        a, b = socket.socketpair()
+        transport, _ = await loop.connect_accepted_socket(EchoServer, a)
+        b.setblocking(False)
+        await loop.sock_sendall(b, b"pair")
+        assert await loop.sock_recv(b, 10) == b"pair"
+        transport.close()
+        b.close()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            with pytest.raises(ValueError, match="A Stream Socket was expected"):
+                await loop.connect_accepted_socket(EchoServer, udp)
+        with socket.socket() as tcp:
+            with pytest.raises(ValueError, match="ssl_handshake_timeout is only meaningful with ssl"):
+                await loop.connect_accepted_socket(EchoServer, tcp, ssl_handshake_timeout=1)
+        await asyncio.sleep(0)
+    run(loop, main())
+
+
+# ---------------------------------------------------------------------- start_tls
+
+class UpgradingServer(asyncio.Protocol):
+    """Plain text until 'STARTTLS\n', then TLS (server side) and echo. Data that arrives before start_tls has
+    returned the new transport (TLS 1.3 clients may send at once) waits for it."""
+
+    def __init__(self, loop):
+        self.loop = loop
+        self.upgrading = None
+        self.pending = bytearray()
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        if self.upgrading is None and data == b"STARTTLS\n":
+            self.transport.write(b"GO\n")
+            self.transport.pause_reading()  # the ClientHello must wait for start_tls
+            self.upgrading = self.loop.create_task(self.upgrade())
+        elif self.upgrading is not None and not self.upgrading.done():
+            self.pending += data
+        else:
+            self.transport.write(data)
+
+    async def upgrade(self):
+        self.transport = await self.loop.start_tls(self.transport, self, server_context(), server_side=True)
+        if self.pending:
+            self.transport.write(bytes(self.pending))
+
+
+def test_start_tls_on_both_sides(loop):
+    async def main():
+        server = await loop.create_server(lambda: UpgradingServer(loop), "127.0.0.1", 0)
+        address = server.sockets[0].getsockname()
+        transport, proto = await loop.create_connection(lambda: Recorder(loop), *address)
+        assert await echo_roundtrip(transport, proto, b"plain") == b"plain"
+        transport.write(b"STARTTLS\n")
+        await proto.receive(len(b"plainGO\n"))
+        tls_transport = await loop.start_tls(transport, proto, client_context(), server_hostname="localhost")
+        assert tls_transport.get_extra_info("peercert")
+        start = len(proto.data)
+        tls_transport.write(b"now encrypted")
+        assert (await proto.receive(start + 13))[start:] == b"now encrypted"
+        tls_transport.close()
+        await proto.lost
+        server.close()
+        await server.wait_closed()
+    run(loop, main())
+
+
+def test_start_tls_argument_errors(loop):
+    async def main():
+        server = await loop.create_server(EchoServer, "127.0.0.1", 0)
+        transport, proto = await loop.create_connection(lambda: Recorder(loop), *server.sockets[0].getsockname())
+        with pytest.raises(TypeError, match="sslcontext is expected to be an instance of ssl.SSLContext"):
+            await loop.start_tls(transport, proto, object())
+
+        class Foreign(asyncio.Transport):
+            pass
+        with pytest.raises(TypeError, match="is not supported by start_tls"):
+            await loop.start_tls(Foreign(), proto, client_context())
+        transport.close()
+        await proto.lost
+        await close_server(server)
+    run(loop, main())
+
+
+def test_cancelled_start_tls_closes_the_transport(loop):
+    async def main():
+        server = await loop.create_server(Silent, "127.0.0.1", 0)
+        transport, proto = await loop.create_connection(lambda: Recorder(loop), *server.sockets[0].getsockname())
+        upgrading = loop.create_task(loop.start_tls(transport, proto, client_context(), server_hostname="localhost"))
+        await asyncio.sleep(0.05)
+        upgrading.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await upgrading
+        assert transport.is_closing()
+        # The protocol never had connection_made from the TLS layer, so it gets no connection_lost either.
+        await close_server(server)
+        await asyncio.sleep(0.05)
+    with no_fd_leak(loop):
+        run(loop, main())
+
+
+def test_start_tls_handshake_failure_closes_the_transport(loop):
+    async def main():
+        server = await loop.create_server(EchoServer, "127.0.0.1", 0)  # answers TLS with an echo: garbage
+        transport, proto = await loop.create_connection(lambda: Recorder(loop), *server.sockets[0].getsockname())
+        with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+            await loop.start_tls(transport, proto, client_context(), server_hostname="localhost",
+                                 ssl_handshake_timeout=5)
+        assert transport.is_closing()
+        await close_server(server)
+        await asyncio.sleep(0.05)
+    with no_fd_leak(loop):
+        run(loop, main())
+
+
+def test_cancelled_tls_connect_leaves_nothing(loop):
+    async def main():
+        server = await loop.create_server(Silent, "127.0.0.1", 0)
+        address = server.sockets[0].getsockname()
+        base = watched(loop)
+        task = loop.create_task(loop.create_connection(asyncio.Protocol, *address, ssl=client_context(),
+                                                       server_hostname="localhost"))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0.05)
+        assert watched(loop) <= base + 1  # the server's connection may still be open; the client's is gone
+        server.close()
+        await asyncio.sleep(0.05)
+    with no_fd_leak(loop):
+        run(loop, main())

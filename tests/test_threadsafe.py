@@ -1,0 +1,204 @@
+# tests/test_threadsafe.py — call_soon_threadsafe: wakes a loop blocked in its poll (with no timers at all, or
+# only far ones) promptly; many threads x many calls are all delivered, in order per thread.
+#
+# A loop whose wake-up is broken would block forever, so every test keeps a rescue channel: a socket the loop
+# watches, written to if the expected wake-up does not come in time. The bounds are generous (WAKE_BOUND,
+# 5 s natively) and only check that the wake-up happens, never how fast.
+
+import socket
+import threading
+import time
+
+import pytest
+
+from conftest import TIMEOUT, WAKE_BOUND
+
+
+class LoopThread:
+    """Runs `loop.run_forever()` in a worker thread, with a rescue socket that stops it."""
+
+    def __init__(self, loop):
+        self.loop = loop
+        self.rsock, self.wsock = socket.socketpair()
+        self.started = threading.Event()
+        self.errors = []
+        self.thread = threading.Thread(target=self._main, daemon=True)
+
+    def _main(self):
+        try:
+            self.loop.add_reader(self.rsock, self._rescued)
+            self.loop.call_soon(self.started.set)
+            self.loop.run_forever()
+        except BaseException as exc:
+            self.errors.append(exc)
+        finally:
+            self.loop.remove_reader(self.rsock)
+
+    def _rescued(self):
+        self.rsock.recv(100)
+        self.loop.stop()
+
+    def __enter__(self):
+        self.thread.start()
+        assert self.started.wait(TIMEOUT), "the loop thread did not start"
+        time.sleep(0.05)  # give it time to block in its poll (correctness does not depend on it)
+        return self
+
+    def rescue(self):
+        self.wsock.send(b"x")
+
+    def __exit__(self, *exc):
+        if self.thread.is_alive():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(0.5)
+        if self.thread.is_alive():
+            self.rescue()
+            self.thread.join(TIMEOUT)
+        self.rsock.close()
+        self.wsock.close()
+        assert not self.thread.is_alive(), "the loop thread could not be stopped"
+        assert self.errors == []
+
+
+def test_wakes_a_loop_blocked_without_timers(loop):
+    with LoopThread(loop) as lt:
+        started = time.monotonic()
+        loop.call_soon_threadsafe(loop.stop)
+        lt.thread.join(WAKE_BOUND)
+        woke = not lt.thread.is_alive()
+        elapsed = time.monotonic() - started
+    assert woke, "call_soon_threadsafe did not wake a loop blocked in poll with no timers"
+    assert elapsed < WAKE_BOUND
+
+
+def test_wakes_a_loop_blocked_on_a_far_timer(loop):
+    far = loop.call_later(3600, lambda: None)
+    with LoopThread(loop) as lt:
+        loop.call_soon_threadsafe(loop.stop)
+        lt.thread.join(WAKE_BOUND)
+        woke = not lt.thread.is_alive()
+    far.cancel()
+    assert woke, "call_soon_threadsafe did not wake a loop blocked on a far timer"
+
+
+def test_repeated_wakeups_are_never_lost(loop):
+    # Each round waits for the previous callback, so the loop is blocked again before the next wake-up.
+    delivered = threading.Event()
+    with LoopThread(loop):
+        for i in range(200):
+            delivered.clear()
+            loop.call_soon_threadsafe(delivered.set)
+            assert delivered.wait(WAKE_BOUND), f"wake-up {i} was lost"
+
+
+def test_wakes_a_loop_running_in_the_main_thread(loop, run_forever):
+    seen = []
+    rsock, wsock = socket.socketpair()
+    done = threading.Event()
+
+    def rescue_reader():
+        rsock.recv(100)
+        seen.append("rescued")
+        loop.stop()
+
+    def other_thread():
+        time.sleep(0.05)  # let the loop block in its poll (correctness does not depend on it)
+        loop.call_soon_threadsafe(seen.append, "from-thread")
+        loop.call_soon_threadsafe(loop.stop)
+        if not done.wait(WAKE_BOUND):
+            wsock.send(b"x")
+
+    try:
+        loop.add_reader(rsock, rescue_reader)
+        t = threading.Thread(target=other_thread)
+        loop.call_soon(t.start)
+        run_forever(TIMEOUT * 3)
+        done.set()
+        t.join(TIMEOUT)
+        loop.remove_reader(rsock)
+    finally:
+        rsock.close()
+        wsock.close()
+    assert seen == ["from-thread"]
+
+
+@pytest.mark.parametrize("threads,calls", [(4, 500), (16, 100)])
+def test_many_threads_many_calls_all_delivered_in_order(loop, run_forever, threads, calls):
+    received = {t: [] for t in range(threads)}
+    total = threads * calls
+    count = [0]
+    go = threading.Event()
+
+    def record(t, i):
+        received[t].append(i)
+        count[0] += 1
+        if count[0] == total:
+            loop.stop()
+
+    def producer(t):
+        go.wait(TIMEOUT)
+        for i in range(calls):
+            loop.call_soon_threadsafe(record, t, i)
+
+    workers = [threading.Thread(target=producer, args=(t,)) for t in range(threads)]
+    for w in workers:
+        w.start()
+    loop.call_soon(go.set)
+    run_forever(TIMEOUT * 3)
+    for w in workers:
+        w.join(TIMEOUT)
+    assert count[0] == total
+    for t in range(threads):
+        assert received[t] == list(range(calls)), f"calls from thread {t} arrived out of order"
+
+
+def test_threadsafe_handle_can_be_cancelled(loop, run_forever):
+    seen = []
+    handles = []
+    t = threading.Thread(target=lambda: handles.append(loop.call_soon_threadsafe(seen.append, "x")))
+    t.start()
+    t.join(TIMEOUT)
+    handles[0].cancel()
+    loop.call_soon(loop.stop)
+    run_forever()
+    assert seen == []
+
+
+def test_threadsafe_arguments_and_context(loop, run_forever):
+    import contextvars
+    var = contextvars.ContextVar("v", default="default")
+    ctx = contextvars.copy_context()
+    ctx.run(var.set, "ctx")
+    seen = []
+
+    def other_thread():
+        loop.call_soon_threadsafe(lambda *a: seen.append((a, var.get())), 1, 2, 3, 4, context=ctx)
+        loop.call_soon_threadsafe(loop.stop)
+
+    loop.call_soon(lambda: threading.Thread(target=other_thread).start())
+    run_forever()
+    assert seen == [((1, 2, 3, 4), "ctx")]
+
+
+def test_threadsafe_on_closed_loop_raises(loop):
+    loop.close()
+    errors = []
+
+    def other_thread():
+        try:
+            loop.call_soon_threadsafe(lambda: None)
+        except RuntimeError as exc:
+            errors.append(str(exc))
+
+    t = threading.Thread(target=other_thread)
+    t.start()
+    t.join(TIMEOUT)
+    assert errors == ["Event loop is closed"]
+
+
+def test_threadsafe_from_the_loop_thread_itself(loop, run_forever):
+    seen = []
+    loop.call_soon(lambda: loop.call_soon_threadsafe(seen.append, "self"))
+    loop.call_soon(lambda: loop.call_soon(loop.stop))
+    run_forever()
+    assert seen == ["self"]
