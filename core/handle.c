@@ -446,11 +446,13 @@ timer_handle_richcompare(PyObject *self, PyObject *other, int op)
         }
         return PyBool_FromLong(op == Py_EQ ? same : !same);
     }
-    if ((op == Py_LE || op == Py_GE) && a->when == b->when) {
-        int same = timer_handles_equal(a, b);
-        if (same != 0) {
-            return same < 0 ? NULL : PyBool_FromLong(1);
+    if (op == Py_LE || op == Py_GE) {
+        /* asyncio: strictly earlier (later), or equal in every part. */
+        if (op == Py_LE ? a->when < b->when : a->when > b->when) {
+            Py_RETURN_TRUE;
         }
+        int same = timer_handles_equal(a, b);
+        return same < 0 ? NULL : PyBool_FromLong(same);
     }
     Py_RETURN_RICHCOMPARE(a->when, b->when, op);
 }

@@ -578,6 +578,7 @@ loop_set_task_factory(zl_loop *self, PyObject *value, void *Py_UNUSED(closure))
 }
 
 static PyMethodDef loop_methods[] = {
+    {"create_future", (PyCFunction)zl_loop_create_future, METH_NOARGS, "A new asyncio.Future attached to this loop."},
     {"create_task", (PyCFunction)(void (*)(void))zl_loop_create_task, METH_FASTCALL | METH_KEYWORDS,
      "create_task(coro, *, name=None, context=None) -> Task"},
     {"time", (PyCFunction)loop_time, METH_NOARGS, "The loop's clock: time.monotonic(), in seconds."},

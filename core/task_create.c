@@ -1,5 +1,5 @@
-/* core/task_create.c — loop.create_task in C for the common case (no task factory): one vectorcall of asyncio's
- * C Task with loop= and name=/context=; anything else goes to the Python path, zloop.Loop._create_task_slow. */
+/* core/task_create.c — loop.create_task and loop.create_future in C: one vectorcall of asyncio's C Task/Future;
+ * a task factory, debug mode or eager_start go to the Python path, zloop.Loop._create_task_slow. */
 #include "zloop.h"
 
 static PyObject *
@@ -50,4 +50,15 @@ zl_loop_create_task(zl_loop *self, PyObject *const *args, Py_ssize_t nargs, PyOb
         }
     }
     return create_task_direct(self, args[0], name, context);
+}
+
+PyObject *
+zl_loop_create_future(zl_loop *self, PyObject *Py_UNUSED(ignored))
+{
+    if (zl_global.future_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "zloop is not initialised: import zloop first");
+        return NULL;
+    }
+    PyObject *args[1] = {(PyObject *)self};
+    return PyObject_Vectorcall(zl_global.future_type, args, 0, zl_global.kwnames_loop);
 }

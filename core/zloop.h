@@ -119,8 +119,9 @@ void zl_loop_timer_cancelled(zl_loop *loop);
 /* RuntimeError('Event loop is closed') when it is; -1 then. */
 int zl_loop_check_closed(zl_loop *loop);
 
-/* loop.create_task (core/task_create.c) */
+/* loop.create_task and create_future (core/task_create.c) */
 PyObject *zl_loop_create_task(zl_loop *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+PyObject *zl_loop_create_future(zl_loop *self, PyObject *ignored);
 
 /* stream transports (core/stream_transport.c) */
 PyObject *zl_loop_make_socket_transport(zl_loop *loop, PyObject *args, PyObject *kwds);
@@ -154,6 +155,8 @@ typedef struct zl_state {
     PyObject *warn_send_after_lost;   /* zloop._hooks.warn_send_after_lost() */
     PyObject *transport_socket_type;  /* asyncio.trsock.TransportSocket */
     PyObject *buffered_protocol_type; /* asyncio.BufferedProtocol */
+    PyObject *future_type;            /* asyncio.Future (the C _asyncio.Future where available) */
+    PyObject *kwnames_loop;           /* ("loop",) */
     PyObject *kwnames_loop_name;      /* ("loop", "name") */
     PyObject *kwnames_loop_name_context; /* ("loop", "name", "context") */
     PyObject *str_context;            /* "context" */

@@ -40,6 +40,7 @@ static const struct {
     {"format_handle", &zl_global.format_handle},
     {"check_callback", &zl_global.check_callback},
     {"task_type", &zl_global.task_type},
+    {"future_type", &zl_global.future_type},
     {"set_result_unless_cancelled", &zl_global.set_result_unless_cancelled},
     {"transport_fatal_error", &zl_global.transport_fatal_error},
     {"transport_protocol_error", &zl_global.transport_protocol_error},
@@ -132,9 +133,11 @@ PyInit__zloop(void)
         }
     }
     if (zl_global.kwnames_loop_name == NULL) {
+        zl_global.kwnames_loop = Py_BuildValue("(s)", "loop");
         zl_global.kwnames_loop_name = Py_BuildValue("(ss)", "loop", "name");
         zl_global.kwnames_loop_name_context = Py_BuildValue("(sss)", "loop", "name", "context");
-        if (zl_global.kwnames_loop_name == NULL || zl_global.kwnames_loop_name_context == NULL) {
+        if (zl_global.kwnames_loop == NULL || zl_global.kwnames_loop_name == NULL ||
+            zl_global.kwnames_loop_name_context == NULL) {
             goto error;
         }
     }

@@ -165,9 +165,6 @@ class Loop(LoopCore, NetworkingMixin, asyncio.AbstractEventLoop):
 
     # ------------------------------------------------------------------ futures and tasks
 
-    def create_future(self):
-        return futures.Future(loop=self)
-
     def _create_task_slow(self, coro, *, name=None, context=None, eager_start=None):
         # create_task (in C) comes here with a task factory, in debug mode, or with eager_start.
         self._check_closed()
