@@ -248,6 +248,27 @@ def test_timer_handle_equality_follows_asyncio(loop):
         h.cancel()
 
 
+def test_timer_handle_comparisons_match_asyncio(loop):
+    # Every operator on pairs of handles agrees with asyncio.TimerHandle built from the same parts.
+    import operator
+    aio = asyncio.new_event_loop()
+    try:
+        when = loop.time() + 100
+        parts = [(when, noop, (1,)), (when, noop, (1,)), (when, noop, (2,)), (when, print, (1,)),
+                 (when + 1, noop, (1,)), (when - 1, noop, ())]
+        ours = [loop.call_at(w, cb, *args) for w, cb, args in parts]
+        refs = [asyncio.TimerHandle(w, cb, args, aio) for w, cb, args in parts]
+        ops = [operator.eq, operator.ne, operator.lt, operator.le, operator.gt, operator.ge]
+        for i in range(len(parts)):
+            for j in range(len(parts)):
+                for op in ops:
+                    assert op(ours[i], ours[j]) == op(refs[i], refs[j]), (op.__name__, parts[i], parts[j])
+        for h in ours:
+            h.cancel()
+    finally:
+        aio.close()
+
+
 def test_timer_handle_hash_is_consistent_with_equality(loop):
     when = loop.time() + 100
     a = loop.call_at(when, noop, 1)

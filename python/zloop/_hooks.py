@@ -3,6 +3,7 @@
 They are kept here, not in C, because they run only on errors or in debug mode.
 """
 
+import inspect
 import sys
 from asyncio import constants, coroutines, format_helpers, futures, protocols, tasks, transports, trsock
 from asyncio.log import logger
@@ -10,17 +11,28 @@ from asyncio.log import logger
 from . import _zloop
 
 
-def _callback_source(callback, args):
+# Python 3.13 shows a callback's arguments only when told the loop is in debug mode.
+_FORMAT_TAKES_DEBUG = "debug" in inspect.signature(format_helpers._format_callback_source).parameters
+
+
+def _callback_source(callback, args, debug=False):
     try:
+        if _FORMAT_TAKES_DEBUG:
+            return format_helpers._format_callback_source(callback, args if args is not None else (), debug=debug)
         return format_helpers._format_callback_source(callback, args if args is not None else ())
     except Exception:  # the formatting helper is private to asyncio; never let a repr fail a report
         return repr(callback)
 
 
+def _debug(handle):
+    loop = handle._loop
+    return loop is not None and loop.get_debug()
+
+
 def report_callback_error(handle, exc):
     """Hand an exception raised by a handle's callback to its loop's exception handler, as asyncio does."""
     context = {
-        "message": f"Exception in callback {_callback_source(handle._callback, handle._args)}",
+        "message": f"Exception in callback {_callback_source(handle._callback, handle._args, _debug(handle))}",
         "exception": exc,
         "handle": handle,
     }
@@ -39,7 +51,7 @@ def format_handle(handle):
     if isinstance(handle, _zloop.TimerHandle):
         info.insert(2 if handle._cancelled else 1, f"when={handle._when}")
     if handle._callback is not None:
-        info.append(_callback_source(handle._callback, handle._args))
+        info.append(_callback_source(handle._callback, handle._args, _debug(handle)))
     if handle._source_traceback:
         frame = handle._source_traceback[-1]
         info.append(f"created at {frame[0]}:{frame[1]}")

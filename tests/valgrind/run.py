@@ -36,12 +36,15 @@ def _describe(error):
 def main(argv):
     keep = "--keep" in argv
     command = argv[argv.index("--") + 1:]
+    # A launcher script (pyenv's shim) would put memcheck on the shell, not on Python: use the real binary.
+    if command and os.path.basename(command[0]).startswith("python"):
+        command[0] = sys.executable if command[0] in ("python", "python3") else command[0]
     with tempfile.TemporaryDirectory() as tmp:
         xml_path = os.path.join(tmp, "memcheck.xml")
         env = dict(os.environ, PYTHONMALLOC="malloc")
         valgrind = [
             "valgrind", "--tool=memcheck", "--leak-check=full", "--show-leak-kinds=definite",
-            "--errors-for-leak-kinds=definite", "--num-callers=30", "--xml=yes", f"--xml-file={xml_path}",
+            "--errors-for-leak-kinds=definite", "--num-callers=30", "--child-silent-after-fork=yes", "--xml=yes", f"--xml-file={xml_path}",
         ]
         proc = subprocess.run(valgrind + command, env=env)
         tree = ET.parse(xml_path)
