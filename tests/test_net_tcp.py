@@ -154,7 +154,11 @@ def test_create_connection_local_addr_in_use(loop):
 def test_create_connection_local_addr_of_another_family(loop):
     def attempt(lp):
         return lp.create_connection(asyncio.Protocol, "127.0.0.1", closed_port(), local_addr=("::1", 0))
-    assert outcome(loop, attempt(loop)) is stock_exception(attempt) is OSError
+    # asyncio 3.9 leaks a TypeError from socket.bind here; 3.10+ says OSError, and so does zloop everywhere
+    # (docs/compatibility.md).
+    assert outcome(loop, attempt(loop)) is OSError
+    if sys.version_info >= (3, 10):
+        assert stock_exception(attempt) is OSError
 
 
 @pytest.mark.parametrize("host", INET_HOSTS)
