@@ -610,6 +610,8 @@ static PyMethodDef loop_methods[] = {
     {"_enqueue", (PyCFunction)loop_enqueue_handle, METH_O, "Queue a Handle to run in the next iteration (signal-safe)."},
     {"_make_socket_transport", (PyCFunction)(void (*)(void))zl_loop_make_socket_transport,
      METH_VARARGS | METH_KEYWORDS, "_make_socket_transport(sock, protocol, waiter=None, *, extra=None, server=None)"},
+    {"_make_datagram_transport", (PyCFunction)(void (*)(void))zl_loop_make_datagram_transport,
+     METH_VARARGS | METH_KEYWORDS, "_make_datagram_transport(sock, protocol, address=None, waiter=None, extra=None)"},
     {"_close_core", (PyCFunction)loop_close_core, METH_NOARGS, "Drop queued work and release the backend."},
     {"_after_fork", (PyCFunction)loop_after_fork, METH_NOARGS, "Re-create kernel state in a forked child."},
     {NULL, NULL, 0, NULL},

@@ -127,6 +127,10 @@ PyObject *zl_loop_create_future(zl_loop *self, PyObject *ignored);
 PyObject *zl_loop_make_socket_transport(zl_loop *loop, PyObject *args, PyObject *kwds);
 PyObject *zl_stream_type_create(PyObject *transport_base);
 
+/* datagram transports (core/datagram_transport.c) */
+PyObject *zl_loop_make_datagram_transport(zl_loop *loop, PyObject *args, PyObject *kwds);
+PyObject *zl_datagram_type_create(PyObject *bases);
+
 /* fd table */
 int zl_io_dispatch(zl_loop *loop, const zl_fired *fired, int count);
 int zl_io_set_side(zl_loop *loop, int fd, int events, PyObject *handle, zl_io_fn fn, PyObject *owner);

@@ -60,6 +60,14 @@ module_set_one_hook(PyObject *module, PyObject *name, PyObject *value)
         }
         return PyModule_AddObject(module, "TCPTransport", type) < 0 ? (Py_DECREF(type), -1) : 0;
     }
+    if (PyUnicode_CompareWithASCIIString(name, "datagram_transport_base") == 0) {
+        /* The datagram transport type subclasses asyncio.DatagramTransport (and asyncio.Transport). */
+        PyObject *type = zl_datagram_type_create(value);
+        if (type == NULL) {
+            return -1;
+        }
+        return PyModule_AddObject(module, "UDPTransport", type) < 0 ? (Py_DECREF(type), -1) : 0;
+    }
     for (size_t i = 0; i < sizeof(hook_table) / sizeof(hook_table[0]); i++) {
         if (PyUnicode_CompareWithASCIIString(name, hook_table[i].name) == 0) {
             Py_INCREF(value);

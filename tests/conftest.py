@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-collect_ignore = ["c", "conformance", "valgrind"]
+collect_ignore = ["c", "conformance", "valgrind", "frameworks"]
 
 
 def _time_scale():

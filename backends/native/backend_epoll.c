@@ -3,7 +3,7 @@
 #ifdef HAVE_CONFIG_H
 #include "config.h"
 #endif
-#ifdef __linux__
+#if defined(__linux__) && !defined(ZL_KQUEUE_SHIM)
 
 #define _GNU_SOURCE
 #include <errno.h>

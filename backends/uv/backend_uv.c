@@ -1,5 +1,6 @@
 /* backends/uv/backend_uv.c — the "uv" backend: one uv_loop_t per zl_backend, a uv_poll_t per watched fd,
- * a uv_async_t for wake() and a uv_timer_t for poll timeouts. Plain C; owns the loop and every handle it makes. */
+ * a uv_async_t for wake() and a uv_timer_t (armed by a uv_prepare_t) for poll timeouts. Plain C; owns the loop
+ * and every handle it makes. */
 #ifdef HAVE_CONFIG_H
 #include "config.h"
 #endif
@@ -44,9 +45,12 @@ struct zl_backend {
     uv_loop_t loop;
     uv_async_t wake_async;
     uv_timer_t timer;
-    int loop_ready;                    /* which of the three are initialised, for destroy after a failed create */
+    uv_prepare_t arm_timer;            /* starts timer inside uv_run, after libuv ran its due timers */
+    int loop_ready;                    /* which of the four are initialised, for destroy after a failed create */
     int async_ready;
     int timer_ready;
+    int prepare_ready;
+    uint64_t deadline;                 /* uv_hrtime() at which the timed uv_run in progress must end */
     /* Three arrays of slots_len entries: at most one per fd, so poll callbacks never need to allocate. */
     zl_uv_slot *slots;
     int *pending_fds;
@@ -195,6 +199,23 @@ zl_uv_on_timer(uv_timer_t *timer)
     (void)timer;                       /* only there to end uv_run(UV_RUN_ONCE) */
 }
 
+/*
+ * Runs inside uv_run after libuv ran its due timers and just before it computes the epoll timeout, so the timer
+ * started here is still pending when that timeout is taken from it. Started before uv_run instead, it could fall
+ * due (the millisecond clock ticked, the thread was preempted) and run at the top of uv_run (libuv <= 1.44),
+ * leaving no timer: epoll_wait(-1) then blocked until an fd or a wake() came, maybe forever.
+ */
+static void
+zl_uv_on_prepare(uv_prepare_t *prepare)
+{
+    zl_backend *b = prepare->data;
+    uint64_t now = uv_hrtime();
+    uint64_t left_ns = b->deadline > now ? b->deadline - now : 0;
+    uint64_t timeout_ms = left_ns / 1000000 + (left_ns % 1000000 != 0);   /* round up */
+    uv_update_time(&b->loop);          /* the timer counts from now, not from an older cached loop time */
+    uv_timer_start(&b->timer, zl_uv_on_timer, timeout_ms, 0);
+}
+
 static void
 zl_uv_on_poll_closed(uv_handle_t *handle)
 {
@@ -220,6 +241,10 @@ zl_uv_close_all(zl_backend *b)
     if (b->timer_ready) {
         uv_close((uv_handle_t *)&b->timer, NULL);
         b->timer_ready = 0;
+    }
+    if (b->prepare_ready) {
+        uv_close((uv_handle_t *)&b->arm_timer, NULL);
+        b->prepare_ready = 0;
     }
     /* Closed handles are off libuv's watcher queue, so this run never epoll_ctl()s a user fd. */
     for (int i = 0; i < ZL_UV_DESTROY_RUNS && uv_loop_alive(&b->loop); i++) {
@@ -267,6 +292,12 @@ zl_uv_create(void)
         goto error;
     }
     b->timer_ready = 1;
+    rc = uv_prepare_init(&b->loop, &b->arm_timer);
+    if (rc < 0) {
+        goto error;
+    }
+    b->arm_timer.data = b;
+    b->prepare_ready = 1;
     rc = zl_uv_reserve(b, ZL_UV_FIRST_SLOTS - 1);
     if (rc < 0) {
         goto error;
@@ -447,7 +478,8 @@ zl_uv_unwatch(zl_backend *b, int fd, int old_events)
 
 /* ---- poll / wake / fork ---- */
 
-/* One uv_run: timeout_ns 0 does not block, -1 blocks until a callback ran, else a timer ends the wait. */
+/* One uv_run: timeout_ns 0 does not block, -1 blocks until a callback ran, else a timer ends the wait by
+ * b->deadline (zl_uv_on_prepare starts it). */
 static void
 zl_uv_run_once(zl_backend *b, int64_t timeout_ns)
 {
@@ -459,17 +491,16 @@ zl_uv_run_once(zl_backend *b, int64_t timeout_ns)
         uv_run(&b->loop, UV_RUN_ONCE);
         return;
     }
-    uint64_t timeout_ms = ((uint64_t)timeout_ns + 999999) / 1000000;   /* round up */
-    uv_update_time(&b->loop);
-    uv_timer_start(&b->timer, zl_uv_on_timer, timeout_ms, 0);
+    uv_prepare_start(&b->arm_timer, zl_uv_on_prepare);
     uv_run(&b->loop, UV_RUN_ONCE);
+    uv_prepare_stop(&b->arm_timer);
     uv_timer_stop(&b->timer);
 }
 
 /*
- * uv_run(UV_RUN_ONCE) can end with nothing to report: it does not block while handles are closing, and its
- * timer compares against a cached millisecond clock that can fire up to ~2 ms early. So run it again until
- * something fired, a wake() came, or the deadline (CLOCK_MONOTONIC via uv_hrtime) has really passed.
+ * uv_run(UV_RUN_ONCE) can end with nothing to report: it does not block while handles are closing or after a
+ * callback that recorded nothing, and its timers go by a cached (maybe coarse) millisecond clock. So run it again
+ * until something fired, a wake() came, or the deadline (CLOCK_MONOTONIC via uv_hrtime) has really passed.
  * libuv retries EINTR itself, so this poll never returns -EINTR.
  */
 static int
@@ -479,24 +510,18 @@ zl_uv_poll_fds(zl_backend *b, int64_t timeout_ns, const zl_fired **fired)
     b->poll_seq++;
     b->fired_len = 0;
     b->woken = 0;
-    uint64_t deadline = 0;
     if (timeout_ns > 0) {
         uint64_t now = uv_hrtime();
-        deadline = (uint64_t)timeout_ns > UINT64_MAX - now ? UINT64_MAX : now + (uint64_t)timeout_ns;
+        b->deadline = (uint64_t)timeout_ns > UINT64_MAX - now ? UINT64_MAX : now + (uint64_t)timeout_ns;
     }
-    int64_t wait_ns = timeout_ns < 0 ? -1 : timeout_ns;
     for (;;) {
         zl_uv_prepare_pending(b);
-        zl_uv_run_once(b, wait_ns);
-        if (b->fired_len > 0 || b->woken || wait_ns == 0) {
+        zl_uv_run_once(b, timeout_ns);
+        if (b->fired_len > 0 || b->woken || timeout_ns == 0) {
             break;
         }
-        if (wait_ns > 0) {
-            uint64_t now = uv_hrtime();
-            if (now >= deadline) {
-                break;
-            }
-            wait_ns = deadline - now > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)(deadline - now);
+        if (timeout_ns > 0 && uv_hrtime() >= b->deadline) {
+            break;
         }
     }
     return b->fired_len;

@@ -130,3 +130,7 @@ _zloop._set_hooks(
 # The C stream transport supports start_tls and zero-copy sendfile, as asyncio's socket transport does.
 _zloop.TCPTransport._start_tls_compatible = True
 _zloop.TCPTransport._sendfile_compatible = constants._SendfileMode.TRY_NATIVE
+
+# The datagram transport type: an asyncio.DatagramTransport, and an asyncio.Transport as asyncio's own is.
+_zloop._set_hooks(datagram_transport_base=(transports.Transport, transports.DatagramTransport))
+_zloop.UDPTransport.max_size = 256 * 1024

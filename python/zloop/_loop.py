@@ -18,6 +18,9 @@ from asyncio.log import logger
 
 from . import _hooks  # noqa: F401  (installs the C core's hooks)
 from ._net import NetworkingMixin
+from ._udp import DatagramMixin
+from ._pipes import PipeMixin
+from ._subprocess import SubprocessMixin
 from ._zloop import LoopCore
 
 _PY311 = sys.version_info >= (3, 11)
@@ -41,7 +44,7 @@ def _set_result_unless_cancelled(fut, result):
         fut.set_result(result)
 
 
-class Loop(LoopCore, NetworkingMixin, asyncio.AbstractEventLoop):
+class Loop(LoopCore, NetworkingMixin, DatagramMixin, PipeMixin, SubprocessMixin, asyncio.AbstractEventLoop):
     """An asyncio event loop whose core is written in C; pick the I/O backend with backend= or ZLOOP_BACKEND."""
 
     def __init__(self, backend=None):
@@ -132,6 +135,7 @@ class Loop(LoopCore, NetworkingMixin, asyncio.AbstractEventLoop):
             return
         if self.get_debug():
             logger.debug("Close %r", self)
+        self._close_child_watch()
         if self._signal_handlers:
             if sys.is_finalizing():
                 warnings.warn(f"Closing the loop {self!r} on interpreter shutdown stage, "
