@@ -304,8 +304,11 @@ class SubprocessMixin:
 
     async def _make_app_watched_transport(self, watcher, protocol, args, shell, stdin, stdout, stderr, bufsize,
                                           extra, **kwargs):
-        # asyncio's unix loop: the watcher must be active, and it reports the exit from any thread.
-        with watcher as watcher:
+        # asyncio's unix loop: the watcher must be active, and it reports the exit from any thread. Up to 3.11
+        # asyncio uses what the watcher's __enter__ returns, from 3.12 the watcher itself.
+        with watcher as entered:
+            if sys.version_info < (3, 12):
+                watcher = entered
             if not watcher.is_active():
                 raise RuntimeError("asyncio.get_child_watcher() is not activated, "
                                    "subprocess support is not installed.")
