@@ -83,6 +83,26 @@ def row_call_soon(loop, n, clock):
     check(left == 0, f"{n - left} of {n} callbacks ran")
 
 
+def row_call_soon_chain(loop, n, clock):
+    """One callback re-scheduling itself: every call_soon also costs one loop iteration, as in a chain of
+    callbacks or `await sleep(0)` steps with nothing else ready."""
+    left = n
+
+    def callback():
+        nonlocal left
+        left -= 1
+        if left > 0:
+            loop.call_soon(callback)
+        else:
+            loop.stop()
+
+    loop.call_soon(callback)
+    clock.start()
+    loop.run_forever()
+    clock.stop()
+    check(left == 0, f"{n - left} of {n} callbacks ran")
+
+
 def row_call_soon_3args(loop, n, clock):
     """As call_soon, the callback taking three positional arguments."""
     left = n
@@ -249,6 +269,7 @@ def row_future_roundtrip(loop, n, clock):
 # name -> (function, N); N gives ~0.2-0.5 s per child on stock asyncio.
 ROWS = {
     "call_soon": (row_call_soon, 500_000),
+    "call_soon_chain": (row_call_soon_chain, 150_000),
     "call_soon_3args": (row_call_soon_3args, 500_000),
     "call_later_fire": (row_call_later_fire, 150_000),
     "call_later_cancel": (row_call_later_cancel, 200_000),
