@@ -73,6 +73,8 @@ typedef struct zl_datagram {
     unsigned char protocol_connected;
     unsigned char reading;
     unsigned char writing;
+    unsigned char read_deferred;     /* a _read_ready handle is queued (see dgram_defer_if_busy) */
+    unsigned char write_deferred;    /* a _sendto_ready handle is queued */
 } zl_datagram;
 
 PyTypeObject *zl_datagram_type;
@@ -582,10 +584,30 @@ dgram_recv_python(zl_datagram *self, PyObject **data, PyObject **addr)
     return 1;
 }
 
+/* asyncio runs I/O callbacks after the handles that were already waiting when it polled; the C dispatch calls
+ * the transport at once. So while handles wait, the work is queued behind them as a handle calling `method`,
+ * once (*queued says it is). 1 when queued, 0 to go ahead now. */
 static int
-dgram_on_readable(PyObject *owner, int Py_UNUSED(fd))
+dgram_defer_if_busy(zl_datagram *self, unsigned char *queued, const char *method)
 {
-    zl_datagram *self = (zl_datagram *)owner;
+    if (*queued) {
+        return 1;
+    }
+    if (self->loop->ready.len == 0) {
+        return 0;
+    }
+    if (dgram_call_soon_method(self, method, NULL) < 0) {
+        PyErr_Clear();       /* no memory for a handle: do it now rather than not at all */
+        return 0;
+    }
+    *queued = 1;
+    return 1;
+}
+
+/* One datagram to the protocol. -1 only when the loop must stop (SystemExit, KeyboardInterrupt). */
+static int
+dgram_read_ready(zl_datagram *self)
+{
     if (self->conn_lost || !self->reading) {
         return 0;
     }
@@ -607,6 +629,16 @@ dgram_on_readable(PyObject *owner, int Py_UNUSED(fd))
     }
     Py_DECREF(res);
     return 0;
+}
+
+static int
+dgram_on_readable(PyObject *owner, int Py_UNUSED(fd))
+{
+    zl_datagram *self = (zl_datagram *)owner;
+    if (dgram_defer_if_busy(self, &self->read_deferred, "_read_ready")) {
+        return 0;
+    }
+    return dgram_read_ready(self);
 }
 
 static int
@@ -682,9 +714,8 @@ dgram_call_connection_lost_soon(zl_datagram *self, PyObject *exc)
 
 /* The socket is writable again: send the queue in order until it would block. */
 static int
-dgram_on_writable(PyObject *owner, int Py_UNUSED(fd))
+dgram_sendto_ready(zl_datagram *self)
 {
-    zl_datagram *self = (zl_datagram *)owner;
     while (self->out.count > 0 && self->sock != NULL) {
         /* A copy with its own references: a signal handler run by the socket module may touch the queue. */
         zl_dgram_entry next = self->out.entries[self->out.head];
@@ -718,6 +749,16 @@ dgram_on_writable(PyObject *owner, int Py_UNUSED(fd))
         return dgram_call_connection_lost_soon(self, NULL);
     }
     return 0;
+}
+
+static int
+dgram_on_writable(PyObject *owner, int Py_UNUSED(fd))
+{
+    zl_datagram *self = (zl_datagram *)owner;
+    if (dgram_defer_if_busy(self, &self->write_deferred, "_sendto_ready")) {
+        return 0;
+    }
+    return dgram_sendto_ready(self);
 }
 
 static int
@@ -1024,6 +1065,26 @@ dgram_py_resume_reading(zl_datagram *self, PyObject *Py_UNUSED(ignored))
     }
     self->reading_paused = 0;
     if (dgram_start_reading(self) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+dgram_py_read_ready(zl_datagram *self, PyObject *Py_UNUSED(ignored))
+{
+    self->read_deferred = 0;
+    if (dgram_read_ready(self) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+dgram_py_sendto_ready(zl_datagram *self, PyObject *Py_UNUSED(ignored))
+{
+    self->write_deferred = 0;
+    if (self->writing && dgram_sendto_ready(self) < 0) {
         return NULL;
     }
     Py_RETURN_NONE;
@@ -1449,6 +1510,8 @@ static PyMethodDef dgram_methods[] = {
     {"get_extra_info", (PyCFunction)(void (*)(void))dgram_py_get_extra_info, METH_FASTCALL,
      "get_extra_info(name, default=None): socket, sockname, peername, ..."},
     {"_start_reading", (PyCFunction)dgram_py_start_reading, METH_NOARGS, NULL},
+    {"_read_ready", (PyCFunction)dgram_py_read_ready, METH_NOARGS, NULL},
+    {"_sendto_ready", (PyCFunction)dgram_py_sendto_ready, METH_NOARGS, NULL},
     {"_call_connection_lost", (PyCFunction)dgram_py_call_connection_lost, METH_O, NULL},
     {"_force_close", (PyCFunction)dgram_py_force_close, METH_O, NULL},
     {NULL, NULL, 0, NULL},

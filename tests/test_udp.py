@@ -7,6 +7,7 @@
 
 import asyncio
 import contextlib
+import errno
 import gc
 import logging
 import os
@@ -358,6 +359,29 @@ def test_pause_reading_in_connection_made(loop):
     run(loop, main())
 
 
+def test_io_callbacks_run_after_handles_already_waiting(loop):
+    """As asyncio: what was queued before the loop polled runs before that poll's datagram_received."""
+    async def main():
+        order = []
+
+        class Ordered(Proto):
+            def datagram_received(self, data, addr):
+                order.append(data)
+                super().datagram_received(data, addr)
+
+        tr, proto = await loop.create_datagram_endpoint(Ordered, local_addr=("127.0.0.1", 0))
+        rx = raw_udp()
+        for i in range(3):
+            rx.sendto(b"d%d" % i, tr.get_extra_info("sockname"))   # readable before the next poll
+            loop.call_soon(order.append, "soon%d" % i)
+            await until(lambda: len(order) == 2 * (i + 1))
+            assert order[-2:] == ["soon%d" % i, b"d%d" % i]
+        tr.close()
+        await proto.lost
+        rx.close()
+    run(loop, main())
+
+
 # ---------------------------------------------------------------------- sendto rules
 
 def test_connected_sendto_address_rules(loop):
@@ -407,6 +431,21 @@ def test_empty_datagram(loop):
         rx.sendto(b"", tr.get_extra_info("sockname"))
         await until(lambda: proto.received)
         assert proto.received[0][0] == b""
+        tr.close()
+        await proto.lost
+        rx.close()
+    run(loop, main())
+
+
+def test_oversized_datagram_goes_to_error_received(loop):
+    async def main():
+        rx = raw_udp()
+        tr, proto = await loop.create_datagram_endpoint(Proto, local_addr=("127.0.0.1", 0))
+        tr.sendto(b"x" * 70000, rx.getsockname())
+        assert len(proto.errors) == 1 and proto.errors[0].errno == errno.EMSGSIZE
+        assert not tr.is_closing()
+        tr.sendto(data=b"fits", addr=rx.getsockname())
+        assert rx.recv(10) == b"fits"
         tr.close()
         await proto.lost
         rx.close()
@@ -959,7 +998,7 @@ def test_unix_regular_file_is_not_removed(loop):
             with no_fd_leak():
                 with pytest.raises(OSError) as info:
                     await loop.create_datagram_endpoint(Proto, local_addr=path, family=socket.AF_UNIX)
-            assert info.value.errno == __import__("errno").EADDRINUSE
+            assert info.value.errno == errno.EADDRINUSE
             with open(path) as f:
                 assert f.read() == "keep"
     run(loop, main())
@@ -1018,7 +1057,7 @@ def test_port_in_use_without_reuse_port(loop):
         with no_fd_leak():
             with pytest.raises(OSError) as info:
                 await loop.create_datagram_endpoint(Proto, local_addr=tr.get_extra_info("sockname"))
-        assert info.value.errno == __import__("errno").EADDRINUSE
+        assert info.value.errno == errno.EADDRINUSE
         tr.close()
         await proto.lost
     run(loop, main())
@@ -1220,7 +1259,8 @@ class PingClient(asyncio.DatagramProtocol):
         self.transport = transport
 
     def datagram_received(self, data, addr):
-        if int(data) != self.next:
+        # Compared as bytes: int(b"0") trips a known valgrind false positive in CPython 3.11's int parsing.
+        if data != b"%d" % self.next:
             self.bad.append((self.next, data))
         self.next += 1
         if self.next == self.count:
