@@ -372,16 +372,6 @@ dgram_call_soon_method(zl_datagram *self, const char *name, PyObject *arg)
     return rc;
 }
 
-static PyObject *
-get_or_none(PyObject *value)
-{
-    if (value == NULL) {
-        Py_RETURN_NONE;
-    }
-    Py_INCREF(value);
-    return value;
-}
-
 static int dgram_force_close(zl_datagram *self, PyObject *exc);
 static void dgram_stop_writing(zl_datagram *self);
 
@@ -1149,7 +1139,7 @@ dgram_py_set_protocol(zl_datagram *self, PyObject *protocol)
 static PyObject *
 dgram_py_get_protocol(zl_datagram *self, PyObject *Py_UNUSED(ignored))
 {
-    return get_or_none(self->protocol);
+    return zl_ref_or_none(self->protocol);
 }
 
 static PyObject *
@@ -1164,7 +1154,7 @@ dgram_py_get_extra_info(zl_datagram *self, PyObject *const *args, Py_ssize_t nar
     if (value == NULL && PyErr_Occurred()) {
         return NULL;
     }
-    return get_or_none(value != NULL ? value : fallback);
+    return zl_ref_or_none(value != NULL ? value : fallback);
 }
 
 static PyObject *
@@ -1179,13 +1169,13 @@ dgram_repr(zl_datagram *self)
 static PyObject *
 dgram_get_loop(zl_datagram *self, void *Py_UNUSED(closure))
 {
-    return get_or_none(self->sock != NULL ? (PyObject *)self->loop : NULL);
+    return zl_ref_or_none(self->sock != NULL ? (PyObject *)self->loop : NULL);
 }
 
 static PyObject *
 dgram_get_sock(zl_datagram *self, void *Py_UNUSED(closure))
 {
-    return get_or_none(self->sock);
+    return zl_ref_or_none(self->sock);
 }
 
 static PyObject *
@@ -1197,13 +1187,13 @@ dgram_get_sock_fd(zl_datagram *self, void *Py_UNUSED(closure))
 static PyObject *
 dgram_get_protocol_attr(zl_datagram *self, void *Py_UNUSED(closure))
 {
-    return get_or_none(self->protocol);
+    return zl_ref_or_none(self->protocol);
 }
 
 static PyObject *
 dgram_get_address(zl_datagram *self, void *Py_UNUSED(closure))
 {
-    return get_or_none(self->address);
+    return zl_ref_or_none(self->address);
 }
 
 static PyObject *

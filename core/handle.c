@@ -299,19 +299,9 @@ handle_repr(zl_handle *handle)
 }
 
 static PyObject *
-get_or_none(PyObject *value)
-{
-    if (value == NULL) {
-        Py_RETURN_NONE;
-    }
-    Py_INCREF(value);
-    return value;
-}
-
-static PyObject *
 handle_get_callback(zl_handle *handle, void *Py_UNUSED(closure))
 {
-    return get_or_none(handle->callback);
+    return zl_ref_or_none(handle->callback);
 }
 
 static PyObject *
@@ -338,25 +328,25 @@ handle_get_args(zl_handle *handle, void *Py_UNUSED(closure))
 static PyObject *
 handle_get_loop(zl_handle *handle, void *Py_UNUSED(closure))
 {
-    return get_or_none((PyObject *)handle->loop);
+    return zl_ref_or_none((PyObject *)handle->loop);
 }
 
 static PyObject *
 handle_get_context(zl_handle *handle, void *Py_UNUSED(closure))
 {
-    return get_or_none(handle->context);
+    return zl_ref_or_none(handle->context);
 }
 
 static PyObject *
 handle_get_source_traceback(zl_handle *handle, void *Py_UNUSED(closure))
 {
-    return get_or_none(handle->source_traceback);
+    return zl_ref_or_none(handle->source_traceback);
 }
 
 static PyObject *
 handle_get_repr(zl_handle *handle, void *Py_UNUSED(closure))
 {
-    return get_or_none(handle->cancelled_repr);
+    return zl_ref_or_none(handle->cancelled_repr);
 }
 
 static PyObject *

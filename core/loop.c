@@ -515,19 +515,9 @@ loop_set_thread_id(zl_loop *self, PyObject *value, void *Py_UNUSED(closure))
 }
 
 static PyObject *
-get_or_none_object(PyObject *value)
-{
-    if (value == NULL) {
-        Py_RETURN_NONE;
-    }
-    Py_INCREF(value);
-    return value;
-}
-
-static PyObject *
 loop_get_current_handle(zl_loop *self, void *Py_UNUSED(closure))
 {
-    return get_or_none_object(self->current_handle);
+    return zl_ref_or_none(self->current_handle);
 }
 
 static PyObject *
@@ -563,7 +553,7 @@ loop_get_watched_count(zl_loop *self, void *Py_UNUSED(closure))
 static PyObject *
 loop_get_task_factory(zl_loop *self, void *Py_UNUSED(closure))
 {
-    return get_or_none_object(self->task_factory);
+    return zl_ref_or_none(self->task_factory);
 }
 
 static int

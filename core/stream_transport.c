@@ -811,19 +811,9 @@ stream_py_set_protocol(zl_stream *self, PyObject *protocol)
 }
 
 static PyObject *
-get_or_none(PyObject *value)
-{
-    if (value == NULL) {
-        Py_RETURN_NONE;
-    }
-    Py_INCREF(value);
-    return value;
-}
-
-static PyObject *
 stream_py_get_protocol(zl_stream *self, PyObject *Py_UNUSED(ignored))
 {
-    return get_or_none(self->protocol);
+    return zl_ref_or_none(self->protocol);
 }
 
 static PyObject *
@@ -838,7 +828,7 @@ stream_py_get_extra_info(zl_stream *self, PyObject *const *args, Py_ssize_t narg
     if (value == NULL && PyErr_Occurred()) {
         return NULL;
     }
-    return get_or_none(value != NULL ? value : fallback);
+    return zl_ref_or_none(value != NULL ? value : fallback);
 }
 
 static PyObject *
@@ -859,7 +849,7 @@ stream_py_make_empty_waiter(zl_stream *self, PyObject *Py_UNUSED(ignored))
         }
         Py_DECREF(res);
     }
-    return get_or_none(self->empty_waiter);
+    return zl_ref_or_none(self->empty_waiter);
 }
 
 static PyObject *
@@ -881,25 +871,25 @@ stream_repr(zl_stream *self)
 static PyObject *
 stream_get_loop(zl_stream *self, void *Py_UNUSED(closure))
 {
-    return get_or_none(self->sock != NULL ? (PyObject *)self->loop : NULL);
+    return zl_ref_or_none(self->sock != NULL ? (PyObject *)self->loop : NULL);
 }
 
 static PyObject *
 stream_get_sock(zl_stream *self, void *Py_UNUSED(closure))
 {
-    return get_or_none(self->sock);
+    return zl_ref_or_none(self->sock);
 }
 
 static PyObject *
 stream_get_protocol_attr(zl_stream *self, void *Py_UNUSED(closure))
 {
-    return get_or_none(self->protocol);
+    return zl_ref_or_none(self->protocol);
 }
 
 static PyObject *
 stream_get_server(zl_stream *self, void *Py_UNUSED(closure))
 {
-    return get_or_none(self->server);
+    return zl_ref_or_none(self->server);
 }
 
 static PyObject *

@@ -168,6 +168,17 @@ typedef struct zl_state {
 
 extern zl_state zl_global;
 
+/* A new reference to value, or to None when value is NULL (getters of optional fields). */
+static inline PyObject *
+zl_ref_or_none(PyObject *value)
+{
+    if (value == NULL) {
+        Py_RETURN_NONE;
+    }
+    Py_INCREF(value);
+    return value;
+}
+
 /* Exceptions across Python versions: fetch the raised exception (normalized, with traceback), or NULL. */
 PyObject *zl_err_fetch(void);
 void zl_err_restore(PyObject *exc);
