@@ -19,6 +19,7 @@
 #include <event2/event.h>
 
 #include "../../core/backend.h"
+#include "event_timeout.h"
 
 /* Linux wakes through one eventfd; elsewhere (or with -DZL_EVENT_WAKE_PIPE, to test that path) through a pipe. */
 #if defined(__linux__) && !defined(ZL_EVENT_WAKE_PIPE)
@@ -36,9 +37,7 @@
  * - epoll reports EPOLLERR/EPOLLHUP as EV_READ|EV_WRITE, masked by each event's own interest: exactly the contract.
  * - EPOLL_CTL_DEL failing with EBADF/ENOENT/EPERM (the fd was closed first) is treated as success and only
  *   debug-logged, so unwatch/destroy of a closed fd leave no state behind in libevent.
- * - EVENT_BASE_FLAG_PRECISE_TIMER makes the base use CLOCK_MONOTONIC (not CLOCK_MONOTONIC_COARSE, whose lag of up to
- *   a jiffy could expire a timer before its deadline) and a timerfd, so timeouts have microsecond resolution.
- *   Cost: one timerfd_settime per poll.
+ * - A blocking poll's timeout is event_timeout.c's business (a timerfd of its own on Linux).
  * - event_base_loop(EVLOOP_ONCE) blocks until at least one callback ran; EVLOOP_NONBLOCK makes it poll once.
  *   One epoll_wait takes 32 events at first, doubling (up to 4096) each time it fills, so a poll may report only
  *   part of the ready fds; level-triggering reports the rest next time.
@@ -62,7 +61,7 @@ struct zl_event_slot {
 struct zl_backend {
     struct event_base *base;
     struct event *wake_event;     /* persistent EV_READ on wake_rfd */
-    struct event *timer_event;    /* one-shot poll timeout */
+    zl_event_timeout timeout;     /* ends a blocking poll */
     int wake_rfd;
     int wake_wfd;                 /* == wake_rfd for an eventfd */
     int files_unpollable;         /* the method is epoll: regular files and directories give EPERM */
@@ -125,16 +124,6 @@ zl_event_events_of(short what)
     return events;
 }
 
-/* The clock libevent compares against truncates to whole microseconds, which can put the deadline up to 1 us
- * early; the extra microsecond keeps "never before the deadline" true. */
-static struct timeval
-zl_event_timeval_of_ns(int64_t timeout_ns)
-{
-    int64_t usec = timeout_ns / 1000 + (timeout_ns % 1000 != 0) + 1;   /* no overflow near INT64_MAX */
-    struct timeval tv = {.tv_sec = (time_t)(usec / 1000000), .tv_usec = (suseconds_t)(usec % 1000000)};
-    return tv;
-}
-
 /* ---- wake-up fd ---- */
 
 static int
@@ -182,9 +171,10 @@ zl_event_on_wake(evutil_socket_t fd, short what, void *arg)
 {
     (void)what;
     (void)arg;
-    char buf[64];
-    /* An eventfd resets in one read; a pipe holds at most a few bytes, since wake() stops writing once it is full. */
-    for (int i = 0; i < 16; i++) {
+    char buf[4096];
+    /* An eventfd resets in one read. A pipe may hold up to its capacity (64 KiB by default) of one-byte wakes, all
+     * written before this drain: 32 reads of 4 KiB empty it; a wake written meanwhile ends the next poll at once. */
+    for (int i = 0; i < 32; i++) {
         ssize_t n = read(fd, buf, sizeof(buf));
         if (n < (ssize_t)sizeof(buf) && !(n < 0 && errno == EINTR)) {
             break;
@@ -217,15 +207,6 @@ zl_event_arm_wake(zl_backend *b, int rfd, int wfd)
 /* ---- readiness callbacks ---- */
 
 static void
-zl_event_on_timer(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    (void)arg;
-    /* Running at all ends event_base_loop(EVLOOP_ONCE); poll reports what the fd callbacks recorded. */
-}
-
-static void
 zl_event_on_ready(evutil_socket_t fd, short what, void *arg)
 {
     zl_backend *b = arg;
@@ -255,7 +236,7 @@ zl_event_new_base(void)
     struct event_base *base = NULL;
     if (event_config_set_flag(cfg, EVENT_BASE_FLAG_NOLOCK) == 0
         && event_config_set_flag(cfg, EVENT_BASE_FLAG_IGNORE_ENV) == 0
-        && event_config_set_flag(cfg, EVENT_BASE_FLAG_PRECISE_TIMER) == 0
+        && event_config_set_flag(cfg, zl_event_timeout_base_flags()) == 0
         && event_config_require_features(cfg, EV_FEATURE_O1) == 0) {
         base = event_base_new_with_config(cfg);
     }
@@ -277,9 +258,7 @@ zl_event_destroy(zl_backend *b)
     if (b->wake_event != NULL) {
         event_free(b->wake_event);
     }
-    if (b->timer_event != NULL) {
-        event_free(b->timer_event);
-    }
+    zl_event_timeout_free(&b->timeout);
     if (b->base != NULL) {
         event_base_free(b->base);
     }
@@ -299,6 +278,7 @@ zl_event_create(void)
         return NULL;
     }
     b->wake_rfd = b->wake_wfd = -1;
+    b->timeout.fd = -1;   /* destroy() may run before the timeout is made */
     b->gen = 1;
     errno = 0;
     b->base = zl_event_new_base();
@@ -307,9 +287,8 @@ zl_event_create(void)
         goto error;
     }
     b->files_unpollable = strcmp(event_base_get_method(b->base), "epoll") == 0;
-    b->timer_event = evtimer_new(b->base, zl_event_on_timer, b);
-    if (b->timer_event == NULL) {
-        rc = -ENOMEM;
+    rc = zl_event_timeout_init(&b->timeout, b->base);
+    if (rc < 0) {
         goto error;
     }
     rc = zl_event_open_wake_fds(&rfd, &wfd);
@@ -522,17 +501,15 @@ zl_event_poll(zl_backend *b, int64_t timeout_ns, const zl_fired **fired)
     if (timeout_ns == 0) {
         flags |= EVLOOP_NONBLOCK;
     } else if (timeout_ns > 0) {
-        struct timeval tv = zl_event_timeval_of_ns(timeout_ns);
-        if (event_add(b->timer_event, &tv) < 0) {
-            return -ENOMEM;
+        rc = zl_event_timeout_arm(&b->timeout, timeout_ns);
+        if (rc < 0) {
+            return rc;
         }
     }
     errno = 0;
     int loop_rc = event_base_loop(b->base, flags);
     int saved_errno = errno;
-    if (timeout_ns > 0) {
-        event_del(b->timer_event);   /* still pending if an fd or a wake ended the loop first */
-    }
+    zl_event_timeout_poll_done(&b->timeout);
     if (loop_rc < 0) {
         return saved_errno ? -saved_errno : -EIO;
     }
@@ -599,12 +576,16 @@ zl_event_reinit_after_fork(zl_backend *b)
     if (event_reinit(b->base) < 0) {
         return errno ? -errno : -EIO;
     }
-    return zl_event_renew_wake(b);
+    int rc = zl_event_renew_wake(b);
+    if (rc < 0) {
+        return rc;
+    }
+    return zl_event_timeout_renew_after_fork(&b->timeout, b->base);
 }
 
 const zl_backend_ops zl_backend_event = {
     .name = "event",
-    .features = ZL_BACKEND_F_NS_TIMEOUT,   /* microsecond resolution through the precise timer */
+    .features = ZL_BACKEND_F_NS_TIMEOUT,   /* a timerfd (ns) on Linux, libevent's precise timer (us) elsewhere */
     .create = zl_event_create,
     .destroy = zl_event_destroy,
     .watch = zl_event_watch,
