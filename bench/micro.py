@@ -15,9 +15,11 @@ no figure is recorded.  See bench/README.md.
 
 import argparse
 import asyncio
+import collections
 import faulthandler
 import gc
 import json
+import operator
 import os
 import statistics
 import subprocess
@@ -57,6 +59,39 @@ class Clock:
     def stop(self):
         self.cpu_ns = time.process_time_ns() - self._cpu0
         self.wall_ns = time.perf_counter_ns() - self._wall0
+
+
+# --------------------------------------------------------------- the floor
+# The call_soon rows also run on FloorLoop: not an event loop, the least any loop can cost there. What a row
+# costs on a real loop minus what it costs here is that loop's own scheduling overhead (handle, context copy,
+# queueing, dispatch); the rest is the Python callback itself, the same on every loop.
+
+FLOOR = "floor"
+FLOOR_ROWS = ("call_soon", "call_soon_chain")
+_call = getattr(operator, "call", None) or operator.methodcaller("__call__")   # operator.call: 3.11+
+
+
+class FloorLoop(collections.deque):
+    """call_soon is deque.append (one argument, no handle, no context copy); run_forever pops and calls from C
+    until the deque is empty. A method of the class, like a real loop's, so the row's `loop.call_soon` lookup
+    costs what it costs on a real loop."""
+
+    call_soon = collections.deque.append
+
+    def run_forever(self):
+        try:
+            collections.deque(map(_call, iter(self.popleft, None)), maxlen=0)
+        except IndexError:   # ran empty: every callback has run
+            pass
+
+    def stop(self):
+        pass
+
+    def close(self):
+        pass
+
+    def set_exception_handler(self, handler):
+        pass
 
 
 # --------------------------------------------------------------- the rows
@@ -286,7 +321,11 @@ def run_child(row, spec, n, time_limit):
     """Measure one figure and print it as one JSON line."""
     faulthandler.dump_traceback_later(time_limit, exit=True)
     func = ROWS[row][0]
-    loop = _loops.make_loop(spec)
+    if spec == FLOOR:
+        check(row in FLOOR_ROWS, f"row {row} does not run on the floor")
+        loop = FloorLoop()
+    else:
+        loop = _loops.make_loop(spec)
     errors = []
 
     def on_error(loop, context):     # fail fast instead of hanging
@@ -390,7 +429,9 @@ def print_table(title, rows, specs, cell_text, width):
 
 def report(results, rows, specs, rounds):
     def ns(row, spec):
-        c = results[row][spec]
+        c = results[row].get(spec)
+        if c is None:
+            return "-"
         if c["failed"]:
             return f"FAIL({c['failed']}/{rounds})"
         return f"{c['median']:.1f} ({c['min']:.0f}-{c['max']:.0f})"
@@ -401,10 +442,40 @@ def report(results, rows, specs, rounds):
                 for k in ("vs_uvloop", "vs_asyncio")]
         return " / ".join(text)
 
+    floor_rows = [r for r in rows if FLOOR in results[r]]
+    columns = specs + [FLOOR] if floor_rows else specs
     print_table(f"CPU ns per operation: median (min-max) of {rounds} "
-                "round(s), one process each", rows, specs, ns, 20)
+                "round(s), one process each", rows, columns, ns, 20)
     print_table("ratio: x uvloop / x asyncio (median CPU ns, lower is "
                 "faster)", rows, specs, ratio, 16)
+    if floor_rows:
+        def overhead(row, spec):
+            c = results[row][spec].get("overhead")
+            if c is None:
+                return "-"
+            vs = c["vs_uvloop"]
+            return f"{c['ns']:.1f}" + (f" ({vs:.2f})" if vs else "")
+
+        print_table("scheduling overhead: median CPU ns per operation above "
+                    "the floor (ratio to uvloop's)", floor_rows, specs,
+                    overhead, 20)
+
+
+def add_overheads(results):
+    """Each loop's median minus the floor's, and its ratio to uvloop's."""
+    for cells in results.values():
+        floor = cells.get(FLOOR, {}).get("median")
+        if not floor:
+            continue
+        for spec, cell in cells.items():
+            if spec != FLOOR and cell["median"]:
+                cell["overhead"] = {"ns": round(cell["median"] - floor, 1)}
+        ref = cells.get("uvloop", {}).get("overhead", {}).get("ns")
+        for spec, cell in cells.items():
+            if "overhead" in cell:
+                ok = ref and ref > 0
+                cell["overhead"]["vs_uvloop"] = (
+                    round(cell["overhead"]["ns"] / ref, 4) if ok else None)
 
 
 def parse_args():
@@ -422,6 +493,8 @@ def parse_args():
                                                   "micro.json"))
     p.add_argument("--time-limit", type=float, default=CHILD_TIME_LIMIT,
                    help="seconds a child may take before it fails")
+    p.add_argument("--no-floor", action="store_true",
+                   help="do not run the call_soon rows on the floor")
     p.add_argument("--child", nargs=2, metavar=("ROW", "LOOPSPEC"),
                    help=argparse.SUPPRESS)
     p.add_argument("--n", type=int, help=argparse.SUPPRESS)
@@ -445,7 +518,10 @@ def main():
     scale = args.scale / (10 if args.quick else 1)
     sizes = {r: max(int(ROWS[r][1] * scale), 1) for r in rows}
 
-    samples = {r: {s: ([], []) for s in specs} for r in rows}
+    def row_specs(row):
+        return specs + [FLOOR] if row in FLOOR_ROWS and not args.no_floor else specs
+
+    samples = {r: {s: ([], []) for s in row_specs(r)} for r in rows}
     failures = []
     classes = {}
     info = machine_info()
@@ -453,8 +529,9 @@ def main():
     print(f"micro: loops {', '.join(specs)}; {len(rows)} rows x {rounds} "
           "round(s), one process per figure", file=sys.stderr)
     for rnd in range(rounds):
-        order = specs[rnd % len(specs):] + specs[:rnd % len(specs)]
         for row in rows:
+            here = row_specs(row)
+            order = here[rnd % len(here):] + here[:rnd % len(here)]
             for spec in order:
                 try:
                     res = spawn(row, spec, sizes[row], args.time_limit)
@@ -473,12 +550,13 @@ def main():
     results = {}
     for row in rows:
         results[row] = {}
-        for spec in specs:
+        for spec in row_specs(row):
             failed = sum(1 for f in failures
                          if f["row"] == row and f["loop"] == spec)
             results[row][spec] = summarize(*samples[row][spec], sizes[row],
                                            failed)
     add_ratios(results)
+    add_overheads(results)
     report(results, rows, specs, rounds)
 
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
