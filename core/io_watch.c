@@ -103,6 +103,7 @@ side_release(zl_io_side side)
         Py_DECREF(side.handle);
     }
     Py_XDECREF(side.owner);
+    Py_XDECREF(side.fileobj);
 }
 
 int
@@ -165,8 +166,10 @@ zl_io_release_all(zl_loop *loop)
         slot->write = (zl_io_side){0};
         Py_XDECREF(read.handle);
         Py_XDECREF(read.owner);
+        Py_XDECREF(read.fileobj);
         Py_XDECREF(write.handle);
         Py_XDECREF(write.owner);
+        Py_XDECREF(write.fileobj);
     }
     io->watched = 0;
 }
@@ -190,8 +193,10 @@ zl_io_traverse(zl_io_table *io, visitproc visit, void *arg)
     for (int fd = 0; fd < io->len; fd++) {
         Py_VISIT(io->slots[fd].read.handle);
         Py_VISIT(io->slots[fd].read.owner);
+        Py_VISIT(io->slots[fd].read.fileobj);
         Py_VISIT(io->slots[fd].write.handle);
         Py_VISIT(io->slots[fd].write.owner);
+        Py_VISIT(io->slots[fd].write.fileobj);
     }
     return 0;
 }
@@ -287,14 +292,36 @@ io_add_callback(zl_loop *loop, int event, const char *method, PyObject *const *a
         Py_DECREF(handle);
         return NULL;
     }
+    if (!PyLong_Check(args[0])) {
+        Py_INCREF(args[0]);
+        slot_side(&loop->io.slots[fd], event)->fileobj = args[0];
+    }
     return (PyObject *)handle;
+}
+
+/* The fd a file object was added with, for one whose fileno() now fails (closed): found by identity, as the
+ * selectors module's exhaustive lookup finds it. -1 with the fileno() error kept when it was never added. */
+static int
+io_find_added_fileobj(zl_loop *loop, PyObject *fileobj)
+{
+    if (PyLong_Check(fileobj) || !PyErr_ExceptionMatches(PyExc_ValueError)) {
+        return -1;
+    }
+    for (int fd = 0; fd < loop->io.len; fd++) {
+        zl_io_slot *slot = &loop->io.slots[fd];
+        if (slot->read.fileobj == fileobj || slot->write.fileobj == fileobj) {
+            PyErr_Clear();
+            return fd;
+        }
+    }
+    return -1;
 }
 
 static PyObject *
 io_remove_callback(zl_loop *loop, int event, PyObject *fileobj)
 {
     int fd = zl_fileobj_to_fd(fileobj);
-    if (fd < 0) {
+    if (fd < 0 && (fd = io_find_added_fileobj(loop, fileobj)) < 0) {
         return NULL;
     }
     if (loop->closed) {

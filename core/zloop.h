@@ -61,6 +61,8 @@ typedef struct zl_io_side {
     PyObject *handle;                 /* add_reader/add_writer Handle, queued when ready */
     zl_io_fn fn;                      /* or a C callback ... */
     PyObject *owner;                  /* ... and the object it is for (owned) */
+    PyObject *fileobj;                /* the file object add_reader/add_writer got (not an int), so that
+                                         remove_reader/remove_writer find it after it was closed */
 } zl_io_side;
 
 typedef struct zl_io_slot {

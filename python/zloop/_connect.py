@@ -36,16 +36,21 @@ def interleave_by_family(infos, first_family_count=1):
 
 
 def _raise_connect_errors(errors, all_errors):
-    if all_errors:
-        raise ExceptionGroup("create_connection failed", errors)  # noqa: F821 (3.11+, all_errors is 3.12+)
-    if not errors:
-        raise OSError("create_connection failed: no address could be tried")
-    if len(errors) == 1:
-        raise errors[0]
-    model = str(errors[0])
-    if all(str(exc) == model for exc in errors):
-        raise errors[0]
-    raise OSError("Multiple exceptions: {}".format(", ".join(str(exc) for exc in errors)))
+    # The raised error's traceback keeps this frame: drop the list that holds the error, or error and list
+    # stay in a reference cycle (as CPython's create_connection avoids, gh-124859).
+    try:
+        if all_errors:
+            raise ExceptionGroup("create_connection failed", errors)  # noqa: F821 (3.11+, all_errors is 3.12+)
+        if not errors:
+            raise OSError("create_connection failed: no address could be tried")
+        if len(errors) == 1:
+            raise errors[0]
+        model = str(errors[0])
+        if all(str(exc) == model for exc in errors):
+            raise errors[0]
+        raise OSError("Multiple exceptions: {}".format(", ".join(str(exc) for exc in errors)))
+    finally:
+        errors = None
 
 
 def _close_late_winner(task):
@@ -104,6 +109,8 @@ class ConnectMixin:
             if sock is not None:
                 sock.close()
             raise
+        finally:
+            exceptions = None  # the failure's traceback keeps this frame: no cycle through the list
 
     async def _happy_eyeballs(self, infos, local_addr_infos, delay, exceptions):
         """Staggered connection attempts (RFC 8305): the next address is tried when the previous attempt fails

@@ -377,8 +377,14 @@ class Loop(LoopCore, NetworkingMixin, DatagramMixin, PipeMixin, SubprocessMixin,
             old = signal.set_wakeup_fd(fd, warn_on_full_buffer=False)
         except (ValueError, OSError):
             return None
-        if old not in (-1, fd):
-            signal.set_wakeup_fd(old)
+        if old == fd:
+            # Ours already, left by add_signal_handler: once no handler remains, nothing was there before us.
+            return -1
+        if old != -1:
+            try:
+                signal.set_wakeup_fd(old)
+            except (ValueError, OSError):
+                return -1  # the application's fd was closed under it: keep ours for this run only
             return None
         return old
 
