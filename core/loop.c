@@ -83,7 +83,7 @@ parse_callback_call(const char *method, PyObject *const *args, Py_ssize_t nargs,
     Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
     for (Py_ssize_t i = 0; i < nkw; i++) {
         PyObject *name = PyTuple_GET_ITEM(kwnames, i);
-        if (name != zl_global.str_context && PyUnicode_CompareWithASCIIString(name, "context") != 0) {
+        if (!zl_kwname_equals(name, zl_global.str_context, &zl_global.str_context_alias)) {
             PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%U'", method, name);
             return -1;
         }

@@ -38,14 +38,17 @@ zl_loop_create_task(zl_loop *self, PyObject *const *args, Py_ssize_t nargs, PyOb
     for (Py_ssize_t i = 0; i < nkw; i++) {
         PyObject *key = PyTuple_GET_ITEM(kwnames, i);
         PyObject *value = args[nargs + i];
-        if (PyUnicode_CompareWithASCIIString(key, "name") == 0) {
+        if (zl_kwname_equals(key, zl_global.str_name, &zl_global.str_name_alias)) {
             name = value;
-        } else if (PyUnicode_CompareWithASCIIString(key, "context") == 0 && value == Py_None) {
+        } else if (!zl_kwname_equals(key, zl_global.str_context, &zl_global.str_context_alias)) {
+            /* eager_start, or a keyword this Python's Task does not take: let the Python path decide. */
+            return create_task_slow(self, args, nargs, kwnames);
+        } else if (value == Py_None) {
             continue;
-        } else if (PyUnicode_CompareWithASCIIString(key, "context") == 0 && PY_VERSION_HEX >= 0x030B0000) {
+        } else if (PY_VERSION_HEX >= 0x030B0000) {
             context = value;
         } else {
-            /* eager_start, or a keyword this Python's Task does not take: let the Python path decide. */
+            /* a context for a Task that takes none (3.10 and older): the Python path decides. */
             return create_task_slow(self, args, nargs, kwnames);
         }
     }

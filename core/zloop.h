@@ -165,7 +165,10 @@ typedef struct zl_state {
     PyObject *kwnames_loop;           /* ("loop",) */
     PyObject *kwnames_loop_name;      /* ("loop", "name") */
     PyObject *kwnames_loop_name_context; /* ("loop", "name", "context") */
-    PyObject *str_context;            /* "context" */
+    PyObject *str_context;            /* "context" (interned) */
+    PyObject *str_context_alias;      /* another str "context" a caller passes: see zl_kwname_equals */
+    PyObject *str_name;               /* "name" (interned) */
+    PyObject *str_name_alias;
 } zl_state;
 
 extern zl_state zl_global;
@@ -179,6 +182,23 @@ zl_ref_or_none(PyObject *value)
     }
     Py_INCREF(value);
     return value;
+}
+
+/* Whether the keyword name `name` (always a str) equals `interned`. Callers pass the same few string objects every
+ * time, not always the interned one (3.11's _asyncio passes a static "context" of its own), so the last other object
+ * that matched by value is kept in *alias (owned) and matches by identity from then on. */
+static inline int
+zl_kwname_equals(PyObject *name, PyObject *interned, PyObject **alias)
+{
+    if (name == interned || name == *alias) {
+        return 1;
+    }
+    if (PyUnicode_Compare(name, interned) != 0) {
+        return 0;
+    }
+    Py_INCREF(name);
+    Py_XSETREF(*alias, name);
+    return 1;
 }
 
 /* Exceptions across Python versions: fetch the raised exception (normalized, with traceback), or NULL. */

@@ -136,7 +136,8 @@ PyInit__zloop(void)
     }
     if (zl_global.str_context == NULL) {
         zl_global.str_context = PyUnicode_InternFromString("context");
-        if (zl_global.str_context == NULL) {
+        zl_global.str_name = PyUnicode_InternFromString("name");
+        if (zl_global.str_context == NULL || zl_global.str_name == NULL) {
             goto error;
         }
     }
