@@ -6,8 +6,12 @@ A *loop spec* names one loop implementation:
     uvloop           ``uvloop.new_event_loop()`` (only if uvloop imports)
     zloop:<backend>  ``zloop.new_event_loop(backend=<backend>)`` for each
                      name in ``zloop.backends()`` (only if zloop imports)
+    zloop            ``zloop.new_event_loop()``, the default backend (as a
+                     ``--loops`` item it means every backend, unless
+                     ``select(..., expand_zloop=False)``)
 
-Use from a script elsewhere under bench/ with::
+Use from a script in bench/ with ``import _loops``; from one elsewhere under
+bench/ with::
 
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
     import _loops
@@ -50,9 +54,10 @@ def available():
     return specs
 
 
-def select(arg=None):
+def select(arg=None, expand_zloop=True):
     """Parse a ``--loops`` value (comma separated; ``zloop`` means every
-    zloop backend) into a list of specs.  None/empty selects all available.
+    zloop backend, or with expand_zloop=False the one spec ``zloop``, the
+    default backend) into a list of specs.  None/empty selects all available.
     Asking for a loop that is not available is an error (ValueError)."""
     avail = available()
     if not arg:
@@ -66,6 +71,8 @@ def select(arg=None):
             if not matches:
                 raise ValueError("--loops zloop: zloop is not importable or "
                                  "reports no backends")
+            if not expand_zloop:
+                matches = [item]
         elif item in avail:
             matches = [item]
         else:
@@ -84,11 +91,13 @@ def make_loop(spec):
         import uvloop
         loop = uvloop.new_event_loop()
         expected = "uvloop"
-    elif spec.startswith("zloop:"):
+    elif spec == "zloop" or spec.startswith("zloop:"):
         zloop = _import_zloop()
         if zloop is None:
             raise RuntimeError("zloop is not importable (PYTHONPATH=python?)")
-        loop = zloop.new_event_loop(backend=spec.split(":", 1)[1])
+        backend = spec.partition(":")[2]
+        loop = (zloop.new_event_loop(backend=backend) if backend
+                else zloop.new_event_loop())
         expected = "zloop"
     else:
         raise ValueError(f"unknown loop spec {spec!r}")

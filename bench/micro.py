@@ -10,55 +10,26 @@ outermost and the loop order rotated every round.  A child warms up with N/10
 operations, then times N operations (CPU via time.process_time_ns, all threads
 of the process, plus wall time), verifies that the work was really done and
 prints one JSON line; any mismatch, exception or timeout fails the child and
-no figure is recorded.  See bench/README.md.
+no figure is recorded.  The harness is bench/_harness.py; see bench/README.md.
 """
 
-import argparse
 import asyncio
 import collections
-import faulthandler
-import gc
-import json
 import operator
-import os
-import statistics
-import subprocess
 import sys
 import threading
 import time
 
+import _harness
 import _loops
+from _harness import Clock, check
 
 CHAINS = 100           # concurrent self-rescheduling call_soon callbacks
 BATCH = 1000           # timers / tasks created per loop iteration
 FIRE_DELAY = 0.001     # >= 1 ms: uvloop turns smaller delays into call_soon
 CANCEL_DELAY = 0.01    # cancelled timers would fire within the run if kept
 CHILD_TIME_LIMIT = 30.0
-HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-class BenchError(Exception):
-    """A child did not do the work it was asked to do."""
-
-
-def check(ok, what):
-    if not ok:
-        raise BenchError(what)
-
-
-class Clock:
-    """CPU and wall time of one measured section."""
-
-    cpu_ns = wall_ns = None
-
-    def start(self):
-        gc.collect()
-        self._wall0 = time.perf_counter_ns()
-        self._cpu0 = time.process_time_ns()
-
-    def stop(self):
-        self.cpu_ns = time.process_time_ns() - self._cpu0
-        self.wall_ns = time.perf_counter_ns() - self._wall0
+ROW_WIDTH = 22
 
 
 # --------------------------------------------------------------- the floor
@@ -319,146 +290,42 @@ ROWS = {
 
 def run_child(row, spec, n, time_limit):
     """Measure one figure and print it as one JSON line."""
-    faulthandler.dump_traceback_later(time_limit, exit=True)
     func = ROWS[row][0]
-    if spec == FLOOR:
-        check(row in FLOOR_ROWS, f"row {row} does not run on the floor")
-        loop = FloorLoop()
-    else:
-        loop = _loops.make_loop(spec)
-    errors = []
 
-    def on_error(loop, context):     # fail fast instead of hanging
-        errors.append(f"{context.get('message')}: "
-                      f"{context.get('exception')!r}")
-        loop.stop()
+    def make_loop(spec):
+        if spec == FLOOR:
+            check(row in FLOOR_ROWS, f"row {row} does not run on the floor")
+            return FloorLoop()
+        return _loops.make_loop(spec)
 
-    loop.set_exception_handler(on_error)
-    try:
+    def measure(loop, n):
         func(loop, max(n // 10, 1), Clock())        # warm-up, same loop
         clock = Clock()
         func(loop, n, clock)
-    finally:
-        loop.close()
-        check(not errors, "error in the loop: " + "; ".join(errors[:3]))
-    faulthandler.cancel_dump_traceback_later()
-    check(clock.cpu_ns is not None, "row did not time its run")
-    print(json.dumps({"row": row, "loop": spec, "ops": n,
-                      "cpu_ns": clock.cpu_ns, "wall_ns": clock.wall_ns,
-                      "loop_class": type(loop).__module__ + "."
-                      + type(loop).__qualname__}))
+        return clock
+
+    _harness.run_child(row, spec, n, time_limit, measure, make_loop)
 
 
 # ------------------------------------------------------------ the parent
 
-def spawn(row, spec, n, time_limit):
-    """Run one child; return its result dict or raise BenchError."""
-    cmd = [sys.executable, os.path.abspath(__file__), "--child", row, spec,
-           "--n", str(n), "--time-limit", str(time_limit)]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True,
-                              timeout=time_limit + 15)
-    except subprocess.TimeoutExpired:
-        raise BenchError(f"child killed after {time_limit + 15:.0f} s")
-    if proc.returncode != 0:
-        lines = proc.stderr.strip().splitlines()
-        hung = [line for line in lines if line.startswith("Timeout (")]
-        tail = "\n  ".join(hung + lines[-4:])
-        raise BenchError(f"child exited {proc.returncode}:\n  {tail}")
-    try:
-        res = json.loads(proc.stdout.strip().splitlines()[-1])
-    except (IndexError, ValueError):
-        raise BenchError(f"child printed no result: {proc.stdout[-300:]!r}")
-    check(res["row"] == row and res["loop"] == spec and res["ops"] == n,
-          f"child reported the wrong work: {res}")
-    return res
-
-
-def machine_info():
-    info = {"nproc": os.cpu_count(),
-            "affinity": len(os.sched_getaffinity(0)),
-            "cpu_model": None,
-            "kernel": " ".join(os.uname()[i] for i in (0, 2, 4)),
-            "python": sys.version.replace("\n", " "),
-            "executable": sys.executable,
-            "loadavg_at_start": os.getloadavg()}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    info["cpu_model"] = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    governor = "/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"
-    try:
-        with open(governor) as f:
-            info["governor"] = f.read().strip()
-    except OSError:
-        info["governor"] = None
-    return info
-
-
-def summarize(cpu, wall, n, failed):
-    if not cpu:
-        return {"n": n, "failed": failed, "median": None}
-    return {"n": n, "failed": failed,
-            "median": statistics.median(cpu), "min": min(cpu),
-            "max": max(cpu), "wall_median": statistics.median(wall),
-            "cpu_ns_per_op": [round(x, 1) for x in cpu],
-            "wall_ns_per_op": [round(x, 1) for x in wall]}
-
-
-def add_ratios(results):
-    for cells in results.values():
-        for base in ("uvloop", "asyncio"):
-            ref = cells.get(base, {}).get("median")
-            for cell in cells.values():
-                ok = ref and cell["median"] and not cell["failed"]
-                cell["vs_" + base] = (round(cell["median"] / ref, 4)
-                                      if ok else None)
-
-
-def print_table(title, rows, specs, cell_text, width):
-    print(f"\n{title}")
-    print(f"{'row':<22}" + "".join(f"{s:>{width}}" for s in specs))
-    for row in rows:
-        print(f"{row:<22}" + "".join(f"{cell_text(row, s):>{width}}"
-                                     for s in specs))
-
-
 def report(results, rows, specs, rounds):
-    def ns(row, spec):
-        c = results[row].get(spec)
-        if c is None:
+    def overhead(c):
+        o = c.get("overhead")
+        if o is None:
             return "-"
-        if c["failed"]:
-            return f"FAIL({c['failed']}/{rounds})"
-        return f"{c['median']:.1f} ({c['min']:.0f}-{c['max']:.0f})"
-
-    def ratio(row, spec):
-        c = results[row][spec]
-        text = [f"{c[k]:.2f}" if c[k] else "-"
-                for k in ("vs_uvloop", "vs_asyncio")]
-        return " / ".join(text)
+        vs = o["vs_uvloop"]
+        return f"{o['ns']:.1f}" + (f" ({vs:.2f})" if vs else "")
 
     floor_rows = [r for r in rows if FLOOR in results[r]]
-    columns = specs + [FLOOR] if floor_rows else specs
-    print_table(f"CPU ns per operation: median (min-max) of {rounds} "
-                "round(s), one process each", rows, columns, ns, 20)
-    print_table("ratio: x uvloop / x asyncio (median CPU ns, lower is "
-                "faster)", rows, specs, ratio, 16)
+    _harness.print_tables(results, rows, specs, ROW_WIDTH, [
+        (f"CPU ns per operation: median (min-max) of {rounds} round(s), one process each", 20,
+         lambda c: _harness.median_text(c, rounds, ".1f", ".0f"), specs + [FLOOR] if floor_rows else specs),
+        ("ratio: x uvloop / x asyncio (median CPU ns, lower is faster)", 16, _harness.ratio_text)])
     if floor_rows:
-        def overhead(row, spec):
-            c = results[row][spec].get("overhead")
-            if c is None:
-                return "-"
-            vs = c["vs_uvloop"]
-            return f"{c['ns']:.1f}" + (f" ({vs:.2f})" if vs else "")
-
-        print_table("scheduling overhead: median CPU ns per operation above "
-                    "the floor (ratio to uvloop's)", floor_rows, specs,
-                    overhead, 20)
+        _harness.print_tables(results, floor_rows, specs, ROW_WIDTH, [
+            ("scheduling overhead: median CPU ns per operation above the floor (ratio to uvloop's)", 20,
+             overhead)])
 
 
 def add_overheads(results):
@@ -479,103 +346,37 @@ def add_overheads(results):
 
 
 def parse_args():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--loops", help="comma list of asyncio, uvloop, "
-                   "zloop:<backend>, zloop (= all backends); default all")
-    p.add_argument("--rows", help="comma list of rows; default all: "
-                   + ", ".join(ROWS))
-    p.add_argument("--rounds", type=int, help="default 5 (1 with --quick)")
-    p.add_argument("--quick", action="store_true",
-                   help="smoke test: 1 round, N/10")
-    p.add_argument("--scale", type=float, default=1.0,
-                   help="multiply every N by this")
-    p.add_argument("--json", default=os.path.join(HERE, "results",
-                                                  "micro.json"))
-    p.add_argument("--time-limit", type=float, default=CHILD_TIME_LIMIT,
-                   help="seconds a child may take before it fails")
+    p = _harness.arg_parser(__doc__, ROWS, "micro.json", CHILD_TIME_LIMIT)
     p.add_argument("--no-floor", action="store_true",
                    help="do not run the call_soon rows on the floor")
-    p.add_argument("--child", nargs=2, metavar=("ROW", "LOOPSPEC"),
-                   help=argparse.SUPPRESS)
-    p.add_argument("--n", type=int, help=argparse.SUPPRESS)
-    return p.parse_args()
+    return _harness.parse(p, run_child)
 
 
 def main():
     args = parse_args()
-    if args.child:
-        run_child(args.child[0], args.child[1], args.n, args.time_limit)
-        return 0
-    try:
-        specs = _loops.select(args.loops)
-    except ValueError as exc:
-        sys.exit(f"micro.py: {exc}")
-    rows = args.rows.split(",") if args.rows else list(ROWS)
-    unknown = [r for r in rows if r not in ROWS]
-    if unknown:
-        sys.exit(f"micro.py: unknown rows {unknown}; known: {list(ROWS)}")
-    rounds = args.rounds or (1 if args.quick else 5)
-    scale = args.scale / (10 if args.quick else 1)
-    sizes = {r: max(int(ROWS[r][1] * scale), 1) for r in rows}
-
-    def row_specs(row):
-        return specs + [FLOOR] if row in FLOOR_ROWS and not args.no_floor else specs
-
-    samples = {r: {s: ([], []) for s in row_specs(r)} for r in rows}
-    failures = []
-    classes = {}
-    info = machine_info()
+    specs, rows, rounds = _harness.selection(args, ROWS, "micro.py")
+    sizes = {r: max(int(ROWS[r][1] * _harness.scale(args)), 1) for r in rows}
+    floor = [FLOOR] if not args.no_floor else []
+    plan = {r: (sizes[r], specs + floor if r in FLOOR_ROWS else specs) for r in rows}
+    info = _harness.machine_info()
     started = time.monotonic()
     print(f"micro: loops {', '.join(specs)}; {len(rows)} rows x {rounds} "
           "round(s), one process per figure", file=sys.stderr)
-    for rnd in range(rounds):
-        for row in rows:
-            here = row_specs(row)
-            order = here[rnd % len(here):] + here[:rnd % len(here)]
-            for spec in order:
-                try:
-                    res = spawn(row, spec, sizes[row], args.time_limit)
-                except BenchError as exc:
-                    print(f"FAILED {row} {spec} round {rnd + 1}: {exc}",
-                          file=sys.stderr)
-                    failures.append({"row": row, "loop": spec,
-                                     "round": rnd + 1, "error": str(exc)})
-                    continue
-                samples[row][spec][0].append(res["cpu_ns"] / res["ops"])
-                samples[row][spec][1].append(res["wall_ns"] / res["ops"])
-                classes[spec] = res["loop_class"]
-        print(f"  round {rnd + 1}/{rounds} done "
-              f"({time.monotonic() - started:.0f} s)", file=sys.stderr)
+    runs, failures, classes = _harness.run_figures(__file__, plan, rounds, args.time_limit, started)
 
-    results = {}
-    for row in rows:
-        results[row] = {}
-        for spec in row_specs(row):
-            failed = sum(1 for f in failures
-                         if f["row"] == row and f["loop"] == spec)
-            results[row][spec] = summarize(*samples[row][spec], sizes[row],
-                                           failed)
-    add_ratios(results)
+    def summarize(row, res, failed):
+        return _harness.summarize(sizes[row], failed,
+                                  {"cpu_ns_per_op": [r["cpu_ns"] / r["ops"] for r in res],
+                                   "wall_ns_per_op": [r["wall_ns"] / r["ops"] for r in res]},
+                                  {"wall_median": "wall_ns_per_op"})
+
+    results = _harness.tabulate(runs, failures, summarize)
+    _harness.add_ratios(results, 4)
     add_overheads(results)
     report(results, rows, specs, rounds)
-
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w") as f:
-        json.dump({"benchmark": "micro",
-                   "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                   "command": [sys.executable] + sys.argv,
-                   "machine": info, "versions": _loops.versions(),
-                   "config": {"rounds": rounds, "quick": args.quick,
-                              "loops": specs, "loop_classes": classes,
-                              "n": sizes,
-                              "chains": CHAINS, "batch": BATCH,
-                              "fire_delay": FIRE_DELAY,
-                              "cancel_delay": CANCEL_DELAY},
-                   "seconds": round(time.monotonic() - started, 1),
-                   "results": results, "failures": failures}, f, indent=1)
-    print(f"\nwrote {args.json}" + (f"; {len(failures)} FAILED run(s)"
-                                    if failures else ""))
-    return 1 if failures else 0
+    config = {"rounds": rounds, "quick": args.quick, "loops": specs, "loop_classes": classes, "n": sizes,
+              "chains": CHAINS, "batch": BATCH, "fire_delay": FIRE_DELAY, "cancel_delay": CANCEL_DELAY}
+    return _harness.write_json(args.json, "micro", info, config, started, results, failures)
 
 
 if __name__ == "__main__":

@@ -17,32 +17,17 @@ checks every return code (0) and every output; any error, wrong result or hang (
 spawn, and ratios against uvloop and asyncio.  JSON goes to bench/results/spawn.json.
 """
 
-import argparse
 import asyncio
-import faulthandler
-import gc
-import json
-import os
-import statistics
-import subprocess
 import sys
 import time
 
-import _loops
+import _harness
+from _harness import Clock, check
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_N = 400
 CONCURRENCY = 10
 CHILD_TIME_LIMIT = 60.0
-
-
-class BenchError(Exception):
-    """A child did not do the work it was asked to do."""
-
-
-def check(ok, what):
-    if not ok:
-        raise BenchError(what)
+ROW_WIDTH = 16
 
 
 # --------------------------------------------------------------- the rows
@@ -82,191 +67,65 @@ ROWS = {
 
 def run_child(row, spec, n, time_limit):
     """Measure one figure and print it as one JSON line."""
-    faulthandler.dump_traceback_later(time_limit, exit=True)
-    loop = _loops.make_loop(spec)
-    asyncio.set_event_loop(loop)  # asyncio 3.9-3.11: its child watcher attaches to the current loop
-    errors = []
-
-    def on_error(lp, context):
-        errors.append(f"{context.get('message')}: {context.get('exception')!r}")
-
-    loop.set_exception_handler(on_error)
     func = ROWS[row]
-    try:
-        loop.run_until_complete(func(max(n // 10, CONCURRENCY)))  # warm-up, same loop
-        gc.collect()
-        wall0 = time.perf_counter_ns()
-        cpu0 = time.process_time_ns()
-        loop.run_until_complete(func(n))
-        cpu_ns = time.process_time_ns() - cpu0
-        wall_ns = time.perf_counter_ns() - wall0
-        loop.run_until_complete(loop.shutdown_asyncgens())
-    finally:
-        asyncio.set_event_loop(None)
-        loop.close()
-    check(not errors, "error in the loop: " + "; ".join(errors[:3]))
-    faulthandler.cancel_dump_traceback_later()
-    print(json.dumps({"row": row, "loop": spec, "spawns": n, "cpu_ns": cpu_ns, "wall_ns": wall_ns,
-                      "loop_class": type(loop).__module__ + "." + type(loop).__qualname__}))
+
+    def measure(loop, n):
+        asyncio.set_event_loop(loop)  # asyncio 3.9-3.11: its child watcher attaches to the current loop
+        try:
+            loop.run_until_complete(func(max(n // 10, CONCURRENCY)))  # warm-up, same loop
+            clock = Clock()
+            clock.start()
+            loop.run_until_complete(func(n))
+            clock.stop()
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            asyncio.set_event_loop(None)
+        return clock
+
+    _harness.run_child(row, spec, n, time_limit, measure, stop_on_error=False)
 
 
 # ------------------------------------------------------------ the parent
 
-def spawn_child(row, spec, n, time_limit):
-    cmd = [sys.executable, os.path.abspath(__file__), "--child", row, spec, "--n", str(n),
-           "--time-limit", str(time_limit)]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=time_limit + 15)
-    except subprocess.TimeoutExpired:
-        raise BenchError(f"child killed after {time_limit + 15:.0f} s")
-    if proc.returncode != 0:
-        lines = proc.stderr.strip().splitlines()
-        raise BenchError(f"child exited {proc.returncode}:\n  " + "\n  ".join(lines[-6:]))
-    try:
-        res = json.loads(proc.stdout.strip().splitlines()[-1])
-    except (IndexError, ValueError):
-        raise BenchError(f"child printed no result: {proc.stdout[-300:]!r}")
-    check(res["row"] == row and res["loop"] == spec and res["spawns"] == n, f"child reported the wrong work: {res}")
-    return res
-
-
-def machine_info():
-    info = {"nproc": os.cpu_count(), "kernel": " ".join(os.uname()[i] for i in (0, 2, 4)),
-            "python": sys.version.replace("\n", " "), "executable": sys.executable,
-            "loadavg_at_start": os.getloadavg(), "cpu_model": None}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    info["cpu_model"] = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return info
-
-
-def summarize(rates, cpu_us, n, failed):
-    if not rates:
-        return {"n": n, "failed": failed, "median": None}
-    return {"n": n, "failed": failed,
-            "median": statistics.median(rates), "min": min(rates), "max": max(rates),
-            "cpu_us_per_spawn_median": statistics.median(cpu_us),
-            "spawns_per_s": [round(x, 1) for x in rates],
-            "cpu_us_per_spawn": [round(x, 1) for x in cpu_us]}
-
-
-def add_ratios(results):
-    # Rates: higher is faster, so the ratio is ours / theirs (2.0 = twice as many spawns per second).
-    for cells in results.values():
-        for base in ("uvloop", "asyncio"):
-            ref = cells.get(base, {}).get("median")
-            for cell in cells.values():
-                ok = ref and cell["median"] and not cell["failed"]
-                cell["vs_" + base] = round(cell["median"] / ref, 3) if ok else None
-
-
-def print_table(title, rows, specs, cell_text, width):
-    print(f"\n{title}")
-    print(f"{'row':<16}" + "".join(f"{s:>{width}}" for s in specs))
-    for row in rows:
-        print(f"{row:<16}" + "".join(f"{cell_text(row, s):>{width}}" for s in specs))
-
-
 def report(results, rows, specs, rounds):
-    def rate(row, spec):
-        c = results[row][spec]
-        if c["median"] is None:
-            return f"FAIL({c['failed']}/{rounds})"
-        return f"{c['median']:.0f} ({c['min']:.0f}-{c['max']:.0f})"
-
-    def cpu(row, spec):
-        c = results[row][spec]
-        return "-" if c["median"] is None else f"{c['cpu_us_per_spawn_median']:.0f}"
-
-    def ratio(row, spec):
-        c = results[row][spec]
-        return " / ".join(f"{c[k]:.2f}" if c.get(k) else "-" for k in ("vs_uvloop", "vs_asyncio"))
-
-    print_table(f"spawns per second (wall): median (min-max) of {rounds} round(s), one process each",
-                rows, specs, rate, 20)
-    print_table("parent CPU us per spawn (median)", rows, specs, cpu, 20)
-    print_table("rate ratio: x uvloop / x asyncio (higher is faster)", rows, specs, ratio, 20)
+    _harness.print_tables(results, rows, specs, ROW_WIDTH, [
+        (f"spawns per second (wall): median (min-max) of {rounds} round(s), one process each", 20,
+         lambda c: _harness.median_text(c, rounds, ".0f", fail_on_any=False)),
+        ("parent CPU us per spawn (median)", 20, _harness.field_text("cpu_us_per_spawn_median", ".0f")),
+        ("rate ratio: x uvloop / x asyncio (higher is faster)", 20, _harness.ratio_text)])
 
 
 def parse_args():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--loops", help="comma list of asyncio, uvloop, zloop:<backend>, zloop (= all backends)")
-    p.add_argument("--rows", help="comma list of rows; default all: " + ", ".join(ROWS))
-    p.add_argument("--rounds", type=int, help="default 5 (1 with --quick)")
-    p.add_argument("--quick", action="store_true", help="smoke test: 1 round, N/10")
-    p.add_argument("--n", type=int, default=DEFAULT_N, help=f"spawns per figure (default {DEFAULT_N})")
-    p.add_argument("--json", default=os.path.join(HERE, "results", "spawn.json"))
-    p.add_argument("--time-limit", type=float, default=CHILD_TIME_LIMIT,
-                   help="seconds a child may take before it fails")
-    p.add_argument("--child", nargs=2, metavar=("ROW", "LOOPSPEC"), help=argparse.SUPPRESS)
-    return p.parse_args()
+    p = _harness.arg_parser(__doc__, ROWS, "spawn.json", CHILD_TIME_LIMIT, scale=False,
+                            n_default=DEFAULT_N, n_help=f"spawns per figure (default {DEFAULT_N})")
+    return _harness.parse(p, run_child)
 
 
 def main():
     args = parse_args()
-    if args.child:
-        run_child(args.child[0], args.child[1], args.n, args.time_limit)
-        return 0
-    try:
-        specs = _loops.select(args.loops)
-    except ValueError as exc:
-        sys.exit(f"spawn.py: {exc}")
-    rows = args.rows.split(",") if args.rows else list(ROWS)
-    unknown = [r for r in rows if r not in ROWS]
-    if unknown:
-        sys.exit(f"spawn.py: unknown rows {unknown}; known: {list(ROWS)}")
-    rounds = args.rounds or (1 if args.quick else 5)
+    specs, rows, rounds = _harness.selection(args, ROWS, "spawn.py")
     n = max(args.n // (10 if args.quick else 1), CONCURRENCY)
     n -= n % CONCURRENCY
-
-    samples = {r: {s: ([], []) for s in specs} for r in rows}
-    failures = []
-    classes = {}
-    info = machine_info()
+    info = _harness.machine_info()
     started = time.monotonic()
     print(f"spawn: loops {', '.join(specs)}; {len(rows)} rows x {rounds} round(s) x {n} spawns, "
           "one process per figure", file=sys.stderr)
-    for rnd in range(rounds):
-        order = specs[rnd % len(specs):] + specs[:rnd % len(specs)]
-        for row in rows:
-            for spec in order:
-                try:
-                    res = spawn_child(row, spec, n, args.time_limit)
-                except BenchError as exc:
-                    print(f"FAILED {row} {spec} round {rnd + 1}: {exc}", file=sys.stderr)
-                    failures.append({"row": row, "loop": spec, "round": rnd + 1, "error": str(exc)})
-                    continue
-                samples[row][spec][0].append(n / (res["wall_ns"] / 1e9))
-                samples[row][spec][1].append(res["cpu_ns"] / n / 1000)
-                classes[spec] = res["loop_class"]
-        print(f"  round {rnd + 1}/{rounds} done ({time.monotonic() - started:.0f} s)", file=sys.stderr)
+    runs, failures, classes = _harness.run_figures(__file__, {r: (n, specs) for r in rows}, rounds,
+                                                   args.time_limit, started)
 
-    results = {}
-    for row in rows:
-        results[row] = {}
-        for spec in specs:
-            failed = sum(1 for f in failures if f["row"] == row and f["loop"] == spec)
-            results[row][spec] = summarize(*samples[row][spec], n, failed)
-    add_ratios(results)
+    def summarize(row, res, failed):
+        # Rates: higher is faster, so the ratios are ours / theirs (2.0 = twice as many spawns per second).
+        return _harness.summarize(n, failed,
+                                  {"spawns_per_s": [r["ops"] / (r["wall_ns"] / 1e9) for r in res],
+                                   "cpu_us_per_spawn": [r["cpu_ns"] / r["ops"] / 1000 for r in res]},
+                                  {"cpu_us_per_spawn_median": "cpu_us_per_spawn"})
+
+    results = _harness.tabulate(runs, failures, summarize)
+    _harness.add_ratios(results, 3)
     report(results, rows, specs, rounds)
-
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w") as f:
-        json.dump({"benchmark": "spawn",
-                   "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                   "command": [sys.executable] + sys.argv,
-                   "machine": info, "versions": _loops.versions(),
-                   "config": {"rounds": rounds, "quick": args.quick, "spawns": n, "concurrency": CONCURRENCY,
-                              "loops": specs, "loop_classes": classes},
-                   "seconds": round(time.monotonic() - started, 1),
-                   "results": results, "failures": failures}, f, indent=1)
-    print(f"\nwrote {args.json}" + (f"; {len(failures)} FAILED run(s)" if failures else ""))
-    return 1 if failures else 0
+    config = {"rounds": rounds, "quick": args.quick, "spawns": n, "concurrency": CONCURRENCY,
+              "loops": specs, "loop_classes": classes}
+    return _harness.write_json(args.json, "spawn", info, config, started, results, failures)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,10 @@ import time
 
 import chart
 import client
-import loopspec
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import _harness  # noqa: E402  (bench/_harness.py)
+import _loops  # noqa: E402  (bench/_loops.py)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SERVER = os.path.join(HERE, "server.py")
@@ -283,26 +286,20 @@ def _fmt(value, suffix=""):
 def machine_info() -> dict:
     info = {
         "nproc": os.cpu_count(),
-        "cpu_model": _cpu_model(),
+        "cpu_model": _harness.cpu_model() or platform.processor() or "unknown",
         "kernel": platform.release(),
         "platform": platform.platform(),
         "loadavg_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
     }
     if hasattr(os, "sched_getaffinity"):
         info["usable_cpus"] = len(os.sched_getaffinity(0))
-    info.update(loopspec.versions())
+    versions = {name: value for name, value in _loops.versions().items() if value is not None}
+    info.update(python=versions.pop("python"),
+                python_implementation=platform.python_implementation(),
+                python_build=" ".join(platform.python_build()),
+                python_executable=sys.executable)
+    info.update(versions)
     return info
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def log(message: str) -> None:
@@ -320,9 +317,10 @@ def parse_args(argv=None):
         description=__doc__.split("\n\n")[0],
         epilog="--quick: 1 KiB, tcp, 2 rounds of 1 s, writes echo-quick.{json,svg}; "
                "explicit flags override it.")
-    parser.add_argument("--loops", type=_csv(),
-                        help="comma list of loop specs (default: asyncio, uvloop "
-                             "and every compiled zloop backend)")
+    parser.add_argument("--loops",
+                        help="comma list of asyncio, uvloop, zloop (its default backend), "
+                             "zloop:<backend> (default: asyncio, uvloop and every "
+                             "compiled zloop backend)")
     parser.add_argument("--modes", type=_csv(), help=f"default {','.join(MODES)}")
     parser.add_argument("--sizes", type=_csv(int),
                         help=f"message sizes in bytes, default {','.join(map(str, SIZES))}")
@@ -344,7 +342,6 @@ def parse_args(argv=None):
 
     quick = args.quick
     defaults = {
-        "loops": loopspec.default_specs(),
         "modes": list(MODES),
         "sizes": [1024] if quick else list(SIZES),
         "transports": ["tcp"] if quick else list(TRANSPORTS),
@@ -362,10 +359,10 @@ def parse_args(argv=None):
 
 
 def _validate(parser, args) -> None:
-    for spec in args.loops:
-        reason = loopspec.unavailable_reason(spec)
-        if reason:
-            parser.error(f"loop {spec}: {reason}")
+    try:
+        args.loops = _loops.select(args.loops, expand_zloop=False)
+    except ValueError as exc:
+        parser.error(str(exc))
     for mode in args.modes:
         if mode not in MODES:
             parser.error(f"unknown mode {mode!r} (choose from {', '.join(MODES)})")

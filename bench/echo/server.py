@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import signal
@@ -26,7 +27,8 @@ import socket
 import stat
 import sys
 
-import loopspec
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import _loops  # noqa: E402  (bench/_loops.py)
 
 MODES = ("sock", "proto", "buffered", "streams")
 
@@ -120,12 +122,10 @@ class EchoBufferedProtocol(asyncio.BufferedProtocol):
 
 async def serve_protocol(loop, listener, stop, protocol_factory):
     if listener.family == socket.AF_UNIX:
-        server = await loop.create_unix_server(protocol_factory, sock=listener)
+        start = functools.partial(loop.create_unix_server, protocol_factory)
     else:
-        server = await loop.create_server(protocol_factory, sock=listener)
-    announce_ready()
-    await stop
-    await close_server(server)
+        start = functools.partial(loop.create_server, protocol_factory)
+    await serve_until_stopped(start, listener, stop)
 
 
 # --- streams mode -----------------------------------------------------------
@@ -151,15 +151,22 @@ async def _stream_echo(reader, writer) -> None:
 
 async def serve_streams(loop, listener, stop):
     if listener.family == socket.AF_UNIX:
-        server = await asyncio.start_unix_server(_stream_echo, sock=listener)
+        start = functools.partial(asyncio.start_unix_server, _stream_echo)
     else:
-        server = await asyncio.start_server(_stream_echo, sock=listener)
+        start = functools.partial(asyncio.start_server, _stream_echo)
+    await serve_until_stopped(start, listener, stop)
+
+
+# --- setup and shutdown -----------------------------------------------------
+
+async def serve_until_stopped(start, listener, stop) -> None:
+    """Serve on `listener` with the server `start(sock=listener)` makes until
+    `stop` is resolved, then close the server and every connection."""
+    server = await start(sock=listener)
     announce_ready()
     await stop
     await close_server(server)
 
-
-# --- setup and shutdown -----------------------------------------------------
 
 async def close_server(server) -> None:
     server.close()
@@ -264,7 +271,7 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     _ready_info.update(pid=os.getpid(), loop=args.loop, mode=args.mode)
-    loop = loopspec.new_event_loop(args.loop)
+    loop = _loops.make_loop(args.loop)
     asyncio.set_event_loop(loop)
     try:
         loop.run_until_complete(serve(args))
