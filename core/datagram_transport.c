@@ -1,6 +1,6 @@
 /* core/datagram_transport.c — the datagram transport (UDP and Unix datagram sockets) in C: the I/O dispatch
  * receives straight into protocol.datagram_received, sendto() sends at once and queues only on EAGAIN. */
-#include "zloop.h"
+#include "transport_common.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -13,8 +13,6 @@
 #include <unistd.h>
 
 #define ZL_DGRAM_MAX_SIZE (256 * 1024)            /* asyncio's max_size for one recvfrom */
-#define ZL_LOG_THRESHOLD_FOR_CONNLOST_WRITES 5    /* asyncio.constants */
-#define ZL_DEFAULT_HIGH_WATER (64 * 1024)
 
 #if PY_VERSION_HEX >= 0x030D0000
 #define ZL_DGRAM_HEADER_SIZE 8     /* 3.13 counts 8 bytes of header per queued datagram */
@@ -46,12 +44,7 @@ typedef struct zl_dgram_queue {
 } zl_dgram_queue;
 
 typedef struct zl_datagram {
-    PyObject_HEAD
-    PyObject *extra;                 /* asyncio.BaseTransport's _extra slot: must come right after the header */
-    PyObject *weakreflist;
-    zl_loop *loop;
-    PyObject *sock;                  /* the socket object; NULL once connection_lost ran */
-    PyObject *protocol;
+    zl_transport base;               /* loop, socket, protocol, flags, water marks: must come first */
     PyObject *datagram_received;     /* protocol.datagram_received */
     PyObject *address;               /* remote address given at creation (Py_None: none) */
     PyObject *rx_addr;               /* the last sender's address object ... */
@@ -59,20 +52,10 @@ typedef struct zl_datagram {
     PyObject *tx_addr;               /* the last destination converted to C ... */
     zl_sockaddr tx_sa;               /* ... and that form */
     zl_dgram_queue out;
-    Py_ssize_t high_water;
-    Py_ssize_t low_water;
-    int fd;
     int family;
-    int conn_lost;
     unsigned char has_address;       /* address is truthy: sendto() checks and uses it */
     unsigned char use_send;          /* extra['peername'] is truthy: send(), not sendto(), as asyncio does */
     unsigned char native_addrs;      /* AF_INET, AF_INET6 or AF_UNIX: addresses converted in C */
-    unsigned char closing;
-    unsigned char reading_paused;
-    unsigned char protocol_paused;
-    unsigned char protocol_connected;
-    unsigned char reading;
-    unsigned char writing;
     unsigned char read_deferred;     /* a _read_ready handle is queued (see dgram_defer_if_busy) */
     unsigned char write_deferred;    /* a _sendto_ready handle is queued */
 } zl_datagram;
@@ -341,67 +324,14 @@ dgram_destination(zl_datagram *self, PyObject *addr)
     return &self->tx_sa;
 }
 
-/* ------------------------------------------------------------------ small helpers */
-
-static int
-exception_stops_loop(void)
-{
-    return PyErr_ExceptionMatches(PyExc_SystemExit) || PyErr_ExceptionMatches(PyExc_KeyboardInterrupt);
-}
-
-static int
-dgram_call_soon(zl_datagram *self, PyObject *callback, PyObject *arg)
-{
-    PyObject *args[1] = {arg};
-    zl_handle *handle = zl_handle_new(self->loop, callback, args, arg != NULL, NULL, 0, 0.0);
-    if (handle == NULL) {
-        return -1;
-    }
-    return zl_loop_enqueue(self->loop, (PyObject *)handle);
-}
-
-static int
-dgram_call_soon_method(zl_datagram *self, const char *name, PyObject *arg)
-{
-    PyObject *method = PyObject_GetAttrString((PyObject *)self, name);
-    if (method == NULL) {
-        return -1;
-    }
-    int rc = dgram_call_soon(self, method, arg);
-    Py_DECREF(method);
-    return rc;
-}
-
-static int dgram_force_close(zl_datagram *self, PyObject *exc);
-static void dgram_stop_writing(zl_datagram *self);
-
 /* ------------------------------------------------------------------ errors */
-
-/* asyncio's _fatal_error: report (OSErrors only in debug mode), then close at once. Consumes exc.
- * -1 only when something must stop the loop. */
-static int
-dgram_fatal_error(zl_datagram *self, PyObject *exc, const char *message)
-{
-    PyObject *res = PyObject_CallFunction(zl_global.transport_fatal_error, "OOs", (PyObject *)self, exc, message);
-    if (res == NULL) {
-        if (exception_stops_loop()) {
-            Py_DECREF(exc);
-            return -1;
-        }
-        PyErr_WriteUnraisable((PyObject *)self);
-    }
-    Py_XDECREF(res);
-    int rc = dgram_force_close(self, exc);
-    Py_DECREF(exc);
-    return rc;
-}
 
 /* The raised exception goes to the loop's exception handler; the transport goes on. asyncio runs these
  * callbacks from a Handle, whose errors end there too. -1 for SystemExit/KeyboardInterrupt. */
 static int
 dgram_report_callback_error(zl_datagram *self, const char *callback)
 {
-    if (exception_stops_loop()) {
+    if (zl_transport_err_stops_loop()) {
         return -1;
     }
     PyObject *exc = zl_err_fetch();
@@ -412,7 +342,7 @@ dgram_report_callback_error(zl_datagram *self, const char *callback)
     Py_XDECREF(message);
     Py_XDECREF(exc);
     if (res == NULL) {
-        if (exception_stops_loop()) {
+        if (zl_transport_err_stops_loop()) {
             return -1;
         }
         PyErr_WriteUnraisable((PyObject *)self);
@@ -427,90 +357,19 @@ dgram_report_callback_error(zl_datagram *self, const char *callback)
 static int
 dgram_classify_error(zl_datagram *self, const char *fatal_message)
 {
-    if (exception_stops_loop()) {
+    if (zl_transport_err_stops_loop()) {
         return -1;
     }
     if (!PyErr_ExceptionMatches(PyExc_OSError)) {
-        return dgram_fatal_error(self, zl_err_fetch(), fatal_message);
+        return zl_transport_fatal_error(&self->base, zl_err_fetch(), fatal_message);
     }
     PyObject *exc = zl_err_fetch();
-    PyObject *res = PyObject_CallMethod(self->protocol, "error_received", "O", exc);
+    PyObject *res = PyObject_CallMethod(self->base.protocol, "error_received", "O", exc);
     Py_DECREF(exc);
     if (res == NULL) {
         return 1;
     }
     Py_DECREF(res);
-    return 0;
-}
-
-/* ------------------------------------------------------------------ flow control */
-
-static int
-dgram_call_flow_method(zl_datagram *self, const char *method, const char *message)
-{
-    PyObject *res = PyObject_CallMethod(self->protocol, method, NULL);
-    if (res != NULL) {
-        Py_DECREF(res);
-        return 0;
-    }
-    if (exception_stops_loop()) {
-        return -1;
-    }
-    PyObject *exc = zl_err_fetch();
-    res = PyObject_CallFunction(zl_global.transport_protocol_error, "OOs", (PyObject *)self, exc, message);
-    Py_XDECREF(exc);
-    if (res == NULL) {
-        if (exception_stops_loop()) {
-            return -1;
-        }
-        PyErr_WriteUnraisable((PyObject *)self);
-    }
-    Py_XDECREF(res);
-    return 0;
-}
-
-static int
-dgram_maybe_pause_protocol(zl_datagram *self)
-{
-    if ((Py_ssize_t)self->out.bytes <= self->high_water || self->protocol_paused) {
-        return 0;
-    }
-    self->protocol_paused = 1;
-    return dgram_call_flow_method(self, "pause_writing", "protocol.pause_writing() failed");
-}
-
-static int
-dgram_maybe_resume_protocol(zl_datagram *self)
-{
-    if (!self->protocol_paused || (Py_ssize_t)self->out.bytes > self->low_water) {
-        return 0;
-    }
-    self->protocol_paused = 0;
-    return dgram_call_flow_method(self, "resume_writing", "protocol.resume_writing() failed");
-}
-
-static int
-dgram_set_limits(zl_datagram *self, PyObject *high_obj, PyObject *low_obj)
-{
-    Py_ssize_t high = -1, low = -1;
-    if (high_obj != Py_None && (high = PyLong_AsSsize_t(high_obj)) == -1 && PyErr_Occurred()) {
-        return -1;
-    }
-    if (low_obj != Py_None && (low = PyLong_AsSsize_t(low_obj)) == -1 && PyErr_Occurred()) {
-        return -1;
-    }
-    if (high_obj == Py_None) {
-        high = low_obj == Py_None ? ZL_DEFAULT_HIGH_WATER : 4 * low;
-    }
-    if (low_obj == Py_None) {
-        low = high / 4;
-    }
-    if (!(high >= low && low >= 0)) {
-        PyErr_Format(PyExc_ValueError, "high (%zd) must be >= low (%zd) must be >= 0", high, low);
-        return -1;
-    }
-    self->high_water = high;
-    self->low_water = low;
     return 0;
 }
 
@@ -530,7 +389,7 @@ dgram_recv_native(zl_datagram *self, PyObject **data, PyObject **addr)
     do {
         memset(&from, 0, sizeof(from));
         from.len = sizeof(from.storage);
-        n = recvfrom(self->fd, recv_buffer, ZL_DGRAM_MAX_SIZE, 0, (struct sockaddr *)&from.storage, &from.len);
+        n = recvfrom(self->base.fd, recv_buffer, ZL_DGRAM_MAX_SIZE, 0, (struct sockaddr *)&from.storage, &from.len);
     } while (n < 0 && errno == EINTR);
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK) {
@@ -553,7 +412,7 @@ dgram_recv_native(zl_datagram *self, PyObject **data, PyObject **addr)
 static int
 dgram_recv_python(zl_datagram *self, PyObject **data, PyObject **addr)
 {
-    PyObject *res = PyObject_CallMethod(self->sock, "recvfrom", "i", ZL_DGRAM_MAX_SIZE);
+    PyObject *res = PyObject_CallMethod(self->base.sock, "recvfrom", "i", ZL_DGRAM_MAX_SIZE);
     if (res == NULL) {
         if (PyErr_ExceptionMatches(PyExc_BlockingIOError) || PyErr_ExceptionMatches(PyExc_InterruptedError)) {
             PyErr_Clear();
@@ -583,10 +442,10 @@ dgram_defer_if_busy(zl_datagram *self, unsigned char *queued, const char *method
     if (*queued) {
         return 1;
     }
-    if (self->loop->ready.len == 0) {
+    if (self->base.loop->ready.len == 0) {
         return 0;
     }
-    if (dgram_call_soon_method(self, method, NULL) < 0) {
+    if (zl_transport_call_soon_method(&self->base, method, NULL) < 0) {
         PyErr_Clear();       /* no memory for a handle: do it now rather than not at all */
         return 0;
     }
@@ -598,7 +457,7 @@ dgram_defer_if_busy(zl_datagram *self, unsigned char *queued, const char *method
 static int
 dgram_read_ready(zl_datagram *self)
 {
-    if (self->conn_lost || !self->reading) {
+    if (self->base.conn_lost || !self->base.reading) {
         return 0;
     }
     PyObject *data = NULL, *addr = NULL;
@@ -631,36 +490,6 @@ dgram_on_readable(PyObject *owner, int Py_UNUSED(fd))
     return dgram_read_ready(self);
 }
 
-static int
-dgram_is_reading(zl_datagram *self)
-{
-    return !self->closing && !self->reading_paused;
-}
-
-static int
-dgram_start_reading(zl_datagram *self)
-{
-    if (self->reading || self->conn_lost) {
-        return 0;
-    }
-    if (zl_io_set_side(self->loop, self->fd, ZL_EV_READ, NULL, dgram_on_readable, (PyObject *)self) < 0) {
-        return -1;
-    }
-    self->reading = 1;
-    return 0;
-}
-
-static void
-dgram_stop_reading(zl_datagram *self)
-{
-    if (!self->reading) {
-        return;
-    }
-    self->reading = 0;
-    int was_set;
-    (void)zl_io_clear_side(self->loop, self->fd, ZL_EV_READ, &was_set);
-}
-
 /* ------------------------------------------------------------------ writing */
 
 /* Send one datagram: send() when connected, sendto() with a C address, else the socket module's sendto().
@@ -670,7 +499,7 @@ dgram_send_one(zl_datagram *self, PyObject *data, const void *buf, size_t len, P
                const zl_sockaddr *to)
 {
     if (!self->use_send && to->len == 0) {
-        PyObject *res = PyObject_CallMethod(self->sock, "sendto", "OO", data, addr);
+        PyObject *res = PyObject_CallMethod(self->base.sock, "sendto", "OO", data, addr);
         if (res != NULL) {
             Py_DECREF(res);
             return 1;
@@ -683,8 +512,9 @@ dgram_send_one(zl_datagram *self, PyObject *data, const void *buf, size_t len, P
     }
     ssize_t n;
     do {
-        n = self->use_send ? send(self->fd, buf, len, MSG_NOSIGNAL)
-                           : sendto(self->fd, buf, len, MSG_NOSIGNAL, (const struct sockaddr *)&to->storage, to->len);
+        n = self->use_send ? send(self->base.fd, buf, len, MSG_NOSIGNAL)
+                           : sendto(self->base.fd, buf, len, MSG_NOSIGNAL, (const struct sockaddr *)&to->storage,
+                                    to->len);
     } while (n < 0 && errno == EINTR);
     if (n >= 0) {
         return 1;
@@ -696,17 +526,11 @@ dgram_send_one(zl_datagram *self, PyObject *data, const void *buf, size_t len, P
     return -1;
 }
 
-static int
-dgram_call_connection_lost_soon(zl_datagram *self, PyObject *exc)
-{
-    return dgram_call_soon_method(self, "_call_connection_lost", exc == NULL ? Py_None : exc);
-}
-
 /* The socket is writable again: send the queue in order until it would block. */
 static int
 dgram_sendto_ready(zl_datagram *self)
 {
-    while (self->out.count > 0 && self->sock != NULL) {
+    while (self->out.count > 0 && self->base.sock != NULL) {
         /* A copy with its own references: a signal handler run by the socket module may touch the queue. */
         zl_dgram_entry next = self->out.entries[self->out.head];
         Py_INCREF(next.data);
@@ -727,16 +551,16 @@ dgram_sendto_ready(zl_datagram *self)
             return rc > 0 ? dgram_report_callback_error(self, "_sendto_ready") : rc;
         }
     }
-    if (dgram_maybe_resume_protocol(self) < 0) {
+    if (zl_transport_maybe_resume_protocol(&self->base, self->out.bytes) < 0) {
         return -1;
     }
     if (self->out.count > 0) {
         return 0;     /* resume_writing() queued more */
     }
-    dgram_stop_writing(self);
-    if (self->closing && !self->conn_lost) {
-        self->conn_lost++;
-        return dgram_call_connection_lost_soon(self, NULL);
+    zl_transport_stop_writing(&self->base);
+    if (self->base.closing && !self->base.conn_lost) {
+        self->base.conn_lost++;
+        return zl_transport_call_connection_lost_soon(&self->base, NULL);
     }
     return 0;
 }
@@ -749,30 +573,6 @@ dgram_on_writable(PyObject *owner, int Py_UNUSED(fd))
         return 0;
     }
     return dgram_sendto_ready(self);
-}
-
-static int
-dgram_start_writing(zl_datagram *self)
-{
-    if (self->writing) {
-        return 0;
-    }
-    if (zl_io_set_side(self->loop, self->fd, ZL_EV_WRITE, NULL, dgram_on_writable, (PyObject *)self) < 0) {
-        return -1;
-    }
-    self->writing = 1;
-    return 0;
-}
-
-static void
-dgram_stop_writing(zl_datagram *self)
-{
-    if (!self->writing) {
-        return;
-    }
-    self->writing = 0;
-    int was_set;
-    (void)zl_io_clear_side(self->loop, self->fd, ZL_EV_WRITE, &was_set);
 }
 
 /* Queue a copy of what could not be sent now (asyncio keeps bytes(data): immutable bytes need no copy). */
@@ -793,22 +593,7 @@ dgram_queue_datagram(zl_datagram *self, PyObject *data, Py_buffer *view, PyObjec
     if (rc < 0) {
         return -1;
     }
-    return dgram_maybe_pause_protocol(self);
-}
-
-/* After the connection is lost, datagrams are dropped; asyncio warns once they keep coming. */
-static int
-dgram_drop_after_lost(zl_datagram *self)
-{
-    if (self->conn_lost >= ZL_LOG_THRESHOLD_FOR_CONNLOST_WRITES) {
-        PyObject *res = PyObject_CallNoArgs(zl_global.warn_send_after_lost);
-        if (res == NULL) {
-            return -1;
-        }
-        Py_DECREF(res);
-    }
-    self->conn_lost++;
-    return 0;
+    return zl_transport_maybe_pause_protocol(&self->base, self->out.bytes);
 }
 
 static int
@@ -871,7 +656,7 @@ dgram_send_now(zl_datagram *self, PyObject *data, Py_buffer *view, PyObject *add
         return 1;
     }
     if (sent == 0) {
-        return dgram_start_writing(self) < 0 ? -1 : 0;
+        return zl_transport_start_writing(&self->base) < 0 ? -1 : 0;
     }
     int rc = dgram_classify_error(self, "Fatal write error on datagram transport");
     return rc == 0 ? 1 : -1;    /* error_received() raising propagates to the caller, as in asyncio */
@@ -901,8 +686,8 @@ dgram_sendto(zl_datagram *self, PyObject *const *args, Py_ssize_t nargs, PyObjec
     if ((rc = dgram_check_destination(self, &addr)) < 0) {
         goto done;
     }
-    if (self->conn_lost && (self->has_address || self->sock == NULL)) {
-        rc = dgram_drop_after_lost(self);
+    if (self->base.conn_lost && (self->has_address || self->base.sock == NULL)) {
+        rc = zl_transport_drop_after_lost(&self->base);
         goto done;
     }
     const zl_sockaddr *to = dgram_destination(self, addr);
@@ -921,144 +706,50 @@ done:
     Py_RETURN_NONE;
 }
 
-/* ------------------------------------------------------------------ closing */
+/* ------------------------------------------------------------------ what the shared code asks of a datagram */
 
 static void
-dgram_release_fd(zl_datagram *self)
+dgram_queue_drop(zl_transport *t)
 {
-    dgram_stop_reading(self);
-    dgram_stop_writing(self);
-    zl_io_set_transport_owned(self->loop, self->fd, 0);
+    dgram_queue_clear(&((zl_datagram *)t)->out);
 }
 
 static int
-dgram_close(zl_datagram *self)
+dgram_set_protocol(zl_transport *t, PyObject *protocol)
 {
-    if (self->closing) {
-        return 0;
+    zl_datagram *self = (zl_datagram *)t;
+    PyObject *datagram_received = PyObject_GetAttrString(protocol, "datagram_received");
+    if (datagram_received == NULL) {
+        return -1;
     }
-    self->closing = 1;
-    dgram_stop_reading(self);
-    zl_io_set_transport_owned(self->loop, self->fd, 0);   /* asyncio frees the fd for others once closing */
-    if (self->out.count == 0) {
-        self->conn_lost++;
-        dgram_stop_writing(self);
-        return dgram_call_connection_lost_soon(self, NULL);
-    }
+    Py_INCREF(protocol);
+    Py_XSETREF(self->base.protocol, protocol);
+    Py_XSETREF(self->datagram_received, datagram_received);
+    self->base.protocol_connected = 1;
     return 0;
 }
 
-static int
-dgram_force_close(zl_datagram *self, PyObject *exc)
+static void
+dgram_release_connection(zl_transport *t)
 {
-    if (self->conn_lost) {
-        return 0;
-    }
-    dgram_queue_clear(&self->out);
-    dgram_stop_writing(self);
-    if (!self->closing) {
-        self->closing = 1;
-        dgram_stop_reading(self);
-        zl_io_set_transport_owned(self->loop, self->fd, 0);
-    }
-    self->conn_lost++;
-    return dgram_call_connection_lost_soon(self, exc);
-}
-
-static PyObject *
-dgram_py_call_connection_lost(zl_datagram *self, PyObject *exc)
-{
-    PyObject *res = Py_None;
-    Py_INCREF(res);
-    if (self->protocol_connected && self->protocol != NULL) {
-        Py_DECREF(res);
-        res = PyObject_CallMethod(self->protocol, "connection_lost", "O", exc);
-    }
-    PyObject *raised = res == NULL ? zl_err_fetch() : NULL;
-    /* asyncio's finally: the socket closes even when connection_lost raised. */
-    dgram_release_fd(self);
-    if (self->sock != NULL) {
-        PyObject *closed = PyObject_CallMethod(self->sock, "close", NULL);
-        if (closed == NULL) {
-            PyErr_WriteUnraisable((PyObject *)self);
-        }
-        Py_XDECREF(closed);
-        Py_CLEAR(self->sock);
-    }
-    Py_CLEAR(self->protocol);
+    zl_datagram *self = (zl_datagram *)t;
     Py_CLEAR(self->datagram_received);
     Py_CLEAR(self->rx_addr);
     Py_CLEAR(self->tx_addr);
-    if (raised != NULL) {
-        zl_err_restore(raised);
-        return NULL;
-    }
-    return res;
 }
+
+static const zl_transport_kind dgram_kind = {
+    .on_readable = dgram_on_readable,
+    .on_writable = dgram_on_writable,
+    .set_protocol = dgram_set_protocol,
+    .release_connection = dgram_release_connection,
+    .queue_drop = dgram_queue_drop,
+    .queue_count_offset = offsetof(zl_datagram, out.count),
+    .queue_bytes_offset = offsetof(zl_datagram, out.bytes),
+    .flow_report_exit_stops_loop = 1,
+};
 
 /* ------------------------------------------------------------------ Python API */
-
-static PyObject *
-dgram_py_close(zl_datagram *self, PyObject *Py_UNUSED(ignored))
-{
-    if (dgram_close(self) < 0) {
-        return NULL;
-    }
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-dgram_py_abort(zl_datagram *self, PyObject *Py_UNUSED(ignored))
-{
-    if (dgram_force_close(self, Py_None) < 0) {
-        return NULL;
-    }
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-dgram_py_force_close(zl_datagram *self, PyObject *exc)
-{
-    if (dgram_force_close(self, exc) < 0) {
-        return NULL;
-    }
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-dgram_py_is_closing(zl_datagram *self, PyObject *Py_UNUSED(ignored))
-{
-    return PyBool_FromLong(self->closing);
-}
-
-static PyObject *
-dgram_py_is_reading(zl_datagram *self, PyObject *Py_UNUSED(ignored))
-{
-    return PyBool_FromLong(dgram_is_reading(self));
-}
-
-static PyObject *
-dgram_py_pause_reading(zl_datagram *self, PyObject *Py_UNUSED(ignored))
-{
-    if (dgram_is_reading(self)) {
-        self->reading_paused = 1;
-        dgram_stop_reading(self);
-    }
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-dgram_py_resume_reading(zl_datagram *self, PyObject *Py_UNUSED(ignored))
-{
-    if (self->closing || !self->reading_paused) {
-        Py_RETURN_NONE;
-    }
-    self->reading_paused = 0;
-    if (dgram_start_reading(self) < 0) {
-        return NULL;
-    }
-    Py_RETURN_NONE;
-}
 
 static PyObject *
 dgram_py_read_ready(zl_datagram *self, PyObject *Py_UNUSED(ignored))
@@ -1074,150 +765,25 @@ static PyObject *
 dgram_py_sendto_ready(zl_datagram *self, PyObject *Py_UNUSED(ignored))
 {
     self->write_deferred = 0;
-    if (self->writing && dgram_sendto_ready(self) < 0) {
+    if (self->base.writing && dgram_sendto_ready(self) < 0) {
         return NULL;
     }
     Py_RETURN_NONE;
-}
-
-static PyObject *
-dgram_py_start_reading(zl_datagram *self, PyObject *Py_UNUSED(ignored))
-{
-    if (dgram_is_reading(self) && dgram_start_reading(self) < 0) {
-        return NULL;
-    }
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-dgram_py_get_write_buffer_size(zl_datagram *self, PyObject *Py_UNUSED(ignored))
-{
-    return PyLong_FromSize_t(self->out.bytes);
-}
-
-static PyObject *
-dgram_py_get_write_buffer_limits(zl_datagram *self, PyObject *Py_UNUSED(ignored))
-{
-    return Py_BuildValue("(nn)", self->low_water, self->high_water);
-}
-
-static PyObject *
-dgram_py_set_write_buffer_limits(zl_datagram *self, PyObject *args, PyObject *kwds)
-{
-    static char *kwlist[] = {"high", "low", NULL};
-    PyObject *high = Py_None, *low = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OO:set_write_buffer_limits", kwlist, &high, &low) ||
-        dgram_set_limits(self, high, low) < 0 || dgram_maybe_pause_protocol(self) < 0) {
-        return NULL;
-    }
-    Py_RETURN_NONE;
-}
-
-static int
-dgram_set_protocol(zl_datagram *self, PyObject *protocol)
-{
-    PyObject *datagram_received = PyObject_GetAttrString(protocol, "datagram_received");
-    if (datagram_received == NULL) {
-        return -1;
-    }
-    Py_INCREF(protocol);
-    Py_XSETREF(self->protocol, protocol);
-    Py_XSETREF(self->datagram_received, datagram_received);
-    self->protocol_connected = 1;
-    return 0;
-}
-
-static PyObject *
-dgram_py_set_protocol(zl_datagram *self, PyObject *protocol)
-{
-    if (dgram_set_protocol(self, protocol) < 0) {
-        return NULL;
-    }
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-dgram_py_get_protocol(zl_datagram *self, PyObject *Py_UNUSED(ignored))
-{
-    return zl_ref_or_none(self->protocol);
-}
-
-static PyObject *
-dgram_py_get_extra_info(zl_datagram *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    if (nargs < 1 || nargs > 2) {
-        PyErr_SetString(PyExc_TypeError, "get_extra_info(name, default=None)");
-        return NULL;
-    }
-    PyObject *fallback = nargs == 2 ? args[1] : Py_None;
-    PyObject *value = self->extra ? PyDict_GetItemWithError(self->extra, args[0]) : NULL;
-    if (value == NULL && PyErr_Occurred()) {
-        return NULL;
-    }
-    return zl_ref_or_none(value != NULL ? value : fallback);
 }
 
 static PyObject *
 dgram_repr(zl_datagram *self)
 {
-    const char *state = self->sock == NULL ? " closed" : self->closing ? " closing" : "";
+    const char *state = self->base.sock == NULL ? " closed" : self->base.closing ? " closing" : "";
     return PyUnicode_FromFormat("<%s%s fd=%d read=%s write=<%s, bufsize=%zu>>", Py_TYPE(self)->tp_name, state,
-                                self->fd, self->reading ? "polling" : "idle", self->writing ? "polling" : "idle",
-                                self->out.bytes);
-}
-
-static PyObject *
-dgram_get_loop(zl_datagram *self, void *Py_UNUSED(closure))
-{
-    return zl_ref_or_none(self->sock != NULL ? (PyObject *)self->loop : NULL);
-}
-
-static PyObject *
-dgram_get_sock(zl_datagram *self, void *Py_UNUSED(closure))
-{
-    return zl_ref_or_none(self->sock);
-}
-
-static PyObject *
-dgram_get_sock_fd(zl_datagram *self, void *Py_UNUSED(closure))
-{
-    return PyLong_FromLong(self->fd);
-}
-
-static PyObject *
-dgram_get_protocol_attr(zl_datagram *self, void *Py_UNUSED(closure))
-{
-    return zl_ref_or_none(self->protocol);
+                                self->base.fd, self->base.reading ? "polling" : "idle",
+                                self->base.writing ? "polling" : "idle", self->out.bytes);
 }
 
 static PyObject *
 dgram_get_address(zl_datagram *self, void *Py_UNUSED(closure))
 {
     return zl_ref_or_none(self->address);
-}
-
-static PyObject *
-dgram_get_closing(zl_datagram *self, void *Py_UNUSED(closure))
-{
-    return PyBool_FromLong(self->closing);
-}
-
-static PyObject *
-dgram_get_conn_lost(zl_datagram *self, void *Py_UNUSED(closure))
-{
-    return PyLong_FromLong(self->conn_lost);
-}
-
-static PyObject *
-dgram_get_paused(zl_datagram *self, void *Py_UNUSED(closure))
-{
-    return PyBool_FromLong(self->reading_paused);
-}
-
-static PyObject *
-dgram_get_protocol_paused(zl_datagram *self, void *Py_UNUSED(closure))
-{
-    return PyBool_FromLong(self->protocol_paused);
 }
 
 static PyObject *
@@ -1231,11 +797,10 @@ dgram_get_buffer_size(zl_datagram *self, void *Py_UNUSED(closure))
 static int
 dgram_traverse(zl_datagram *self, visitproc visit, void *arg)
 {
-    Py_VISIT(Py_TYPE(self));
-    Py_VISIT(self->extra);
-    Py_VISIT(self->loop);
-    Py_VISIT(self->sock);
-    Py_VISIT(self->protocol);
+    int rc = zl_transport_traverse(&self->base, visit, arg);
+    if (rc != 0) {
+        return rc;
+    }
     Py_VISIT(self->datagram_received);
     Py_VISIT(self->address);
     Py_VISIT(self->rx_addr);
@@ -1250,9 +815,7 @@ dgram_traverse(zl_datagram *self, visitproc visit, void *arg)
 static int
 dgram_clear(zl_datagram *self)
 {
-    Py_CLEAR(self->extra);
-    Py_CLEAR(self->sock);
-    Py_CLEAR(self->protocol);
+    zl_transport_clear(&self->base);
     Py_CLEAR(self->datagram_received);
     Py_CLEAR(self->address);
     Py_CLEAR(self->rx_addr);
@@ -1264,89 +827,22 @@ dgram_clear(zl_datagram *self)
 static void
 dgram_finalize(zl_datagram *self)
 {
-    if (self->sock == NULL) {
-        return;
-    }
-    PyObject *exc = zl_err_fetch();
-    if (PyErr_ResourceWarning((PyObject *)self, 1, "unclosed transport %R", (PyObject *)self) < 0) {
-        PyErr_WriteUnraisable((PyObject *)self);
-    }
-    if (self->loop != NULL && self->loop->backend != NULL) {
-        dgram_release_fd(self);
-    }
-    PyObject *res = PyObject_CallMethod(self->sock, "close", NULL);
-    if (res == NULL) {
-        PyErr_WriteUnraisable((PyObject *)self);
-    }
-    Py_XDECREF(res);
-    Py_CLEAR(self->sock);
-    zl_err_restore(exc);
+    (void)zl_transport_finalize_unclosed(&self->base);
 }
 
 static void
 dgram_dealloc(zl_datagram *self)
 {
-    if (PyObject_CallFinalizerFromDealloc((PyObject *)self) < 0) {
+    if (zl_transport_dealloc_begin(&self->base) < 0) {
         return;
-    }
-    PyObject_GC_UnTrack(self);
-    if (self->weakreflist != NULL) {
-        PyObject_ClearWeakRefs((PyObject *)self);
     }
     dgram_clear(self);
     PyMem_Free(self->out.entries);
     self->out.entries = NULL;
-    Py_CLEAR(self->loop);
-    PyTypeObject *type = Py_TYPE(self);
-    type->tp_free((PyObject *)self);
-    Py_DECREF(type);
+    zl_transport_dealloc_end(&self->base);
 }
 
 /* ------------------------------------------------------------------ creation */
-
-/* extra = dict(extra or {}) with 'socket', 'sockname' and 'peername' as asyncio's transports give them. */
-static int
-dgram_set_extra_name(PyObject *info, PyObject *sock, const char *key, const char *method, int keep_given)
-{
-    PyObject *name = PyUnicode_FromString(key);
-    if (name == NULL) {
-        return -1;
-    }
-    int present = keep_given ? PyDict_Contains(info, name) : 0;
-    if (present != 0) {
-        Py_DECREF(name);
-        return present < 0 ? -1 : 0;
-    }
-    PyObject *value = PyObject_CallMethod(sock, method, NULL);
-    if (value == NULL && PyErr_ExceptionMatches(PyExc_OSError)) {
-        PyErr_Clear();
-        value = Py_None;
-        Py_INCREF(value);
-    }
-    int rc = value == NULL ? -1 : PyDict_SetItem(info, name, value);
-    Py_XDECREF(value);
-    Py_DECREF(name);
-    return rc;
-}
-
-static PyObject *
-dgram_build_extra(PyObject *sock, PyObject *extra)
-{
-    PyObject *info = (extra == NULL || extra == Py_None) ? PyDict_New() : PyDict_Copy(extra);
-    if (info == NULL) {
-        return NULL;
-    }
-    PyObject *trsock = PyObject_CallOneArg(zl_global.transport_socket_type, sock);
-    if (trsock == NULL || PyDict_SetItemString(info, "socket", trsock) < 0 ||
-        dgram_set_extra_name(info, sock, "sockname", "getsockname", 0) < 0 ||
-        dgram_set_extra_name(info, sock, "peername", "getpeername", 1) < 0) {
-        Py_XDECREF(trsock);
-        Py_DECREF(info);
-        return NULL;
-    }
-    Py_DECREF(trsock);
-    return info;
-}
 
 static int
 dgram_socket_family(int fd)
@@ -1375,67 +871,25 @@ dgram_ensure_fd_free(zl_loop *loop, PyObject *sock)
     return 0;
 }
 
-static int
-dgram_register_with_loop(zl_datagram *self)
-{
-    PyObject *transports = PyObject_GetAttrString((PyObject *)self->loop, "_transports");
-    if (transports == NULL) {
-        PyErr_Clear();
-        return 0;
-    }
-    PyObject *fd = PyLong_FromLong(self->fd);
-    int rc = fd ? PyObject_SetItem(transports, fd, (PyObject *)self) : -1;
-    Py_XDECREF(fd);
-    Py_DECREF(transports);
-    return rc;
-}
-
-/* Schedule connection_made, the start of reading and the waiter, in that order, as asyncio does. */
-static int
-dgram_schedule_start(zl_datagram *self, PyObject *waiter)
-{
-    PyObject *connection_made = PyObject_GetAttrString(self->protocol, "connection_made");
-    if (connection_made == NULL) {
-        return -1;
-    }
-    int rc = dgram_call_soon(self, connection_made, (PyObject *)self);
-    Py_DECREF(connection_made);
-    if (rc < 0 || dgram_call_soon_method(self, "_start_reading", NULL) < 0) {
-        return -1;
-    }
-    if (waiter != NULL && waiter != Py_None) {
-        PyObject *args[2] = {waiter, Py_None};
-        zl_handle *handle = zl_handle_new(self->loop, zl_global.set_result_unless_cancelled, args, 2, NULL, 0, 0.0);
-        if (handle == NULL || zl_loop_enqueue(self->loop, (PyObject *)handle) < 0) {
-            return -1;
-        }
-    }
-    return 0;
-}
-
-/* Socket, addresses and protocol; 0, or -1 with an exception set. */
+/* Addresses, extra and protocol; 0, or -1 with an exception set. */
 static int
 dgram_init_fields(zl_datagram *self, PyObject *sock, PyObject *protocol, PyObject *address, PyObject *extra)
 {
-    Py_INCREF(sock);
-    self->sock = sock;
-    self->family = dgram_socket_family(self->fd);
+    self->family = dgram_socket_family(self->base.fd);
     self->native_addrs = self->family == AF_INET || self->family == AF_INET6 || self->family == AF_UNIX;
-    self->high_water = ZL_DEFAULT_HIGH_WATER;
-    self->low_water = ZL_DEFAULT_HIGH_WATER / 4;
     Py_INCREF(address);
     self->address = address;
     int truthy = PyObject_IsTrue(address);
-    if (truthy < 0 || (self->extra = dgram_build_extra(sock, extra)) == NULL) {
+    if (truthy < 0 || (self->base.extra = zl_transport_build_extra(sock, extra)) == NULL) {
         return -1;
     }
     self->has_address = (unsigned char)truthy;
-    PyObject *peername = PyDict_GetItemString(self->extra, "peername");
+    PyObject *peername = PyDict_GetItemString(self->base.extra, "peername");
     if ((truthy = peername == NULL ? 0 : PyObject_IsTrue(peername)) < 0) {
         return -1;
     }
     self->use_send = (unsigned char)truthy;
-    return dgram_set_protocol(self, protocol);
+    return dgram_set_protocol(&self->base, protocol);
 }
 
 PyObject *
@@ -1447,37 +901,17 @@ zl_loop_make_datagram_transport(zl_loop *loop, PyObject *args, PyObject *kwds)
                                      &address, &waiter, &extra)) {
         return NULL;
     }
-    if (zl_global.transport_socket_type == NULL || zl_datagram_type == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "zloop's transport types are not initialised");
+    if (zl_transport_check_creatable(loop, zl_datagram_type) < 0 || dgram_ensure_fd_free(loop, sock) < 0) {
         return NULL;
     }
-    if (zl_loop_check_closed(loop) < 0 || dgram_ensure_fd_free(loop, sock) < 0) {
-        return NULL;
-    }
-    int fd = zl_fileobj_to_fd(sock);
-    if (fd < 0) {
-        return NULL;
-    }
-    zl_datagram *self = (zl_datagram *)zl_datagram_type->tp_alloc(zl_datagram_type, 0);
+    zl_datagram *self = (zl_datagram *)zl_transport_new(zl_datagram_type, &dgram_kind, loop, sock);
     if (self == NULL) {
         return NULL;
     }
-    Py_INCREF(loop);
-    self->loop = loop;
-    self->fd = fd;
-    if (dgram_init_fields(self, sock, protocol, address, extra) < 0 ||
-        zl_io_set_transport_owned(loop, fd, 1) < 0 || dgram_register_with_loop(self) < 0 ||
-        dgram_schedule_start(self, waiter) < 0) {
-        goto error;
+    if (dgram_init_fields(self, sock, protocol, address, extra) < 0 || zl_transport_open(&self->base, waiter) < 0) {
+        return zl_transport_discard(&self->base);
     }
     return (PyObject *)self;
-
-error:
-    /* Not handed out: forget the socket so the finalizer neither warns nor closes the caller's socket. */
-    zl_io_set_transport_owned(loop, fd, 0);
-    Py_CLEAR(self->sock);
-    Py_DECREF(self);
-    return NULL;
 }
 
 /* ------------------------------------------------------------------ type */
@@ -1485,44 +919,36 @@ error:
 static PyMethodDef dgram_methods[] = {
     {"sendto", (PyCFunction)(void (*)(void))dgram_sendto, METH_FASTCALL | METH_KEYWORDS,
      "sendto(data, addr=None): send one datagram now; queued only when the socket buffer is full."},
-    {"close", (PyCFunction)dgram_py_close, METH_NOARGS, "Close after the queued datagrams are sent."},
-    {"abort", (PyCFunction)dgram_py_abort, METH_NOARGS, "Close now, dropping queued datagrams."},
-    {"is_closing", (PyCFunction)dgram_py_is_closing, METH_NOARGS, "True once close() or abort() ran."},
-    {"is_reading", (PyCFunction)dgram_py_is_reading, METH_NOARGS, "True unless reading is paused or closing."},
-    {"pause_reading", (PyCFunction)dgram_py_pause_reading, METH_NOARGS, "Stop receiving datagrams."},
-    {"resume_reading", (PyCFunction)dgram_py_resume_reading, METH_NOARGS, "Receive datagrams again."},
-    {"get_write_buffer_size", (PyCFunction)dgram_py_get_write_buffer_size, METH_NOARGS, "Bytes queued."},
-    {"get_write_buffer_limits", (PyCFunction)dgram_py_get_write_buffer_limits, METH_NOARGS, "(low, high)."},
-    {"set_write_buffer_limits", (PyCFunction)(void (*)(void))dgram_py_set_write_buffer_limits,
-     METH_VARARGS | METH_KEYWORDS, "Set the water marks for pause_writing/resume_writing."},
-    {"set_protocol", (PyCFunction)dgram_py_set_protocol, METH_O, "Switch to another protocol."},
-    {"get_protocol", (PyCFunction)dgram_py_get_protocol, METH_NOARGS, "The current protocol."},
-    {"get_extra_info", (PyCFunction)(void (*)(void))dgram_py_get_extra_info, METH_FASTCALL,
-     "get_extra_info(name, default=None): socket, sockname, peername, ..."},
-    {"_start_reading", (PyCFunction)dgram_py_start_reading, METH_NOARGS, NULL},
+    {"close", (PyCFunction)zl_transport_py_close, METH_NOARGS, "Close after the queued datagrams are sent."},
+    {"abort", (PyCFunction)zl_transport_py_abort, METH_NOARGS, "Close now, dropping queued datagrams."},
+    {"is_closing", (PyCFunction)zl_transport_py_is_closing, METH_NOARGS, "True once close() or abort() ran."},
+    {"is_reading", (PyCFunction)zl_transport_py_is_reading, METH_NOARGS, "True unless reading is paused or closing."},
+    {"pause_reading", (PyCFunction)zl_transport_py_pause_reading, METH_NOARGS, "Stop receiving datagrams."},
+    {"resume_reading", (PyCFunction)zl_transport_py_resume_reading, METH_NOARGS, "Receive datagrams again."},
+    ZL_TRANSPORT_BUFFER_AND_PROTOCOL_METHODS,
     {"_read_ready", (PyCFunction)dgram_py_read_ready, METH_NOARGS, NULL},
     {"_sendto_ready", (PyCFunction)dgram_py_sendto_ready, METH_NOARGS, NULL},
-    {"_call_connection_lost", (PyCFunction)dgram_py_call_connection_lost, METH_O, NULL},
-    {"_force_close", (PyCFunction)dgram_py_force_close, METH_O, NULL},
+    {"_call_connection_lost", (PyCFunction)zl_transport_py_call_connection_lost, METH_O, NULL},
+    {"_force_close", (PyCFunction)zl_transport_py_force_close, METH_O, NULL},
     {NULL, NULL, 0, NULL},
 };
 
 static PyGetSetDef dgram_getset[] = {
-    {"_loop", (getter)dgram_get_loop, NULL, NULL, NULL},
-    {"_sock", (getter)dgram_get_sock, NULL, NULL, NULL},
-    {"_sock_fd", (getter)dgram_get_sock_fd, NULL, NULL, NULL},
-    {"_protocol", (getter)dgram_get_protocol_attr, NULL, NULL, NULL},
+    {"_loop", (getter)zl_transport_get_loop, NULL, NULL, NULL},
+    {"_sock", (getter)zl_transport_get_sock, NULL, NULL, NULL},
+    {"_sock_fd", (getter)zl_transport_get_sock_fd, NULL, NULL, NULL},
+    {"_protocol", (getter)zl_transport_get_protocol, NULL, NULL, NULL},
     {"_address", (getter)dgram_get_address, NULL, NULL, NULL},
-    {"_closing", (getter)dgram_get_closing, NULL, NULL, NULL},
-    {"_conn_lost", (getter)dgram_get_conn_lost, NULL, NULL, NULL},
-    {"_paused", (getter)dgram_get_paused, NULL, NULL, NULL},
-    {"_protocol_paused", (getter)dgram_get_protocol_paused, NULL, NULL, NULL},
+    {"_closing", (getter)zl_transport_get_closing, NULL, NULL, NULL},
+    {"_conn_lost", (getter)zl_transport_get_conn_lost, NULL, NULL, NULL},
+    {"_paused", (getter)zl_transport_get_paused, NULL, NULL, NULL},
+    {"_protocol_paused", (getter)zl_transport_get_protocol_paused, NULL, NULL, NULL},
     {"_buffer_size", (getter)dgram_get_buffer_size, NULL, NULL, NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
 static PyMemberDef dgram_members[] = {
-    {"__weaklistoffset__", T_PYSSIZET, offsetof(zl_datagram, weakreflist), READONLY, NULL},
+    {"__weaklistoffset__", T_PYSSIZET, offsetof(zl_transport, weakreflist), READONLY, NULL},
     {NULL, 0, 0, 0, NULL},
 };
 
@@ -1558,21 +984,8 @@ zl_datagram_type_create(PyObject *bases)
     } else if ((tuple = PyTuple_Pack(1, bases)) == NULL) {
         return NULL;
     }
-    Py_ssize_t expected = (Py_ssize_t)offsetof(zl_datagram, extra) + (Py_ssize_t)sizeof(PyObject *);
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(tuple); i++) {
-        PyObject *base = PyTuple_GET_ITEM(tuple, i);
-        if (!PyType_Check(base) || ((PyTypeObject *)base)->tp_basicsize != expected) {
-            Py_DECREF(tuple);
-            PyErr_SetString(PyExc_ImportError, "asyncio.DatagramTransport has an unexpected layout");
-            return NULL;
-        }
-    }
-    PyObject *type = PyType_FromSpecWithBases(&dgram_spec, tuple);
+    PyObject *type = zl_transport_type_create(&dgram_spec, tuple, "asyncio.DatagramTransport has an unexpected layout",
+                                              &zl_datagram_type);
     Py_DECREF(tuple);
-    if (type == NULL) {
-        return NULL;
-    }
-    Py_XSETREF(zl_datagram_type, (PyTypeObject *)type);
-    Py_INCREF(type);
     return type;
 }
