@@ -56,8 +56,6 @@ typedef struct zl_datagram {
     unsigned char has_address;       /* address is truthy: sendto() checks and uses it */
     unsigned char use_send;          /* extra['peername'] is truthy: send(), not sendto(), as asyncio does */
     unsigned char native_addrs;      /* AF_INET, AF_INET6 or AF_UNIX: addresses converted in C */
-    unsigned char read_deferred;     /* a _read_ready handle is queued (see dgram_defer_if_busy) */
-    unsigned char write_deferred;    /* a _sendto_ready handle is queued */
 } zl_datagram;
 
 PyTypeObject *zl_datagram_type;
@@ -433,26 +431,6 @@ dgram_recv_python(zl_datagram *self, PyObject **data, PyObject **addr)
     return 1;
 }
 
-/* asyncio runs I/O callbacks after the handles that were already waiting when it polled; the C dispatch calls
- * the transport at once. So while handles wait, the work is queued behind them as a handle calling `method`,
- * once (*queued says it is). 1 when queued, 0 to go ahead now. */
-static int
-dgram_defer_if_busy(zl_datagram *self, unsigned char *queued, const char *method)
-{
-    if (*queued) {
-        return 1;
-    }
-    if (self->base.loop->ready.len == 0) {
-        return 0;
-    }
-    if (zl_transport_call_soon_method(&self->base, method, NULL) < 0) {
-        PyErr_Clear();       /* no memory for a handle: do it now rather than not at all */
-        return 0;
-    }
-    *queued = 1;
-    return 1;
-}
-
 /* One datagram to the protocol. -1 only when the loop must stop (SystemExit, KeyboardInterrupt). */
 static int
 dgram_read_ready(zl_datagram *self)
@@ -483,11 +461,7 @@ dgram_read_ready(zl_datagram *self)
 static int
 dgram_on_readable(PyObject *owner, int Py_UNUSED(fd))
 {
-    zl_datagram *self = (zl_datagram *)owner;
-    if (dgram_defer_if_busy(self, &self->read_deferred, "_read_ready")) {
-        return 0;
-    }
-    return dgram_read_ready(self);
+    return dgram_read_ready((zl_datagram *)owner);
 }
 
 /* ------------------------------------------------------------------ writing */
@@ -568,11 +542,7 @@ dgram_sendto_ready(zl_datagram *self)
 static int
 dgram_on_writable(PyObject *owner, int Py_UNUSED(fd))
 {
-    zl_datagram *self = (zl_datagram *)owner;
-    if (dgram_defer_if_busy(self, &self->write_deferred, "_sendto_ready")) {
-        return 0;
-    }
-    return dgram_sendto_ready(self);
+    return dgram_sendto_ready((zl_datagram *)owner);
 }
 
 /* Queue a copy of what could not be sent now (asyncio keeps bytes(data): immutable bytes need no copy). */
@@ -754,7 +724,6 @@ static const zl_transport_kind dgram_kind = {
 static PyObject *
 dgram_py_read_ready(zl_datagram *self, PyObject *Py_UNUSED(ignored))
 {
-    self->read_deferred = 0;
     if (dgram_read_ready(self) < 0) {
         return NULL;
     }
@@ -764,7 +733,6 @@ dgram_py_read_ready(zl_datagram *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 dgram_py_sendto_ready(zl_datagram *self, PyObject *Py_UNUSED(ignored))
 {
-    self->write_deferred = 0;
     if (self->base.writing && dgram_sendto_ready(self) < 0) {
         return NULL;
     }
@@ -949,6 +917,7 @@ static PyGetSetDef dgram_getset[] = {
 
 static PyMemberDef dgram_members[] = {
     {"__weaklistoffset__", T_PYSSIZET, offsetof(zl_transport, weakreflist), READONLY, NULL},
+    {"__dictoffset__", T_PYSSIZET, offsetof(zl_transport, dict), READONLY, NULL},
     {NULL, 0, 0, 0, NULL},
 };
 

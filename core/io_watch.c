@@ -172,6 +172,8 @@ zl_io_release_all(zl_loop *loop)
         Py_XDECREF(write.fileobj);
     }
     io->watched = 0;
+    Py_CLEAR(io->deferred_fn);
+    Py_CLEAR(io->deferred_context);
 }
 
 int
@@ -198,10 +200,82 @@ zl_io_traverse(zl_io_table *io, visitproc visit, void *arg)
         Py_VISIT(io->slots[fd].write.owner);
         Py_VISIT(io->slots[fd].write.fileobj);
     }
+    Py_VISIT(io->deferred_fn);
+    Py_VISIT(io->deferred_context);
     return 0;
 }
 
 /* ------------------------------------------------------------------ dispatch */
+
+/*
+ * asyncio runs I/O callbacks as handles appended to the ready queue, after the handles already waiting when it
+ * polled, and runs what those callbacks schedule in the next iteration. A C callback (a transport's reader or
+ * writer) is called straight from the dispatch instead, which keeps that order as long as nothing waits in the
+ * ready queue: what it schedules goes to ready_later (zl_loop_schedule), queued after this iteration's I/O
+ * handles and timers. When something does wait (handles from before the poll, or an add_reader handle queued
+ * earlier in this dispatch), the call is deferred: a handle queued behind them runs the C callback, if the same
+ * owner still holds that side of the fd by then.
+ */
+
+static PyObject *
+io_run_deferred(PyObject *loop_obj, PyObject *const *args, Py_ssize_t nargs)
+{
+    zl_loop *loop = (zl_loop *)loop_obj;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "_io_run_deferred(owner, fd, event)");
+        return NULL;
+    }
+    long fd = PyLong_AsLong(args[1]);
+    long event = PyLong_AsLong(args[2]);
+    if ((fd == -1 || event == -1) && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (fd < 0 || fd >= loop->io.len || (event != ZL_EV_READ && event != ZL_EV_WRITE) ||
+        !(loop->io.slots[fd].registered & event)) {
+        Py_RETURN_NONE;
+    }
+    zl_io_side *side = slot_side(&loop->io.slots[fd], (int)event);
+    if (side->fn == NULL || side->owner != args[0]) {
+        Py_RETURN_NONE;
+    }
+    PyObject *owner = side->owner;
+    Py_INCREF(owner);
+    int rc = side->fn(owner, (int)fd);
+    Py_DECREF(owner);
+    if (rc < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef io_run_deferred_def = {"_io_run_deferred", (PyCFunction)(void (*)(void))io_run_deferred,
+                                          METH_FASTCALL, NULL};
+
+static int
+io_defer_side(zl_loop *loop, zl_io_side *side, int fd, int event)
+{
+    zl_io_table *io = &loop->io;
+    if (io->deferred_fn == NULL) {
+        io->deferred_fn = PyCFunction_New(&io_run_deferred_def, (PyObject *)loop);
+        io->deferred_context = PyContext_New();
+        if (io->deferred_fn == NULL || io->deferred_context == NULL) {
+            Py_CLEAR(io->deferred_fn);
+            Py_CLEAR(io->deferred_context);
+            return -1;
+        }
+    }
+    PyObject *args[3] = {side->owner, PyLong_FromLong(fd), PyLong_FromLong(event)};
+    zl_handle *handle = NULL;
+    if (args[1] != NULL && args[2] != NULL) {
+        handle = zl_handle_new(loop, io->deferred_fn, args, 3, io->deferred_context, 0, 0.0);
+    }
+    Py_XDECREF(args[1]);
+    Py_XDECREF(args[2]);
+    if (handle == NULL) {
+        return -1;
+    }
+    return zl_ready_queue_push(&loop->ready, (PyObject *)handle);
+}
 
 static int
 io_dispatch_side(zl_loop *loop, int fd, int event)
@@ -215,14 +289,19 @@ io_dispatch_side(zl_loop *loop, int fd, int event)
         Py_INCREF(side->handle);
         return zl_ready_queue_push(&loop->ready, side->handle);
     }
-    if (side->fn != NULL) {
-        PyObject *owner = side->owner;
-        Py_INCREF(owner);
-        int rc = side->fn(owner, fd);
-        Py_DECREF(owner);
-        return rc;
+    if (side->fn == NULL) {
+        return 0;
     }
-    return 0;
+    if (loop->ready.len > 0) {
+        return io_defer_side(loop, side, fd, event);
+    }
+    PyObject *owner = side->owner;
+    Py_INCREF(owner);
+    loop->in_io_callback = 1;
+    int rc = side->fn(owner, fd);
+    loop->in_io_callback = 0;
+    Py_DECREF(owner);
+    return rc;
 }
 
 int

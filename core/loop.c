@@ -69,7 +69,7 @@ zl_loop_timer_cancelled(zl_loop *loop)
 int
 zl_loop_enqueue(zl_loop *loop, PyObject *handle)
 {
-    return zl_ready_queue_push(&loop->ready, handle);
+    return zl_loop_schedule(loop, handle);
 }
 
 /* ------------------------------------------------------------------ argument parsing */
@@ -123,7 +123,7 @@ loop_schedule_soon(zl_loop *self, const char *method, PyObject *const *args, Py_
         return NULL;
     }
     Py_INCREF(handle);
-    if (zl_ready_queue_push(&self->ready, (PyObject *)handle) < 0) {
+    if (zl_loop_schedule(self, (PyObject *)handle) < 0) {
         Py_DECREF(handle);
         return NULL;
     }
@@ -289,6 +289,7 @@ static void
 loop_release_backend(zl_loop *self)
 {
     zl_ready_queue_clear(&self->ready);
+    zl_ready_queue_clear(&self->ready_later);
     zl_timer_heap_clear(&self->timers);
     zl_io_release_all(self);
     if (self->backend != NULL) {
@@ -370,7 +371,7 @@ loop_enqueue_handle(zl_loop *self, PyObject *handle)
         return NULL;
     }
     Py_INCREF(handle);
-    if (zl_ready_queue_push(&self->ready, handle) < 0) {
+    if (zl_loop_schedule(self, handle) < 0) {
         return NULL;
     }
     if (self->polling && !self->wake_pending) {
@@ -436,6 +437,7 @@ loop_traverse(zl_loop *self, visitproc visit, void *arg)
     Py_VISIT(self->current_handle);
     Py_VISIT(self->task_factory);
     if (zl_ready_queue_traverse(&self->ready, visit, arg) < 0 ||
+        zl_ready_queue_traverse(&self->ready_later, visit, arg) < 0 ||
         zl_timer_heap_traverse(&self->timers, visit, arg) < 0) {
         return -1;
     }
@@ -448,6 +450,7 @@ loop_clear(zl_loop *self)
     Py_CLEAR(self->current_handle);
     Py_CLEAR(self->task_factory);
     zl_ready_queue_clear(&self->ready);
+    zl_ready_queue_clear(&self->ready_later);
     zl_timer_heap_clear(&self->timers);
     zl_io_release_all(self);
     return 0;
@@ -460,6 +463,7 @@ loop_dealloc(zl_loop *self)
     loop_clear(self);
     loop_release_backend(self);
     zl_ready_queue_free(&self->ready);
+    zl_ready_queue_free(&self->ready_later);
     zl_timer_heap_free(&self->timers);
     PyMem_Free(self->io.slots);
     self->io.slots = NULL;
@@ -529,7 +533,7 @@ loop_get_debug_attr(zl_loop *self, void *Py_UNUSED(closure))
 static PyObject *
 loop_get_ready_count(zl_loop *self, void *Py_UNUSED(closure))
 {
-    return PyLong_FromSize_t(self->ready.len);
+    return PyLong_FromSize_t(self->ready.len + self->ready_later.len);
 }
 
 static PyObject *

@@ -52,3 +52,17 @@ zl_ready_queue_traverse(zl_ready_queue *queue, visitproc visit, void *arg)
     }
     return 0;
 }
+
+int
+zl_ready_queue_move_all(zl_ready_queue *dst, zl_ready_queue *src)
+{
+    while (src->len > 0) {
+        if (dst->items == NULL || dst->len > dst->mask) {
+            if (zl_ready_queue_grow(dst) < 0) {
+                return -1;
+            }
+        }
+        (void)zl_ready_queue_push(dst, zl_ready_queue_pop(src));
+    }
+    return 0;
+}

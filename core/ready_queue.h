@@ -16,6 +16,8 @@ int zl_ready_queue_grow(zl_ready_queue *queue);
 void zl_ready_queue_clear(zl_ready_queue *queue);
 void zl_ready_queue_free(zl_ready_queue *queue);
 int zl_ready_queue_traverse(zl_ready_queue *queue, visitproc visit, void *arg);
+/* Append every item of src to dst, in order, leaving src empty. -1 with MemoryError set (src keeps the rest). */
+int zl_ready_queue_move_all(zl_ready_queue *dst, zl_ready_queue *src);
 
 /* Append item, stealing the caller's reference. -1 with MemoryError set (the reference is then released). */
 static inline int

@@ -1,5 +1,5 @@
 /* core/run_once.c — one iteration of the loop: drop cancelled timers, poll the backend (GIL released only when
- * it may block), queue ready I/O and expired timers, then run exactly the handles that were ready at that point. */
+ * it may block), queue ready I/O, expired timers, then what C I/O callbacks scheduled, and run exactly those. */
 #include "zloop.h"
 
 #include <errno.h>
@@ -158,7 +158,8 @@ int
 zl_loop_run_once(zl_loop *loop)
 {
     drop_cancelled_timers(loop);
-    if (poll_backend(loop) < 0 || queue_expired_timers(loop) < 0) {
+    if (poll_backend(loop) < 0 || queue_expired_timers(loop) < 0 ||
+        zl_ready_queue_move_all(&loop->ready, &loop->ready_later) < 0) {
         return -1;
     }
     return run_ready_handles(loop);

@@ -644,6 +644,7 @@ static PyGetSetDef stream_getset[] = {
 
 static PyMemberDef stream_members[] = {
     {"__weaklistoffset__", T_PYSSIZET, offsetof(zl_transport, weakreflist), READONLY, NULL},
+    {"__dictoffset__", T_PYSSIZET, offsetof(zl_transport, dict), READONLY, NULL},
     {NULL, 0, 0, 0, NULL},
 };
 

@@ -39,11 +39,46 @@ zl_transport_call_soon_method(zl_transport *t, const char *name, PyObject *arg)
 
 /* ------------------------------------------------------------------ watching the fd */
 
+/* asyncio registers a transport's reader and writer from a handle its __init__ schedules, so the protocol's
+ * readiness callbacks (data_received, buffer_updated, eof_received, resume_writing, ...) run in a copy of the
+ * context current when the transport was made. The I/O dispatch calls these, which run the kind's in it. */
+static int
+transport_run_in_context(zl_transport *t, zl_io_fn fn, int fd)
+{
+    if (PyContext_Enter(t->context) < 0) {
+        return -1;
+    }
+    int rc = fn((PyObject *)t, fd);
+    PyObject *exc = rc < 0 ? zl_err_fetch() : NULL;
+    if (PyContext_Exit(t->context) < 0) {
+        Py_XDECREF(exc);
+        return -1;
+    }
+    if (exc != NULL) {
+        zl_err_restore(exc);
+    }
+    return rc;
+}
+
+static int
+transport_on_readable(PyObject *owner, int fd)
+{
+    zl_transport *t = (zl_transport *)owner;
+    return transport_run_in_context(t, t->kind->on_readable, fd);
+}
+
+static int
+transport_on_writable(PyObject *owner, int fd)
+{
+    zl_transport *t = (zl_transport *)owner;
+    return transport_run_in_context(t, t->kind->on_writable, fd);
+}
+
 int
 zl_transport_watch(zl_transport *t, int event)
 {
     int reading = event == ZL_EV_READ;
-    zl_io_fn fn = reading ? t->kind->on_readable : t->kind->on_writable;
+    zl_io_fn fn = reading ? transport_on_readable : transport_on_writable;
     if (zl_io_set_side(t->loop, t->fd, event, NULL, fn, (PyObject *)t) < 0) {
         return -1;
     }
@@ -250,6 +285,8 @@ zl_transport_traverse(zl_transport *t, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(t));
     Py_VISIT(t->extra);
+    Py_VISIT(t->dict);
+    Py_VISIT(t->context);
     Py_VISIT(t->loop);
     Py_VISIT(t->sock);
     Py_VISIT(t->protocol);
@@ -260,6 +297,8 @@ void
 zl_transport_clear(zl_transport *t)
 {
     Py_CLEAR(t->extra);
+    Py_CLEAR(t->dict);
+    Py_CLEAR(t->context);
     Py_CLEAR(t->sock);
     Py_CLEAR(t->protocol);
 }
@@ -323,10 +362,25 @@ zl_transport_new(PyTypeObject *type, const zl_transport_kind *kind, zl_loop *loo
     if (fd < 0) {
         return NULL;
     }
-    zl_transport *t = (zl_transport *)type->tp_alloc(type, 0);
-    if (t == NULL) {
+    PyObject *context = PyContext_CopyCurrent();
+    if (context == NULL) {
         return NULL;
     }
+    zl_transport *t = (zl_transport *)type->tp_alloc(type, 0);
+    if (t == NULL) {
+        Py_DECREF(context);
+        return NULL;
+    }
+    t->context = context;
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000
+    /* 3.11 specializes `transport.write(...)` (LOAD_METHOD_WITH_DICT) only when the instance dict exists; 3.12+
+     * specialize it only while the dict is NULL (LOAD_ATTR_METHOD_LAZY_DICT), so it is made when first set. */
+    t->dict = PyDict_New();
+    if (t->dict == NULL) {
+        Py_DECREF(t);
+        return NULL;
+    }
+#endif
     Py_INCREF(loop);
     t->loop = loop;
     t->fd = fd;

@@ -31,6 +31,8 @@ struct zl_transport {
     PyObject_HEAD
     PyObject *extra;                 /* asyncio.BaseTransport's _extra slot: must come right after the header */
     PyObject *weakreflist;
+    PyObject *dict;                  /* instance __dict__ (made when first set): methods patched per transport */
+    PyObject *context;               /* a copy of the context current at creation: readiness callbacks run in it */
     zl_loop *loop;
     PyObject *sock;                  /* the socket object; NULL once connection_lost ran */
     PyObject *protocol;

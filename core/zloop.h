@@ -76,6 +76,8 @@ typedef struct zl_io_table {
     zl_io_slot *slots;                /* indexed by fd */
     int len;
     int watched;                      /* slots with registered != 0 */
+    PyObject *deferred_fn;            /* callable of the handles that run a C callback later (made on first use) */
+    PyObject *deferred_context;       /* the (empty) context those handles run in */
 } zl_io_table;
 
 /* ------------------------------------------------------------------ the loop (core/loop.c, core/run_once.c) */
@@ -85,6 +87,7 @@ struct zl_loop {
     const zl_backend_ops *ops;
     zl_backend *backend;              /* NULL once closed */
     zl_ready_queue ready;
+    zl_ready_queue ready_later;       /* what C I/O callbacks schedule while the dispatch runs them (see io_watch.c) */
     zl_timer_heap timers;
     zl_io_table io;
     uint64_t timer_seq;
@@ -97,6 +100,7 @@ struct zl_loop {
     int debug;
     int stopping;
     int closed;
+    int in_io_callback;               /* a C I/O callback is running inside the dispatch */
     volatile int polling;             /* blocked in the backend's poll, GIL released */
     volatile int wake_pending;        /* a wake() was sent for this poll */
 };
@@ -112,7 +116,16 @@ int zl_loop_run_once(zl_loop *loop);
 /* Iterate until stop() is called. -1 with an exception set when something must end the loop. */
 int zl_loop_run_until_stopped(zl_loop *loop);
 
-/* Queue a handle to run next iteration (steals the reference). */
+/* Queue a handle that was just scheduled (steals the reference). What a C I/O callback schedules while the
+ * dispatch runs it waits behind this iteration's I/O handles and timers, where asyncio, which runs every I/O
+ * callback as a handle, would queue it. */
+static inline int
+zl_loop_schedule(zl_loop *loop, PyObject *handle)
+{
+    return zl_ready_queue_push(loop->in_io_callback ? &loop->ready_later : &loop->ready, handle);
+}
+
+/* The same, out of line. */
 int zl_loop_enqueue(zl_loop *loop, PyObject *handle);
 
 /* Called by TimerHandle.cancel for a timer still in the heap. */

@@ -1,8 +1,5 @@
 # tests/test_framework_regressions.py — zloop-only failures found by running the uvicorn, AnyIO and aiohttp test
 # suites on zloop (tests/frameworks/run.py), each reduced to what the framework relied on, on every backend.
-#
-# Tests whose fix is a proposed change to the C core or _loop.py (not applied yet) call awaiting_fix(): on zloop
-# they are expected to fail (strict xfail) until that change lands; its diff removes the call.
 
 import asyncio
 import contextvars
@@ -17,12 +14,6 @@ import pytest
 from net_helpers import closed_port, run
 
 CONTEXT_VAR = contextvars.ContextVar("zloop_framework_regressions", default="unset")
-
-
-def awaiting_fix(request, backend, diff):
-    """Mark the running test as expected to fail on zloop until the proposed change `diff` is applied."""
-    if backend != "asyncio":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=f"proposed fix not applied yet: {diff}"))
 
 
 class Capture(asyncio.Protocol):
@@ -64,7 +55,6 @@ def test_failed_connect_leaves_no_reference_cycle(loop):
 def test_protocol_callbacks_run_in_the_context_of_the_transport(loop, backend, request):
     # uvicorn test_contextvars_preserved_by_default: asyncio registers a transport's reader (and so calls
     # data_received) in a copy of the context current when the transport was made, server and client side.
-    awaiting_fix(request, backend, "/tmp/fw-fixes/01-transport-context.diff")
 
     async def exchange():
         CONTEXT_VAR.set("outer")
@@ -95,7 +85,6 @@ def test_protocol_callbacks_run_in_the_context_of_the_transport(loop, backend, r
 def test_transport_method_can_be_patched_on_the_instance(loop, backend, request):
     # uvicorn test_server_keepalive_ping_timeout, aiohttp test_heartbeat_connection_closed (client and server):
     # mock.patch.object(transport, "write", ...) needs an instance __dict__, as asyncio's transports have.
-    awaiting_fix(request, backend, "/tmp/fw-fixes/02-transport-instance-dict.diff")
 
     async def patch_write():
         a, b = socket.socketpair()
