@@ -716,7 +716,6 @@ static const zl_transport_kind dgram_kind = {
     .queue_drop = dgram_queue_drop,
     .queue_count_offset = offsetof(zl_datagram, out.count),
     .queue_bytes_offset = offsetof(zl_datagram, out.bytes),
-    .flow_report_exit_stops_loop = 1,
 };
 
 /* ------------------------------------------------------------------ Python API */

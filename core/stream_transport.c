@@ -420,7 +420,6 @@ static const zl_transport_kind stream_kind = {
     .queue_drop = stream_queue_drop,
     .queue_count_offset = offsetof(zl_stream, out.count),
     .queue_bytes_offset = offsetof(zl_stream, out.bytes),
-    .flow_report_exit_stops_loop = 0,
 };
 
 /* ------------------------------------------------------------------ Python API */

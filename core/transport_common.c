@@ -111,8 +111,8 @@ transport_call_flow_method(zl_transport *t, const char *method, const char *mess
     res = PyObject_CallFunction(zl_global.transport_protocol_error, "OOs", (PyObject *)t, exc, message);
     Py_XDECREF(exc);
     if (res == NULL) {
-        if (t->kind->flow_report_exit_stops_loop && zl_transport_err_stops_loop()) {
-            return -1;
+        if (zl_transport_err_stops_loop()) {
+            return -1;   /* the exception handler raised it: asyncio lets it through, out of write() too */
         }
         PyErr_WriteUnraisable((PyObject *)t);
     }

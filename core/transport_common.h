@@ -21,9 +21,6 @@ typedef struct zl_transport_kind {
     void (*queue_drop)(zl_transport *t);          /* abort: forget all that waits to be sent */
     size_t queue_count_offset;                    /* offsetof the queue's entry count (a size_t) in the object */
     size_t queue_bytes_offset;                    /* ... and of its byte total: get_write_buffer_size() */
-    /* SystemExit/KeyboardInterrupt raised by the exception handler while it reports a failed pause_writing() or
-     * resume_writing(): 1 stops the loop (the datagram transport, as asyncio), 0 prints it as unraisable (stream). */
-    int flow_report_exit_stops_loop;
 } zl_transport_kind;
 
 /* The head both transport objects start with (as their first member, named base). */

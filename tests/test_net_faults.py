@@ -221,3 +221,30 @@ def test_server_side_reset_reaches_server_protocol(loop):
         await close_server(server)
     with no_fd_leak(loop):
         run(loop, main())
+
+
+def test_exit_raised_while_reporting_a_failed_pause_writing_leaves_write(loop):
+    # asyncio reports a raising pause_writing() to the exception handler and lets SystemExit/KeyboardInterrupt
+    # raised there through, out of transport.write(): the stream transport does the same as the datagram one.
+    class FailingPause(asyncio.Protocol):
+        def pause_writing(self):
+            raise ValueError("pause failed")
+
+    def handler(loop, context):
+        raise KeyboardInterrupt
+
+    async def main():
+        ours, peer = socket.socketpair()
+        transport, _ = await loop.connect_accepted_socket(FailingPause, ours)
+        try:
+            transport.set_write_buffer_limits(high=1, low=0)
+            loop.set_exception_handler(handler)
+            with pytest.raises(KeyboardInterrupt):
+                for _ in range(64):              # the socket buffer fills; then the queue passes high water
+                    transport.write(b"x" * 65536)
+        finally:
+            loop.set_exception_handler(None)
+            transport.abort()
+            peer.close()
+
+    run(loop, main())
