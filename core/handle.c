@@ -39,6 +39,7 @@ handle_alloc(int is_timer)
     handle->is_timer = (unsigned char)is_timer;
     handle->scheduled = 0;
     handle->when = 0.0;
+    handle->when_given = NULL;
     return handle;
 }
 
@@ -131,6 +132,7 @@ handle_clear(zl_handle *handle)
     Py_CLEAR(handle->loop);
     Py_CLEAR(handle->source_traceback);
     Py_CLEAR(handle->cancelled_repr);
+    Py_CLEAR(handle->when_given);
     return 0;
 }
 
@@ -289,6 +291,10 @@ handle_py_run(zl_handle *handle, PyObject *Py_UNUSED(ignored))
 static PyObject *
 handle_py_when(zl_handle *handle, PyObject *Py_UNUSED(ignored))
 {
+    if (handle->when_given != NULL) {
+        Py_INCREF(handle->when_given);
+        return handle->when_given;
+    }
     return PyFloat_FromDouble(handle->when);
 }
 
@@ -358,7 +364,7 @@ handle_get_cancelled(zl_handle *handle, void *Py_UNUSED(closure))
 static PyObject *
 handle_get_when(zl_handle *handle, void *Py_UNUSED(closure))
 {
-    return PyFloat_FromDouble(handle->when);
+    return handle_py_when(handle, NULL);
 }
 
 static PyObject *

@@ -211,7 +211,12 @@ loop_call_at(zl_loop *self, PyObject *const *args, Py_ssize_t nargs, PyObject *k
         parse_time_argument(args[0], "when cannot be None", &when) < 0) {
         return NULL;
     }
-    return loop_schedule_at(self, "call_at", when, args + 1, nargs - 1, context);
+    PyObject *timer = loop_schedule_at(self, "call_at", when, args + 1, nargs - 1, context);
+    if (timer != NULL && PyLong_CheckExact(args[0])) {
+        Py_INCREF(args[0]);
+        ((zl_handle *)timer)->when_given = args[0];
+    }
+    return timer;
 }
 
 /* ------------------------------------------------------------------ lifecycle */

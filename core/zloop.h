@@ -34,6 +34,7 @@ typedef struct zl_handle {
     unsigned char is_timer;
     unsigned char scheduled;          /* timers: sitting in the loop's heap */
     double when;                      /* timers: deadline */
+    PyObject *when_given;             /* call_at(when) given as an int: when() returns it, as asyncio keeps it */
 } zl_handle;
 
 extern PyTypeObject zl_handle_type;

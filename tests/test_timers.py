@@ -2,6 +2,7 @@
 # and comparisons, time() on the time.monotonic() clock with sub-millisecond resolution, heap compaction.
 
 import asyncio
+import math
 import random
 import sys
 import time
@@ -202,6 +203,19 @@ def test_when_of_call_at_is_exact(loop):
     h = loop.call_at(when, noop)
     assert h.when() == when
     h.cancel()
+
+
+def test_when_of_call_at_keeps_an_int_deadline(loop):
+    # asyncio's TimerHandle keeps `when` as given; aiohttp rounds deadlines up with ceil() and checks for an int.
+    when = math.ceil(loop.time() + 100)
+    h = loop.call_at(when, noop)
+    assert type(h.when()) is int and h.when() == when
+    assert type(h._when) is int
+    h.cancel()
+    assert type(h.when()) is int
+    later = loop.call_at(when + 1, noop)
+    assert h < later and hash(h) == hash(float(when))
+    later.cancel()
 
 
 def test_timer_handle_type(loop, is_zloop):
