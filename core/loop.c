@@ -18,6 +18,36 @@ zl_loop_clock(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+int
+zl_loop_now(zl_loop *loop, double *now)
+{
+    if (loop->time_override == NULL) {
+        *now = zl_loop_clock();
+        return 0;
+    }
+    PyObject *value = PyObject_CallNoArgs(loop->time_override);
+    if (value == NULL) {
+        return -1;
+    }
+    *now = PyFloat_AsDouble(value);
+    Py_DECREF(value);
+    return *now == -1.0 && PyErr_Occurred() ? -1 : 0;
+}
+
+/* Setting or deleting `time` on the instance (mock.patch.object(loop, "time")) makes it the loop's clock. */
+static int
+loop_setattro(zl_loop *self, PyObject *name, PyObject *value)
+{
+    if (PyObject_GenericSetAttr((PyObject *)self, name, value) < 0) {
+        return -1;
+    }
+    if (PyUnicode_Check(name) && PyUnicode_CompareWithASCIIString(name, "time") == 0) {
+        Py_XINCREF(value);
+        Py_XSETREF(self->time_override, value);
+    }
+    return 0;
+}
+
 static double
 loop_clock_resolution(void)
 {
@@ -194,12 +224,12 @@ static PyObject *
 loop_call_later(zl_loop *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     PyObject *context;
-    double delay;
+    double delay, now;
     if (parse_callback_call("call_later", args, nargs, 1, kwnames, &context) < 0 ||
-        parse_time_argument(args[0], "delay must not be None", &delay) < 0) {
+        parse_time_argument(args[0], "delay must not be None", &delay) < 0 || zl_loop_now(self, &now) < 0) {
         return NULL;
     }
-    return loop_schedule_at(self, "call_later", zl_loop_clock() + delay, args + 1, nargs - 1, context);
+    return loop_schedule_at(self, "call_later", now + delay, args + 1, nargs - 1, context);
 }
 
 static PyObject *
@@ -441,6 +471,7 @@ loop_traverse(zl_loop *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->current_handle);
     Py_VISIT(self->task_factory);
+    Py_VISIT(self->time_override);
     if (zl_ready_queue_traverse(&self->ready, visit, arg) < 0 ||
         zl_ready_queue_traverse(&self->ready_later, visit, arg) < 0 ||
         zl_timer_heap_traverse(&self->timers, visit, arg) < 0) {
@@ -454,6 +485,7 @@ loop_clear(zl_loop *self)
 {
     Py_CLEAR(self->current_handle);
     Py_CLEAR(self->task_factory);
+    Py_CLEAR(self->time_override);
     zl_ready_queue_clear(&self->ready);
     zl_ready_queue_clear(&self->ready_later);
     zl_timer_heap_clear(&self->timers);
@@ -648,6 +680,7 @@ PyTypeObject zl_loop_type = {
     .tp_dealloc = (destructor)loop_dealloc,
     .tp_traverse = (traverseproc)loop_traverse,
     .tp_clear = (inquiry)loop_clear,
+    .tp_setattro = (setattrofunc)loop_setattro,
     .tp_methods = loop_methods,
     .tp_members = loop_members,
     .tp_getset = loop_getset,

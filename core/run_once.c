@@ -38,7 +38,8 @@ drop_cancelled_timers(zl_loop *loop)
     }
 }
 
-/* Nanoseconds the poll may block: 0 with work queued, -1 with nothing scheduled at all. */
+/* Nanoseconds the poll may block: 0 with work queued, -1 with nothing scheduled at all; -2 when the loop's
+ * clock raised (an overridden loop.time). */
 static int64_t
 poll_timeout_ns(zl_loop *loop)
 {
@@ -49,7 +50,11 @@ poll_timeout_ns(zl_loop *loop)
     if (head == NULL) {
         return -1;
     }
-    double delay = head->when - zl_loop_clock();
+    double now;
+    if (zl_loop_now(loop, &now) < 0) {
+        return -2;
+    }
+    double delay = head->when - now;
     if (delay <= 0.0) {
         return 0;
     }
@@ -63,6 +68,9 @@ static int
 poll_backend(zl_loop *loop)
 {
     int64_t timeout_ns = poll_timeout_ns(loop);
+    if (timeout_ns == -2) {
+        return -1;
+    }
     const zl_fired *fired = NULL;
     int count;
     if (timeout_ns == 0) {
@@ -98,7 +106,11 @@ queue_expired_timers(zl_loop *loop)
     if (head == NULL) {
         return 0;
     }
-    double end_time = zl_loop_clock() + loop->clock_resolution;
+    double now;
+    if (zl_loop_now(loop, &now) < 0) {
+        return -1;
+    }
+    double end_time = now + loop->clock_resolution;
     while ((head = zl_timer_heap_peek(&loop->timers)) != NULL && head->when < end_time) {
         zl_handle *timer = (zl_handle *)zl_timer_heap_pop(&loop->timers);
         timer->scheduled = 0;

@@ -98,6 +98,7 @@ struct zl_loop {
     unsigned long thread_id;          /* thread running the loop, 0 when not running */
     PyObject *current_handle;         /* debug mode: the handle being run */
     PyObject *task_factory;           /* set_task_factory(), or NULL */
+    PyObject *time_override;          /* a `time` set on the instance (tests mock loop.time): the clock while set */
     int debug;
     int stopping;
     int closed;
@@ -110,6 +111,10 @@ extern PyTypeObject zl_loop_type;
 
 /* The loop's clock: CLOCK_MONOTONIC in seconds, the clock of time.monotonic(). */
 double zl_loop_clock(void);
+
+/* What loop.time() says: the clock, or what a `time` set on the loop instance returns, as asyncio asks self.time()
+ * for its timers. -1 with an exception set when that raised or returned no number. */
+int zl_loop_now(zl_loop *loop, double *now);
 
 /* One iteration: poll, queue ready I/O and expired timers, run what was ready when it started. */
 int zl_loop_run_once(zl_loop *loop);

@@ -6,6 +6,7 @@ import math
 import random
 import sys
 import time
+from unittest import mock
 
 import pytest
 
@@ -406,3 +407,33 @@ def test_cancelled_timers_after_compaction_still_fire_the_rest_in_order(loop):
     assert loop._timer_cancelled_count == 0
     expected = sorted((i for i in range(500) if i % 3 == 0), key=lambda i: ((i % 7), i))
     assert seen == expected
+
+
+def test_a_mocked_loop_time_is_the_clock_of_the_timers(loop):
+    # asyncio asks self.time() when it expires timers, so tests that patch loop.time move the timers' clock
+    # (aiohttp test_keepalive_expires_on_time): a timer 75 s away fires once the mocked clock reaches it.
+    fired = []
+    real_now = loop.time()
+    with mock.patch.object(loop, "time") as time_mock:
+        time_mock.return_value = real_now
+        loop.call_at(real_now + 75, fired.append, "at")
+        loop.call_later(75, fired.append, "later")       # call_later reads the mocked clock too
+
+        async def step():
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+        loop.run_until_complete(step())
+        assert fired == []
+        time_mock.return_value = real_now + 75
+        loop.run_until_complete(step())
+        assert fired == ["at", "later"]
+    assert "time" not in vars(loop)
+    assert abs(loop.time() - time.monotonic()) < 1.0      # the real clock again
+
+
+def test_a_mocked_loop_time_that_raises_ends_the_run(loop):
+    loop.call_later(10, lambda: None)
+    with mock.patch.object(loop, "time", side_effect=ZeroDivisionError):
+        with pytest.raises(ZeroDivisionError):
+            loop.run_until_complete(asyncio.sleep(0.01))
+    loop.run_until_complete(asyncio.sleep(0))            # and the loop still works afterwards
