@@ -50,9 +50,9 @@ def test_failed_connect_leaves_no_reference_cycle(loop):
     assert holders == []
 
 
-# ---------------------------------------------------------------------- fixes proposed for the C core and _loop.py
+# ---------------------------------------------------------------------- fixed in the C core and _loop.py
 
-def test_protocol_callbacks_run_in_the_context_of_the_transport(loop, backend, request):
+def test_protocol_callbacks_run_in_the_context_of_the_transport(loop):
     # uvicorn test_contextvars_preserved_by_default: asyncio registers a transport's reader (and so calls
     # data_received) in a copy of the context current when the transport was made, server and client side.
 
@@ -82,7 +82,7 @@ def test_protocol_callbacks_run_in_the_context_of_the_transport(loop, backend, r
     assert client_seen == {"connection_made": "outer", "data_received": "outer"}
 
 
-def test_transport_method_can_be_patched_on_the_instance(loop, backend, request):
+def test_transport_method_can_be_patched_on_the_instance(loop):
     # uvicorn test_server_keepalive_ping_timeout, aiohttp test_heartbeat_connection_closed (client and server):
     # mock.patch.object(transport, "write", ...) needs an instance __dict__, as asyncio's transports have.
 
@@ -104,7 +104,7 @@ def test_transport_method_can_be_patched_on_the_instance(loop, backend, request)
     run(loop, patch_write())
 
 
-def test_remove_reader_of_a_socket_closed_since(loop, backend, request):
+def test_remove_reader_of_a_socket_closed_since(loop):
     # AnyIO's UNIX socket streams close the socket, then remove_reader(sock) in a done callback: asyncio's
     # selector finds the registration by the object when fileno() is -1; zloop raised ValueError.
     a, b = socket.socketpair()
@@ -122,7 +122,7 @@ def test_remove_reader_of_a_socket_closed_since(loop, backend, request):
 
 
 @pytest.mark.skipif(threading.current_thread() is not threading.main_thread(), reason="signals need the main thread")
-def test_wakeup_fd_not_left_behind_by_a_later_run(loop, backend, request):
+def test_wakeup_fd_not_left_behind_by_a_later_run(loop):
     # aiohttp run_app: the signal handlers are added in one run_until_complete and removed in the next one; the
     # wakeup fd must not stay set to the loop's socket once the loop is closed (zloop put it back after the second
     # run, and the next loop's run_forever then failed with EBADF restoring it).

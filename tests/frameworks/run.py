@@ -75,6 +75,11 @@ def parse_args(argv):
     p.add_argument("--python", default=sys.executable,
                    help="interpreter for the venvs; zloop must be built for it (default: this one)")
     p.add_argument("--json", metavar="FILE", help="write the full results as JSON to FILE")
+    p.add_argument("--markdown", metavar="FILE",
+                   help="write the results table (per framework and backend) as Markdown to FILE")
+    p.add_argument("--min-zloop-share", type=float, default=0.9,
+                   help="a zloop run fails when fewer than this share of its tests that ran an asyncio or "
+                        "zloop loop ran a zloop one (default 0.9)")
     p.add_argument("--timeout", type=float, default=None,
                    help="per-test timeout in seconds (default: per framework, 60)")
     p.add_argument("--suite-timeout", type=float, default=1800.0,
@@ -389,8 +394,17 @@ def summarize(path):
             loops[kind] = loops.get(kind, 0) + 1
     failures = {nodeid: {"status": t["status"], "message": t.get("message", "")}
                 for nodeid, t in sorted(tests.items()) if t["status"] in BAD}
+    # Tests that ran a stock asyncio loop and no zloop one: in a zloop run, those that build their own loop.
+    stock_only = sorted(nodeid for nodeid, t in tests.items() if "asyncio" in t["loops"] and "zloop" not in t["loops"])
     return {"counts": counts, "tests_with_loop": loops, "failures": failures, "finished": finished,
-            "statuses": {nodeid: t["status"] for nodeid, t in tests.items()}}
+            "stock_only_tests": stock_only, "statuses": {nodeid: t["status"] for nodeid, t in tests.items()}}
+
+
+def zloop_share(summary):
+    """Of the tests that ran an asyncio or a zloop loop, the share that ran a zloop one (None: no such test)."""
+    zloop = summary["tests_with_loop"].get("zloop", 0)
+    total = zloop + len(summary["stock_only_tests"])
+    return zloop / total if total else None
 
 
 RANK = {"passed": 0, "skipped": 0, "xfailed": 0, "xpassed": 0, "failed": 1, "error": 2, "timeout": 3,
@@ -459,6 +473,8 @@ def describe(summary):
     parts = [f"{counts.get(k, 0)} {k}" for k in ("passed", "failed", "error", "timeout", "crashed",
                                                   "skipped", "xfailed") if counts.get(k) or k == "passed"]
     loops = ", ".join(f"{kind} in {n}" for kind, n in sorted(summary["tests_with_loop"].items())) or "none"
+    if summary["mode"] == "zloop" and zloop_share(summary) is not None:
+        loops += f" (zloop share {zloop_share(summary):.1%})"
     state = "" if summary["complete"] else " [INCOMPLETE: " + (
         "suite timeout" if summary["suite_timeout"] else f"pytest exit {summary['exit_code']}") + "]"
     return f"{', '.join(parts)} in {summary['seconds']:.0f} s; tests that ran a loop: {loops}{state}"
@@ -492,6 +508,44 @@ def print_side_by_side(name, version, control, zloop, backend, diff, rechecked):
         + (f"; flaky on recheck: {len(rechecked['flaky'])}" if rechecked["flaky"] else ""))
 
 
+def markdown_table(report):
+    """The results as Markdown: a table with one row per framework and run, then each one-sided failure once, with
+    the backends it was seen on and whether the recheck found it flaky."""
+    rows = ["| framework | run | tests | passed | failed | skipped, xfail | wall time | zloop-only | control-only |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    notes = []
+    for name, entry in report["frameworks"].items():
+        sides = {}  # (side, nodeid) -> {"backends": [...], "flaky": bool}
+        for label, run in entry["runs"].items():
+            counts = run["counts"]
+            backend = label.partition("-")[2]
+            diff = entry["compare"].get(backend, {})
+            cells = []
+            for key in ("zloop_only", "control_only"):
+                listed = diff.get(key, ()) if label != "control" else ()
+                flaky = [n for n in listed if n in diff.get("flaky", ())]
+                for nodeid in listed:
+                    seen = sides.setdefault((key, nodeid), {"backends": [], "flaky": True})
+                    seen["backends"].append(backend)
+                    seen["flaky"] = seen["flaky"] and nodeid in flaky
+                cells.append("" if label == "control" else
+                             f"{len(listed)}" + (f" ({len(flaky)} flaky)" if flaky else ""))
+            mode = "stock asyncio" if label == "control" else f"zloop {backend}"
+            status = "" if run["complete"] else " (incomplete)"
+            rows.append(f"| {name} {entry['version']} | {mode}{status} | {sum(counts.values())} | "
+                        f"{counts.get('passed', 0) + counts.get('xpassed', 0)} | "
+                        f"{sum(counts.get(k, 0) for k in BAD)} | "
+                        f"{counts.get('skipped', 0) + counts.get('xfailed', 0)} | {run['seconds']:.0f} s | "
+                        f"{cells[0]} | {cells[1]} |")
+        for (key, nodeid), seen in sorted(sides.items()):
+            side = "zloop-only" if key == "zloop_only" else "control-only"
+            notes.append(f"- {name}, {side}{' (flaky)' if seen['flaky'] else ''}, on {', '.join(seen['backends'])}: "
+                         f"`{nodeid}`")
+    total = report.get("seconds")
+    footer = [f"\nTotal wall time: {total / 60:.0f} min." if total else ""]
+    return "\n".join(rows + ([""] + notes if notes else []) + footer) + "\n"
+
+
 def zloop_backends(spec, pythonpath, python):
     if spec != "all":
         return [b.strip() for b in spec.split(",") if b.strip()]
@@ -500,7 +554,7 @@ def zloop_backends(spec, pythonpath, python):
     return out.strip().split(",")
 
 
-def verdict(control, zloop, rechecked, strict):
+def verdict(control, zloop, rechecked, strict, min_share):
     """Why this zloop run does not match its control, or None."""
     if not zloop["complete"]:
         return "zloop run incomplete"
@@ -508,6 +562,11 @@ def verdict(control, zloop, rechecked, strict):
         return "control run incomplete"
     if not zloop["tests_with_loop"].get("zloop"):
         return "no test ran a zloop loop"
+    if control is not None and control["tests_with_loop"].get("zloop"):
+        return "the control run ran a zloop loop"
+    share = zloop_share(zloop)
+    if share is not None and share < min_share:
+        return f"only {share:.1%} of the tests that ran a loop ran zloop (--min-zloop-share {min_share})"
     if rechecked is None:
         return None
     if rechecked["steady"] or (strict and rechecked["flaky"]):
@@ -518,6 +577,11 @@ def verdict(control, zloop, rechecked, strict):
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     started = time.monotonic()
+    # Started in the background without job control (`run.py &`), this process and so every pytest it starts
+    # would ignore SIGINT, and suite tests that raise SIGINT (AnyIO's test_keyboard_interrupt_does_not_resume_test)
+    # would fail in both runs. A Python handler here leaves the children the default disposition.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     pins = read_pins()
     names = list(pins) if args.frameworks == "all" else [n.strip().lower() for n in args.frameworks.split(",")]
     for name in names:
@@ -554,7 +618,7 @@ def main(argv=None):
                 print_side_by_side(name, pin["version"], control, zloop, backend, diff, rechecked)
             else:
                 log(f"  {name} zloop[{backend}]: {describe(zloop)}")
-            why = verdict(control, zloop, rechecked, args.strict)
+            why = verdict(control, zloop, rechecked, args.strict, args.min_zloop_share)
             entry["compare"].setdefault(backend, {})["verdict"] = why or "match"
             if why:
                 problems.append(f"{name} zloop[{backend}]: {why}")
@@ -566,6 +630,9 @@ def main(argv=None):
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(report, f, indent=1, sort_keys=True)
+    if args.markdown:
+        with open(args.markdown, "w", encoding="utf-8") as f:
+            f.write(markdown_table(report))
     log(f"\nframework suites: {len(problems)} problem(s) in {report['seconds']:.0f} s")
     for problem in problems:
         log(f"  {problem}")
