@@ -363,6 +363,12 @@ def run_suite(name, pin, venv, src, args, mode, backend, tag, nodeids=None):
             timed_out = True
             os.killpg(proc.pid, signal.SIGKILL)
             rc = proc.wait()
+        except BaseException:
+            # Ctrl-C or SIGTERM (`timeout make check-frameworks`): pytest runs in a session of its own, which
+            # would outlive this process; end it with us.
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
     summary = summarize(results)
     summary.update(exit_code=rc, suite_timeout=timed_out, seconds=round(time.monotonic() - started, 1),
                    log=logfile, results=results, mode=mode, backend=backend)
@@ -574,6 +580,10 @@ def verdict(control, zloop, rechecked, strict, min_share):
     return None
 
 
+def _exit_on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)
+
+
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     started = time.monotonic()
@@ -582,6 +592,7 @@ def main(argv=None):
     # would fail in both runs. A Python handler here leaves the children the default disposition.
     if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     pins = read_pins()
     names = list(pins) if args.frameworks == "all" else [n.strip().lower() for n in args.frameworks.split(",")]
     for name in names:
