@@ -329,7 +329,7 @@ dgram_destination(zl_datagram *self, PyObject *addr)
 static int
 dgram_report_callback_error(zl_datagram *self, const char *callback)
 {
-    if (zl_transport_err_stops_loop()) {
+    if (zl_err_stops_loop()) {
         return -1;
     }
     PyObject *exc = zl_err_fetch();
@@ -340,7 +340,7 @@ dgram_report_callback_error(zl_datagram *self, const char *callback)
     Py_XDECREF(message);
     Py_XDECREF(exc);
     if (res == NULL) {
-        if (zl_transport_err_stops_loop()) {
+        if (zl_err_stops_loop()) {
             return -1;
         }
         PyErr_WriteUnraisable((PyObject *)self);
@@ -355,7 +355,7 @@ dgram_report_callback_error(zl_datagram *self, const char *callback)
 static int
 dgram_classify_error(zl_datagram *self, const char *fatal_message)
 {
-    if (zl_transport_err_stops_loop()) {
+    if (zl_err_stops_loop()) {
         return -1;
     }
     if (!PyErr_ExceptionMatches(PyExc_OSError)) {

@@ -171,17 +171,11 @@ handle_dealloc(zl_handle *handle)
 
 /* ------------------------------------------------------------------ running and cancelling */
 
-static int
-exception_stops_loop(void)
-{
-    return PyErr_ExceptionMatches(PyExc_SystemExit) || PyErr_ExceptionMatches(PyExc_KeyboardInterrupt);
-}
-
 /* Hand the raised exception to the loop's exception handler; -1 if the loop must stop. */
 static int
 handle_report_error(zl_handle *handle)
 {
-    if (exception_stops_loop()) {
+    if (zl_err_stops_loop()) {
         return -1;
     }
     PyObject *exc = zl_err_fetch();
@@ -191,7 +185,7 @@ handle_report_error(zl_handle *handle)
         Py_DECREF(res);
         return 0;
     }
-    if (exception_stops_loop()) {
+    if (zl_err_stops_loop()) {
         return -1;
     }
     PyErr_WriteUnraisable((PyObject *)handle);

@@ -95,15 +95,23 @@ slot_side(zl_io_slot *slot, int event)
     return event == ZL_EV_READ ? &slot->read : &slot->write;
 }
 
+/* Drop the references a side held (it was already taken out of its slot). */
+static void
+side_forget(zl_io_side side)
+{
+    Py_XDECREF(side.handle);
+    Py_XDECREF(side.owner);
+    Py_XDECREF(side.fileobj);
+}
+
+/* The same for a side replaced or removed while the loop runs: its handle is cancelled too. */
 static void
 side_release(zl_io_side side)
 {
     if (side.handle != NULL) {
         zl_handle_cancel((zl_handle *)side.handle);
-        Py_DECREF(side.handle);
     }
-    Py_XDECREF(side.owner);
-    Py_XDECREF(side.fileobj);
+    side_forget(side);
 }
 
 int
@@ -164,12 +172,8 @@ zl_io_release_all(zl_loop *loop)
         zl_io_side read = slot->read, write = slot->write;
         slot->read = (zl_io_side){0};
         slot->write = (zl_io_side){0};
-        Py_XDECREF(read.handle);
-        Py_XDECREF(read.owner);
-        Py_XDECREF(read.fileobj);
-        Py_XDECREF(write.handle);
-        Py_XDECREF(write.owner);
-        Py_XDECREF(write.fileobj);
+        side_forget(read);
+        side_forget(write);
     }
     io->watched = 0;
     Py_CLEAR(io->deferred_fn);
@@ -217,6 +221,17 @@ zl_io_traverse(zl_io_table *io, visitproc visit, void *arg)
  * owner still holds that side of the fd by then.
  */
 
+/* Run the C callback of a side: -1 only when the loop must stop. The owner stays alive through the call. */
+static int
+io_call_side_fn(zl_io_side *side, int fd)
+{
+    PyObject *owner = side->owner;
+    Py_INCREF(owner);
+    int rc = side->fn(owner, fd);
+    Py_DECREF(owner);
+    return rc;
+}
+
 static PyObject *
 io_run_deferred(PyObject *loop_obj, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -238,11 +253,7 @@ io_run_deferred(PyObject *loop_obj, PyObject *const *args, Py_ssize_t nargs)
     if (side->fn == NULL || side->owner != args[0]) {
         Py_RETURN_NONE;
     }
-    PyObject *owner = side->owner;
-    Py_INCREF(owner);
-    int rc = side->fn(owner, (int)fd);
-    Py_DECREF(owner);
-    if (rc < 0) {
+    if (io_call_side_fn(side, (int)fd) < 0) {
         return NULL;
     }
     Py_RETURN_NONE;
@@ -295,12 +306,9 @@ io_dispatch_side(zl_loop *loop, int fd, int event)
     if (loop->ready.len > 0) {
         return io_defer_side(loop, side, fd, event);
     }
-    PyObject *owner = side->owner;
-    Py_INCREF(owner);
     loop->in_io_callback = 1;
-    int rc = side->fn(owner, fd);
+    int rc = io_call_side_fn(side, fd);
     loop->in_io_callback = 0;
-    Py_DECREF(owner);
     return rc;
 }
 

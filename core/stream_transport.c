@@ -42,7 +42,7 @@ stream_fatal_errno(zl_stream *self, int error, const char *message)
 static int
 stream_protocol_failed(zl_stream *self, const char *message)
 {
-    if (zl_transport_err_stops_loop()) {
+    if (zl_err_stops_loop()) {
         return -1;
     }
     return zl_transport_fatal_error(&self->base, zl_err_fetch(), message);

@@ -104,14 +104,14 @@ transport_call_flow_method(zl_transport *t, const char *method, const char *mess
         Py_DECREF(res);
         return 0;
     }
-    if (zl_transport_err_stops_loop()) {
+    if (zl_err_stops_loop()) {
         return -1;
     }
     PyObject *exc = zl_err_fetch();
     res = PyObject_CallFunction(zl_global.transport_protocol_error, "OOs", (PyObject *)t, exc, message);
     Py_XDECREF(exc);
     if (res == NULL) {
-        if (zl_transport_err_stops_loop()) {
+        if (zl_err_stops_loop()) {
             return -1;   /* the exception handler raised it: asyncio lets it through, out of write() too */
         }
         PyErr_WriteUnraisable((PyObject *)t);
@@ -211,7 +211,7 @@ zl_transport_fatal_error(zl_transport *t, PyObject *exc, const char *message)
 {
     PyObject *res = PyObject_CallFunction(zl_global.transport_fatal_error, "OOs", (PyObject *)t, exc, message);
     if (res == NULL) {
-        if (zl_transport_err_stops_loop()) {
+        if (zl_err_stops_loop()) {
             Py_DECREF(exc);
             return -1;
         }

@@ -46,12 +46,6 @@ struct zl_transport {
     unsigned char writing;           /* ... and for writing */
 };
 
-static inline int
-zl_transport_err_stops_loop(void)
-{
-    return PyErr_ExceptionMatches(PyExc_SystemExit) || PyErr_ExceptionMatches(PyExc_KeyboardInterrupt);
-}
-
 /* ------------------------------------------------------------------ scheduling */
 
 /* The transport's own method `name`, looked up now, called with arg (none when NULL) on the next iteration. */

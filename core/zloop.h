@@ -220,6 +220,13 @@ zl_kwname_equals(PyObject *name, PyObject *interned, PyObject **alias)
     return 1;
 }
 
+/* The raised exception is SystemExit or KeyboardInterrupt: it ends the loop instead of going to the handler. */
+static inline int
+zl_err_stops_loop(void)
+{
+    return PyErr_ExceptionMatches(PyExc_SystemExit) || PyErr_ExceptionMatches(PyExc_KeyboardInterrupt);
+}
+
 /* Exceptions across Python versions: fetch the raised exception (normalized, with traceback), or NULL. */
 PyObject *zl_err_fetch(void);
 void zl_err_restore(PyObject *exc);
