@@ -34,6 +34,9 @@ echo "built and tested $tested other Python versions"
 echo "== CPython test_asyncio conformance on every Python version and backend"
 ./scripts/conformance-matrix.sh
 
+echo "== pip install and wheels (tests/packaging: fresh venvs on every installed Python; about 5 minutes idle)"
+timeout 1500 env PYTHONPATH=python PYTHONDONTWRITEBYTECODE=1 python3 -m pytest -q -p no:cacheprovider tests/packaging
+
 echo "== framework suites (uvicorn, AnyIO, aiohttp), stock asyncio against zloop on the native backend"
 # Every backend is `make -C build check-frameworks` (about 50 minutes). Here one backend, bounded so that the whole
 # script stays under 85 minutes (.ci/run's limit is 90); skipped when less than 35 minutes are left.
