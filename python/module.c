@@ -96,10 +96,14 @@ module_set_hooks(PyObject *module, PyObject *args, PyObject *kwds)
     Py_RETURN_NONE;
 }
 
+PyObject *zl_build_info(PyObject *module, PyObject *ignored);   /* build_info.c */
+
 static PyMethodDef module_methods[] = {
     {"backends", (PyCFunction)module_backends, METH_NOARGS, "Names of the I/O backends compiled in."},
     {"default_backend", (PyCFunction)module_default_backend, METH_NOARGS,
      "The backend chosen at build time (ZLOOP_BACKEND overrides it per loop)."},
+    {"_build_info", (PyCFunction)zl_build_info, METH_NOARGS,
+     "What this extension was built with: version, options, libuv and libevent versions (python -m zloop info)."},
     {"_set_hooks", (PyCFunction)(void (*)(void))module_set_hooks, METH_VARARGS | METH_KEYWORDS,
      "Install the Python helpers the C core calls (zloop does this on import)."},
     {NULL, NULL, 0, NULL},
