@@ -1,0 +1,42 @@
+"""A client for tests/test_servers.py, itself on zloop: python client.py aiohttp|httpx URL — GET /, the chunked
+GET /stream, and (aiohttp) a WebSocket exchange on /ws; prints what it got as JSON."""
+
+import asyncio
+import json
+import sys
+
+import zloop
+from asgi_app import loop_info
+
+MESSAGES = ["one", "two", "three"]
+
+
+async def with_aiohttp(url):
+    import aiohttp
+    result = {"client": loop_info()}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        async with session.get(url + "/") as response:
+            result["server"] = await response.json()
+        async with session.get(url + "/stream") as response:
+            result["stream"] = [chunk.decode() async for chunk in response.content.iter_any()]
+        async with session.ws_connect(url + "/ws") as ws:
+            result["ws"] = []
+            for text in MESSAGES:
+                await ws.send_str(text)
+                result["ws"].append((await ws.receive(timeout=10)).data)
+    return result
+
+
+async def with_httpx(url):
+    import httpx
+    result = {"client": loop_info()}
+    async with httpx.AsyncClient(timeout=30) as client:
+        result["server"] = (await client.get(url + "/")).json()
+        async with client.stream("GET", url + "/stream") as response:
+            result["stream"] = [chunk async for chunk in response.aiter_text()]
+    return result
+
+
+if __name__ == "__main__":
+    client = {"aiohttp": with_aiohttp, "httpx": with_httpx}[sys.argv[1]]
+    print(json.dumps(zloop.run(client(sys.argv[2]))))
