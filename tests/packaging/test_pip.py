@@ -8,7 +8,7 @@ import tarfile
 
 import pytest
 
-from pkg_helpers import PYTHONS, SRC, clean_env, python_version
+from pkg_helpers import PYTHONS, SRC, clean_env, python_version, run
 
 ALL_BACKENDS = ["native", "uv", "event"]
 
@@ -33,6 +33,8 @@ def test_install_sdist_without_autotools(python, sdist, no_autotools, make_venv)
     assert module.startswith(str(env.path)), module
     assert (backends, default) == (ALL_BACKENDS, "native")
     env.smoke()
+    info = run([env.python, "-m", "zloop", "info"], env=clean_env(), cwd=env.path).stdout
+    assert "installed as:      zloop-c 0.1.0" in info and "backends:          native (epoll), uv, event" in info, info
 
 
 def _tree_state():
