@@ -21,9 +21,9 @@ SRC = Path(__file__).resolve().parent.parent
 
 def test_config_settings_become_configure_options():
     settings = {"with-backend": "uv", "without-event": "true", "without-uv": "false",
-                "configure-args": "--enable-asan --with-python-sitedir='/a b'"}
+                "configure-args": "--enable-asan CFLAGS='-O2 -g'"}
     assert zloop_build.configure_args(settings, environ={}) == [
-        "--with-backend=uv", "--without-event", "--enable-asan", "--with-python-sitedir=/a b"]
+        "--with-backend=uv", "--without-event", "--enable-asan", "CFLAGS=-O2 -g"]
 
 
 def test_environment_variable_comes_after_config_settings():
@@ -46,6 +46,15 @@ def test_repeated_setting_keeps_every_value():
 def test_bad_config_setting_names_the_fix(settings, message):
     with pytest.raises(zloop_build.BuildError, match=re.escape(message)):
         zloop_build.configure_args(settings, environ={})
+
+
+@pytest.mark.parametrize("arg", ["--with-python-sitedir=/x", "--with-python=/usr/bin/python3", "PYTHON=python3",
+                                 "--prefix=/usr"])
+def test_options_the_backend_sets_are_refused(arg):
+    with pytest.raises(zloop_build.BuildError, match="is the build backend's to set"):
+        zloop_build.configure_args({"configure-args": arg}, environ={})
+    with pytest.raises(zloop_build.BuildError, match="is the build backend's to set"):
+        zloop_build.configure_args({}, environ={"ZLOOP_CONFIGURE_ARGS": arg})
 
 
 def test_wheel_tag_matches_the_interpreter():
