@@ -1,9 +1,9 @@
 # tests/test_servers.py — real servers and clients on zloop, each a process of its own, on every backend: uvicorn
-# (--loop zloop:new_event_loop), Hypercorn (python -m zloop run -m hypercorn), aiohttp's web.run_app (loop=) and
-# asyncio.Runner(loop_factory=), and python -m zloop run around a plain web.run_app; the clients (aiohttp, httpx)
-# run on zloop too. Each exchange: a JSON GET that says which loop served it, a chunked streaming GET and, with
-# the aiohttp client, a WebSocket echo. The apps are in tests/servers/. Skipped when a package is missing
-# (requirements-dev.txt lists them).
+# (--loop zloop:new_event_loop) with a plain ASGI app and with FastAPI, Hypercorn (python -m zloop run -m
+# hypercorn), aiohttp's web.run_app (loop=) and asyncio.Runner(loop_factory=), python -m zloop run around a plain
+# web.run_app; the clients (aiohttp, httpx) run on zloop too. Each exchange: a JSON GET that says which loop served
+# it, a chunked streaming GET and, with the aiohttp client, a WebSocket echo. And an AnyIO program (anyio.run with
+# loop_factory). The apps are in tests/servers/. Skipped when a package is missing (requirements-dev.txt has them).
 
 import importlib.util
 import json
@@ -34,11 +34,18 @@ def _uvicorn_takes_loop_factory():
     return (major, minor) >= (0, 36)
 
 
+def app_env(backend):
+    """A child's environment: this zloop and tests/servers importable, ZLOOP_BACKEND set."""
+    return python_env({"ZLOOP_BACKEND": backend, "PYTHONPATH": f"{APPS}{os.pathsep}{python_env()['PYTHONPATH']}"})
+
+
 def server_argv(kind, fd, backend):
     """The command line of a server serving on the inherited listening socket fd."""
     zloop_run = [sys.executable, "-m", "zloop", "run", "--backend", backend]
     if kind == "uvicorn":
         return [sys.executable, "-m", "uvicorn", "asgi_app:app", "--fd", str(fd), "--loop", "zloop:new_event_loop"]
+    if kind == "fastapi":
+        return [sys.executable, "-m", "uvicorn", "fastapi_app:app", "--fd", str(fd), "--loop", "zloop:new_event_loop"]
     if kind == "hypercorn":
         # --workers 0: serve in this process; a worker process (spawned afresh) would not have zloop installed.
         return [*zloop_run, "-m", "hypercorn", "--workers", "0", "asgi_app:app", "--bind", f"fd://{fd}"]
@@ -52,6 +59,7 @@ def server_argv(kind, fd, backend):
 SCENARIOS = [
     ("uvicorn", "aiohttp", ["uvicorn", "websockets", "aiohttp"]),
     ("uvicorn", "httpx", ["uvicorn", "httpx"]),
+    ("fastapi", "aiohttp", ["uvicorn", "websockets", "fastapi", "aiohttp"]),
     ("hypercorn", "aiohttp", ["hypercorn", "aiohttp"]),
     ("aiohttp-run_app", "httpx", ["aiohttp", "httpx"]),
     ("aiohttp-runner", "aiohttp", ["aiohttp"]),
@@ -64,11 +72,11 @@ def test_server_and_client(server, client, needs, backend):
     missing = [name for name in needs if importlib.util.find_spec(name) is None]
     if missing:
         pytest.skip(f"not installed: {', '.join(missing)} (pip install -r requirements-dev.txt)")
-    if server == "uvicorn" and not _uvicorn_takes_loop_factory():
+    if server in ("uvicorn", "fastapi") and not _uvicorn_takes_loop_factory():
         pytest.skip("uvicorn < 0.36 takes no --loop module:factory")
     if server == "aiohttp-runner" and sys.version_info < (3, 11):
         pytest.skip("asyncio.Runner is Python 3.11+")
-    env = python_env({"ZLOOP_BACKEND": backend, "PYTHONPATH": f"{APPS}{os.pathsep}{python_env()['PYTHONPATH']}"})
+    env = app_env(backend)
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(128)
@@ -95,7 +103,17 @@ def test_server_and_client(server, client, needs, backend):
     if client == "aiohttp":
         assert result["ws"] == WS_ECHO
     # SIGTERM is a graceful stop for each of them; uvicorn (as on stock asyncio) then re-raises the signal.
-    if server == "uvicorn":
+    if server in ("uvicorn", "fastapi"):
         assert proc.returncode == -signal.SIGTERM and "Application shutdown complete" in server_err, server_err
     else:
         assert proc.returncode == 0, server_err[-3000:]
+
+
+def test_anyio_program(backend):
+    if importlib.util.find_spec("anyio") is None:
+        pytest.skip("not installed: anyio (pip install -r requirements-dev.txt)")
+    proc = subprocess.run([sys.executable, str(APPS / "anyio_program.py")], env=app_env(backend), capture_output=True, text=True,
+                          timeout=EXCHANGE_TIMEOUT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout) == {"loop": ["zloop._loop", backend], "echo": ["ALPHA", "BETA"], "thread": 6,
+                                       "process": "from child", "timed_out": True}
