@@ -55,7 +55,7 @@ poll_timeout_ns(zl_loop *loop)
         return -2;
     }
     double delay = head->when - now;
-    if (delay <= 0.0) {
+    if (!(delay > 0.0)) {   /* due, or NaN (a clock override returning NaN): never a NaN timeout */
         return 0;
     }
     if (delay > ZL_MAX_POLL_SECONDS) {
