@@ -117,7 +117,8 @@ side_release(zl_io_side side)
 int
 zl_io_set_side(zl_loop *loop, int fd, int event, PyObject *handle, zl_io_fn fn, PyObject *owner)
 {
-    if (io_reserve(&loop->io, fd) < 0) {
+    /* A transport outliving its loop (resume_reading, a partial write) gets asyncio's RuntimeError. */
+    if (zl_loop_check_closed(loop) < 0 || io_reserve(&loop->io, fd) < 0) {
         return -1;
     }
     zl_io_slot *slot = &loop->io.slots[fd];

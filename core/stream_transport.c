@@ -297,6 +297,47 @@ done:
     Py_RETURN_NONE;
 }
 
+/* Every item of writelines() is bytes-like and gives its buffer: checked before any is queued, so a bad item
+ * leaves nothing half-written (asyncio joins or wraps them all first). */
+static int
+stream_check_lines(zl_stream *self, PyObject *items)
+{
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(items);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *data = PySequence_Fast_GET_ITEM(items, i);
+        if (stream_check_writable(self, data, "writelines") < 0) {
+            return -1;
+        }
+        if (PyMemoryView_Check(data)) {   /* released, or not contiguous */
+            Py_buffer view;
+            if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
+                return -1;
+            }
+            PyBuffer_Release(&view);
+        }
+    }
+    return 0;
+}
+
+static int
+stream_queue_lines(zl_stream *self, PyObject *items)
+{
+    int rc = 0;
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(items);
+    for (Py_ssize_t i = 0; i < count && rc == 0; i++) {
+        PyObject *data = PySequence_Fast_GET_ITEM(items, i);
+        Py_buffer view;
+        if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
+            return -1;
+        }
+        if (view.len > 0) {
+            rc = stream_queue_data(self, data, &view, 0);
+        }
+        PyBuffer_Release(&view);
+    }
+    return rc;
+}
+
 static PyObject *
 stream_writelines(zl_stream *self, PyObject *list_of_data)
 {
@@ -307,40 +348,34 @@ stream_writelines(zl_stream *self, PyObject *list_of_data)
     if (items == NULL) {
         return NULL;
     }
-    int rc = 0;
-    Py_ssize_t count = PySequence_Fast_GET_SIZE(items);
-    for (Py_ssize_t i = 0; i < count && rc == 0; i++) {
-        PyObject *data = PySequence_Fast_GET_ITEM(items, i);
-        Py_buffer view;
-        if (stream_check_writable(self, data, "writelines") < 0 || PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
-            rc = -1;
-            break;
-        }
-        if (view.len > 0) {
-            rc = self->base.conn_lost ? 0 : stream_queue_data(self, data, &view, 0);
-        }
-        PyBuffer_Release(&view);
-    }
-    Py_DECREF(items);
-    if (rc < 0) {
+    if (stream_check_lines(self, items) < 0) {
+        Py_DECREF(items);
         return NULL;
     }
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(items);
+    int rc = self->base.conn_lost ? 0 : stream_queue_lines(self, items);
+    Py_DECREF(items);
     if (self->base.conn_lost) {
         if (count > 0 && zl_transport_drop_after_lost(&self->base) < 0) {
             return NULL;
         }
         Py_RETURN_NONE;
     }
-    /* One sendmsg for all of it now; the rest when the socket is writable again. */
+    /* One sendmsg for all of it now; the rest when the socket is writable again (also after a failure half-way:
+     * what was queued must not wait for a writer nobody registered). */
     if (!self->base.writing && self->out.count > 0) {
-        if (stream_on_writable((PyObject *)self, self->base.fd) < 0) {
-            return NULL;
+        PyObject *exc = rc < 0 ? zl_err_fetch() : NULL;
+        int flushed = stream_on_writable((PyObject *)self, self->base.fd);
+        if (flushed == 0 && self->out.count > 0 && !self->base.conn_lost) {
+            flushed = zl_transport_start_writing(&self->base);
         }
-        if (self->out.count > 0 && !self->base.conn_lost && zl_transport_start_writing(&self->base) < 0) {
+        if (exc != NULL) {
+            zl_err_restore(exc);
+        } else if (flushed < 0) {
             return NULL;
         }
     }
-    if (zl_transport_maybe_pause_protocol(&self->base, self->out.bytes) < 0) {
+    if (rc < 0 || zl_transport_maybe_pause_protocol(&self->base, self->out.bytes) < 0) {
         return NULL;
     }
     Py_RETURN_NONE;

@@ -17,6 +17,9 @@ transport_queued(zl_transport *t, size_t offset)
 static int
 transport_call_soon(zl_transport *t, PyObject *callback, PyObject *arg)
 {
+    if (zl_loop_check_closed(t->loop) < 0) {   /* close()/abort() after loop.close(): asyncio's RuntimeError */
+        return -1;
+    }
     PyObject *args[1] = {arg};
     zl_handle *handle = zl_handle_new(t->loop, callback, args, arg != NULL, NULL, 0, 0.0);
     if (handle == NULL) {
@@ -132,18 +135,34 @@ zl_transport_resume_protocol(zl_transport *t)
     return transport_call_flow_method(t, "resume_writing", "protocol.resume_writing() failed");
 }
 
+/* A water mark given as an int: a value beyond Py_ssize_t is clamped (no buffer gets that large), a negative one
+ * kept for the range check. Anything else is a TypeError. */
+static int
+transport_water_mark(PyObject *value, Py_ssize_t *out)
+{
+    int overflow;
+    long long v = PyLong_AsLongLongAndOverflow(value, &overflow);
+    if (v == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (overflow != 0 || v > PY_SSIZE_T_MAX || v < -PY_SSIZE_T_MAX) {
+        v = overflow > 0 || (overflow == 0 && v > 0) ? PY_SSIZE_T_MAX : -1;
+    }
+    *out = (Py_ssize_t)v;
+    return 0;
+}
+
+/* asyncio's _set_write_buffer_limits: high defaults to 64 KiB or 4 * low, low to high // 4. */
 static int
 transport_set_limits(zl_transport *t, PyObject *high_obj, PyObject *low_obj)
 {
     Py_ssize_t high = -1, low = -1;
-    if (high_obj != Py_None && (high = PyLong_AsSsize_t(high_obj)) == -1 && PyErr_Occurred()) {
-        return -1;
-    }
-    if (low_obj != Py_None && (low = PyLong_AsSsize_t(low_obj)) == -1 && PyErr_Occurred()) {
+    if ((high_obj != Py_None && transport_water_mark(high_obj, &high) < 0) ||
+        (low_obj != Py_None && transport_water_mark(low_obj, &low) < 0)) {
         return -1;
     }
     if (high_obj == Py_None) {
-        high = low_obj == Py_None ? ZL_DEFAULT_HIGH_WATER : 4 * low;
+        high = low_obj == Py_None ? ZL_DEFAULT_HIGH_WATER : low > PY_SSIZE_T_MAX / 4 ? PY_SSIZE_T_MAX : 4 * low;
     }
     if (low_obj == Py_None) {
         low = high / 4;
@@ -619,19 +638,33 @@ zl_transport_py_get_protocol(zl_transport *self, PyObject *Py_UNUSED(ignored))
     return zl_ref_or_none(self->protocol);
 }
 
+/* get_extra_info(name, default=None), either argument by keyword as well. */
 PyObject *
-zl_transport_py_get_extra_info(zl_transport *self, PyObject *const *args, Py_ssize_t nargs)
+zl_transport_py_get_extra_info(zl_transport *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    if (nargs < 1 || nargs > 2) {
+    PyObject *given[2] = {nargs > 0 ? args[0] : NULL, nargs > 1 ? args[1] : NULL};
+    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    for (Py_ssize_t i = 0; i < nkw && nargs <= 2; i++) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, i);
+        int slot = PyUnicode_CompareWithASCIIString(key, "name") == 0      ? 0
+                   : PyUnicode_CompareWithASCIIString(key, "default") == 0 ? 1
+                                                                            : -1;
+        if (slot < 0 || given[slot] != NULL) {
+            PyErr_Format(PyExc_TypeError, "get_extra_info() got %s keyword argument '%U'",
+                         slot < 0 ? "an unexpected" : "multiple values for", key);
+            return NULL;
+        }
+        given[slot] = args[nargs + i];
+    }
+    if (nargs > 2 || given[0] == NULL) {
         PyErr_SetString(PyExc_TypeError, "get_extra_info(name, default=None)");
         return NULL;
     }
-    PyObject *fallback = nargs == 2 ? args[1] : Py_None;
-    PyObject *value = self->extra ? PyDict_GetItemWithError(self->extra, args[0]) : NULL;
+    PyObject *value = self->extra ? PyDict_GetItemWithError(self->extra, given[0]) : NULL;
     if (value == NULL && PyErr_Occurred()) {
         return NULL;
     }
-    return zl_ref_or_none(value != NULL ? value : fallback);
+    return zl_ref_or_none(value != NULL ? value : given[1]);
 }
 
 /* ------------------------------------------------------------------ getters (asyncio's private attributes) */

@@ -138,3 +138,210 @@ def test_cancelled_nan_and_inf_timers_are_dropped(loop):
         h.cancel()
     loop.call_later(0.01, loop.stop)
     run_until_stopped(loop)
+
+
+# ---------------------------------------------------------------------- stream transports: misuse
+
+class Recorder(asyncio.Protocol):
+    """Records what the transport tells it."""
+
+    def __init__(self):
+        self.transport = None
+        self.data = bytearray()
+        self.lost = []
+        self.events = []
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        self.data += data
+
+    def eof_received(self):
+        self.events.append("eof")
+
+    def connection_lost(self, exc):
+        self.lost.append(exc)
+
+
+def connect_pair(loop, protocol=None):
+    """(transport, protocol, peer socket): a stream transport over one end of a socket pair."""
+    ours, peer = socket.socketpair()
+    protocol = protocol or Recorder()
+    transport, _ = loop.run_until_complete(loop.create_connection(lambda: protocol, sock=ours))
+    peer.settimeout(TIMEOUT)
+    return transport, protocol, peer
+
+
+def recv_all(peer):
+    """Everything the peer receives until EOF."""
+    chunks = []
+    while True:
+        chunk = peer.recv(65536)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def peer_pending(peer):
+    peer.setblocking(False)
+    try:
+        return peer.recv(65536)
+    except BlockingIOError:
+        return None
+    finally:
+        peer.settimeout(TIMEOUT)
+
+
+def finish(transport):
+    """Close the socket of a transport its loop can no longer close (the loop was closed under it)."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None and transport._sock is not None:
+        transport._sock.close()
+
+
+CLOSED_LOOP_CALLS = [
+    # method, arguments, the exception asyncio raises (None: it works), what the peer then receives
+    ("resume_reading", (), RuntimeError, None),
+    ("pause_reading", (), None, None),
+    ("write", (b"x",), None, b"x"),
+    ("writelines", ([b"x", b"y"],), None, b"xy"),
+    ("close", (), RuntimeError, None),
+    ("abort", (), RuntimeError, None),
+    ("write_eof", (), None, b""),
+    ("is_closing", (), None, None),
+    ("get_write_buffer_size", (), None, None),
+    ("set_write_buffer_limits", (100,), None, None),
+]
+
+
+@pytest.mark.parametrize("method,args,exc,peer_gets", CLOSED_LOOP_CALLS, ids=[c[0] for c in CLOSED_LOOP_CALLS])
+def test_transport_methods_after_loop_close(loop, method, args, exc, peer_gets):
+    transport, protocol, peer = connect_pair(loop)
+    with peer:
+        transport.pause_reading()
+        loop.close()
+        if exc is None:
+            getattr(transport, method)(*args)
+        else:
+            with pytest.raises(exc, match="closed"):
+                getattr(transport, method)(*args)
+        assert peer_pending(peer) == peer_gets
+        # Whatever was tried, nothing else works on it, and nothing crashes.
+        for again in ("pause_reading", "is_reading", "get_write_buffer_size", "is_closing"):
+            getattr(transport, again)()
+        assert protocol.lost == []
+        finish(transport)
+
+
+def test_transport_resume_reading_after_loop_close_then_collected(loop):
+    transport, protocol, peer = connect_pair(loop)
+    with peer:
+        transport.pause_reading()
+        loop.close()
+        with pytest.raises(RuntimeError):
+            transport.resume_reading()
+        finish(transport)
+        del transport, protocol
+        gc.collect()
+
+
+def test_writelines_with_a_str_queues_nothing_and_close_still_completes(loop, run):
+    transport, protocol, peer = connect_pair(loop)
+    with peer:
+        with pytest.raises(TypeError):
+            transport.writelines([b"a", "b"])
+        with pytest.raises(TypeError):
+            transport.writelines([b"a", 1])
+        released = memoryview(b"z")
+        released.release()
+        with pytest.raises((TypeError, ValueError)):   # asyncio: TypeError up to 3.11, ValueError from 3.12
+            transport.writelines([b"a", released])
+        assert transport.get_write_buffer_size() == 0
+        transport.writelines([b"ok", bytearray(b"!")])
+        transport.close()
+        run(asyncio.sleep(0.01))
+        for _ in range(100):
+            if protocol.lost:
+                break
+            run(asyncio.sleep(0.01))
+        assert protocol.lost == [None]
+        assert recv_all(peer) == b"ok!"
+
+
+def test_writelines_not_iterable(loop):
+    transport, protocol, peer = connect_pair(loop)
+    with peer:
+        with pytest.raises(TypeError):
+            transport.writelines(5)
+        transport.close()
+        loop.run_until_complete(asyncio.sleep(0.01))
+
+
+def test_get_extra_info_default_by_keyword(loop):
+    transport, protocol, peer = connect_pair(loop)
+    with peer:
+        assert transport.get_extra_info("nope", default=1) == 1
+        assert transport.get_extra_info("nope", 2) == 2
+        assert transport.get_extra_info(name="nope", default=3) == 3
+        assert transport.get_extra_info("nope") is None
+        assert transport.get_extra_info("socket", default=1) is not None
+        with pytest.raises(TypeError):
+            transport.get_extra_info()
+        with pytest.raises(TypeError):
+            transport.get_extra_info("a", 1, 2)
+        with pytest.raises(TypeError):
+            transport.get_extra_info("a", dflt=1)
+        with pytest.raises(TypeError):
+            transport.get_extra_info("a", name="b")
+        with pytest.raises(TypeError):
+            transport.get_extra_info(["unhashable"])
+        transport.close()
+        loop.run_until_complete(asyncio.sleep(0.01))
+
+
+@pytest.mark.parametrize("high,low,expected", [
+    (None, 2**40, (2**40, 2**42)),
+    (2**41, None, (2**39, 2**41)),
+    (0, 0, (0, 0)),
+    (None, None, (16384, 65536)),
+    (True, False, (0, 1)),
+])
+def test_set_write_buffer_limits_values(loop, high, low, expected):
+    transport, protocol, peer = connect_pair(loop)
+    with peer:
+        transport.set_write_buffer_limits(high=high, low=low)
+        assert transport.get_write_buffer_limits() == expected
+        transport.close()
+        loop.run_until_complete(asyncio.sleep(0.01))
+
+
+def test_set_write_buffer_limits_beyond_any_buffer(loop):
+    transport, protocol, peer = connect_pair(loop)
+    with peer:
+        # asyncio keeps Python ints of any size; zloop clamps what no buffer can reach to sys.maxsize.
+        transport.set_write_buffer_limits(low=2**62)
+        low, high = transport.get_write_buffer_limits()
+        assert low == 2**62 and high >= sys.maxsize
+        transport.set_write_buffer_limits(high=10**30)
+        low, high = transport.get_write_buffer_limits()
+        assert high >= sys.maxsize and low >= sys.maxsize // 4
+        transport.write(b"x" * 100000)   # no pause_writing, nothing overflows
+        transport.close()
+        loop.run_until_complete(asyncio.sleep(0.01))
+        assert recv_all(peer) == b"x" * 100000
+
+
+@pytest.mark.parametrize("high,low,exc", [
+    (1, 2, ValueError), (-1, None, ValueError), (None, -1, ValueError), (-10**30, None, ValueError),
+    ("a", None, TypeError), (None, b"1", TypeError),
+])
+def test_set_write_buffer_limits_bad_values(loop, high, low, exc):
+    transport, protocol, peer = connect_pair(loop)
+    with peer:
+        before = transport.get_write_buffer_limits()
+        with pytest.raises(exc):
+            transport.set_write_buffer_limits(high=high, low=low)
+        assert transport.get_write_buffer_limits() == before
+        transport.close()
+        loop.run_until_complete(asyncio.sleep(0.01))
