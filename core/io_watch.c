@@ -3,6 +3,8 @@
 #include "zloop.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 
 /* ------------------------------------------------------------------ fds */
 
@@ -10,8 +12,9 @@ int
 zl_fileobj_to_fd(PyObject *fileobj)
 {
     long fd;
+    int overflow = 0;
     if (PyLong_Check(fileobj)) {
-        fd = PyLong_AsLong(fileobj);
+        fd = PyLong_AsLongAndOverflow(fileobj, &overflow);
     } else {
         PyObject *fileno = PyObject_CallMethod(fileobj, "fileno", NULL);
         if (fileno == NULL) {
@@ -28,37 +31,55 @@ zl_fileobj_to_fd(PyObject *fileobj)
             PyErr_Format(PyExc_ValueError, "Invalid file object: %R", fileobj);
             return -1;
         }
-        fd = PyLong_AsLong(fileno);
+        fd = PyLong_AsLongAndOverflow(fileno, &overflow);
         Py_DECREF(fileno);
     }
     if (fd == -1 && PyErr_Occurred()) {
         return -1;
     }
-    if (fd < 0 || fd > INT32_MAX) {
+    /* asyncio's selector: ValueError for a negative number, OverflowError for one beyond a C int. */
+    if (overflow < 0) {
+        PyErr_SetString(PyExc_ValueError, "Invalid file descriptor");
+        return -1;
+    }
+    if (fd < 0 && overflow == 0) {
         PyErr_Format(PyExc_ValueError, "Invalid file descriptor: %ld", fd);
+        return -1;
+    }
+    if (overflow > 0 || fd > INT_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "Python int too large to convert to C int");
         return -1;
     }
     return (int)fd;
 }
 
+/* Make fd an index of the table. Only an open fd may grow it (add_reader(10**8) is asyncio's EBADF at once, not
+ * gigabytes of slots first), and it grows to at most twice the highest open fd seen. */
 static int
 io_reserve(zl_io_table *io, int fd)
 {
     if (fd < io->len) {
         return 0;
     }
-    int len = io->len ? io->len : 64;
-    while (len <= fd) {
+    if (fcntl(fd, F_GETFD) < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    size_t len = io->len ? (size_t)io->len : 64;
+    while (len <= (size_t)fd) {
         len *= 2;
     }
-    zl_io_slot *slots = PyMem_Realloc(io->slots, (size_t)len * sizeof(zl_io_slot));
+    if (len > (size_t)INT_MAX) {
+        len = (size_t)fd + 1;
+    }
+    zl_io_slot *slots = PyMem_Realloc(io->slots, len * sizeof(zl_io_slot));
     if (slots == NULL) {
         PyErr_NoMemory();
         return -1;
     }
-    memset(slots + io->len, 0, (size_t)(len - io->len) * sizeof(zl_io_slot));
+    memset(slots + io->len, 0, (len - (size_t)io->len) * sizeof(zl_io_slot));
     io->slots = slots;
-    io->len = len;
+    io->len = (int)len;
     return 0;
 }
 
@@ -409,6 +430,10 @@ static PyObject *
 io_remove_callback(zl_loop *loop, int event, PyObject *fileobj)
 {
     int fd = zl_fileobj_to_fd(fileobj);
+    if (fd < 0 && PyErr_ExceptionMatches(PyExc_OverflowError)) {
+        PyErr_Clear();
+        Py_RETURN_FALSE;   /* no fd that large was ever added (asyncio's selector map has no such key) */
+    }
     if (fd < 0 && (fd = io_find_added_fileobj(loop, fileobj)) < 0) {
         return NULL;
     }

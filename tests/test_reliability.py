@@ -345,3 +345,111 @@ def test_set_write_buffer_limits_bad_values(loop, high, low, exc):
         assert transport.get_write_buffer_limits() == before
         transport.close()
         loop.run_until_complete(asyncio.sleep(0.01))
+
+
+# ---------------------------------------------------------------------- add_reader / add_writer: bad fds
+
+def _fd_beyond_limit():
+    import resource
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return soft + 10
+
+
+@pytest.mark.parametrize("method", ["add_reader", "add_writer"])
+@pytest.mark.parametrize("fd,exc", [
+    (10**8, OSError), (2**31 - 1, OSError), (2**31, OverflowError), (2**70, OverflowError),
+    (-1, ValueError), (-2**70, ValueError), ("beyond-rlimit", OSError), ("closed", OSError),
+])
+def test_add_reader_writer_bad_fd_fails_at_once(loop, method, fd, exc):
+    if fd == "beyond-rlimit":
+        fd = _fd_beyond_limit()
+    elif fd == "closed":
+        a, b = socket.socketpair()
+        fd = a.fileno()
+        a.close()
+        b.close()
+    with pytest.raises(exc) as info:
+        getattr(loop, method)(fd, lambda: None)
+    if exc is OSError:
+        assert info.value.errno == 9
+    # Nothing was registered, the loop still runs, and removing it says it was not there.
+    remove = getattr(loop, method.replace("add", "remove"))
+    if not isinstance(fd, int) or fd >= 0:
+        assert remove(fd) is False
+    loop.call_soon(loop.stop)
+    run_until_stopped(loop)
+
+
+@pytest.mark.zloop_only
+def test_add_reader_huge_fd_does_not_grow_the_fd_table(loop):
+    import resource
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for fd in (10**6, 10**7, 10**8, 2**31 - 1):
+        with pytest.raises(OSError):
+            loop.add_reader(fd, lambda: None)
+        with pytest.raises(OSError):
+            loop.add_writer(fd, lambda: None)
+    # ru_maxrss is in KiB: a table grown to 10**8 slots would be gigabytes.
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before < 64 * 1024
+    assert loop._watched_fd_count == 0
+
+
+def test_add_reader_on_a_high_open_fd(loop):
+    import resource
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    a, b = socket.socketpair()
+    high = os.dup2(a.fileno(), min(soft - 1, 4000))
+    try:
+        got = []
+        loop.add_reader(high, lambda: (got.append(os.read(high, 10)), loop.stop()))
+        b.send(b"hi")
+        run_until_stopped(loop)
+        assert got == [b"hi"]
+        assert loop.remove_reader(high) is True
+    finally:
+        os.close(high)
+        a.close()
+        b.close()
+
+
+def test_data_received_adds_a_reader_on_a_new_high_fd(loop):
+    # The uv backend grew its array of fired fds inside watch() while the core still walked the old one (a use
+    # after free that ASan and valgrind report); every transport readable in that poll must still be served.
+    import resource
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    pairs = [socket.socketpair() for _ in range(4)]
+    spare_a, spare_b = socket.socketpair()
+    high = os.dup2(spare_a.fileno(), min(soft - 1, 8000))
+    got = {}
+    added = []
+
+    class Adder(asyncio.Protocol):
+        def __init__(self, index):
+            self.index = index
+
+        def data_received(self, data):
+            got[self.index] = data
+            if not added:
+                loop.add_reader(high, lambda: None)
+                added.append(True)
+            if len(got) == len(pairs):
+                loop.stop()
+
+    try:
+        transports = []
+        for i, (ours, _) in enumerate(pairs):
+            tr, _ = loop.run_until_complete(loop.create_connection(lambda i=i: Adder(i), sock=ours))
+            transports.append(tr)
+        for i, (_, peer) in enumerate(pairs):
+            peer.send(b"%d" % i)
+        run_until_stopped(loop)
+        assert got == {i: b"%d" % i for i in range(len(pairs))}
+        assert loop.remove_reader(high) is True
+        for tr in transports:
+            tr.close()
+        loop.run_until_complete(asyncio.sleep(0.01))
+    finally:
+        os.close(high)
+        for a, b in pairs + [(spare_a, spare_b)]:
+            a.close()
+            b.close()
