@@ -201,6 +201,9 @@ stream_on_writable(PyObject *owner, int fd)
         PyErr_WriteUnraisable((PyObject *)self);
     }
     if (self->base.closing) {
+        /* As close() with nothing queued: from here on a write() is dropped, it never reaches the fd that
+         * connection_lost is about to close. */
+        self->base.conn_lost++;
         return zl_transport_call_connection_lost_soon(&self->base, NULL);
     }
     if (self->eof_requested) {
@@ -634,7 +637,15 @@ zl_loop_make_socket_transport(zl_loop *loop, PyObject *args, PyObject *kwds)
         return zl_transport_discard(&self->base);
     }
     stream_set_nodelay(self->base.fd);
-    if (stream_attach_to_server(self, server) < 0 || zl_transport_open(&self->base, waiter) < 0) {
+    if (stream_attach_to_server(self, server) < 0) {
+        Py_CLEAR(self->server);   /* never counted by the server: nothing to detach */
+        return zl_transport_discard(&self->base);
+    }
+    if (zl_transport_open(&self->base, waiter) < 0) {
+        /* Counted by the server already: uncount it, or server.wait_closed() would wait for it for ever. */
+        PyObject *exc = zl_err_fetch();
+        stream_detach_from_server(self);
+        zl_err_restore(exc);
         return zl_transport_discard(&self->base);
     }
     return (PyObject *)self;

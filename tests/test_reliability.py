@@ -453,3 +453,99 @@ def test_data_received_adds_a_reader_on_a_new_high_fd(loop):
         for a, b in pairs + [(spare_a, spare_b)]:
             a.close()
             b.close()
+
+
+# ---------------------------------------------------------------------- closing, servers, KeyboardInterrupt
+
+def test_write_after_the_closing_drain_never_reaches_the_fd(loop):
+    # close() with data queued: once the queue drains, connection_lost is due and nothing more may be sent
+    # (asyncio runs connection_lost right there; a write after it is dropped).
+    transport, protocol, peer = connect_pair(loop)
+    loop.set_exception_handler(lambda loop, context: None)
+    with peer:
+        transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        payload = b"p" * 1_000_000
+        transport.write(payload)
+        assert transport.get_write_buffer_size() > 0
+        transport.close()
+        late = []
+
+        def poke():
+            if protocol.lost:
+                loop.stop()
+                return
+            if transport.get_write_buffer_size() == 0 and not late:
+                late.append(True)
+                transport.write(b"LATE")
+            loop.call_soon(poke)
+
+        reader = threading.Thread(target=lambda: late.append(recv_all(peer)))
+        reader.start()
+        loop.call_soon(poke)
+        run_until_stopped(loop)
+        reader.join(TIMEOUT)
+        received = late[-1]
+        assert received == payload
+        assert protocol.lost[0] is None
+
+
+class NoConnectionMade:
+    """A protocol object the transport cannot start: it has no connection_made."""
+
+    def data_received(self, data):
+        pass
+
+
+def test_server_wait_closed_after_a_protocol_the_transport_could_not_start(loop, run):
+    async def main():
+        server = await loop.create_server(NoConnectionMade, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        await asyncio.sleep(0.05)               # the server accepts it and fails to start its transport
+        writer.close()
+        await writer.wait_closed()
+        gc.collect()                            # asyncio's half-made transport closes its socket when collected
+        server.close()
+        await asyncio.wait_for(server.wait_closed(), WAKE_BOUND)
+
+    run(main())
+
+
+@pytest.mark.zloop_only
+def test_server_forgets_a_transport_it_could_not_start(loop, run):
+    async def main():
+        server = await loop.create_server(NoConnectionMade, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        assert await reader.read() == b""
+        writer.close()
+        assert server._active_count == 0
+        server.close()
+        await server.wait_closed()
+
+    run(main())
+
+
+def test_keyboard_interrupt_in_data_received_keeps_what_it_scheduled(loop):
+    ran = []
+
+    class Interrupting(asyncio.Protocol):
+        def data_received(self, data):
+            loop.call_soon(lambda: (ran.append("scheduled"), loop.stop()))
+            raise KeyboardInterrupt
+
+    ours, peer = socket.socketpair()
+    with peer:
+        transport, _ = loop.run_until_complete(loop.create_connection(Interrupting, sock=ours))
+        far = loop.call_later(3600, lambda: None)   # the poll has a timer to wait for, not just nothing
+        peer.send(b"x")
+        with pytest.raises(KeyboardInterrupt):
+            run_until_stopped(loop)
+        expired = []
+        guard = loop.call_later(WAKE_BOUND, lambda: (expired.append(True), loop.stop()))
+        run_until_stopped(loop)   # nothing but the scheduled callback stops it
+        guard.cancel()
+        far.cancel()
+        assert ran == ["scheduled"] and not expired
+        transport.abort()
+        loop.run_until_complete(asyncio.sleep(0))
