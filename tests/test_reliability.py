@@ -549,3 +549,34 @@ def test_keyboard_interrupt_in_data_received_keeps_what_it_scheduled(loop):
         assert ran == ["scheduled"] and not expired
         transport.abort()
         loop.run_until_complete(asyncio.sleep(0))
+
+
+# ---------------------------------------------------------------------- handles
+
+def _clear_like_the_gc(obj):
+    """Run the type's tp_clear on obj, as the cyclic GC does to an object in an unreachable cycle."""
+    import ctypes
+    py_tp_clear = 51   # Include/typeslots.h
+    get_slot = ctypes.pythonapi.PyType_GetSlot
+    get_slot.restype = ctypes.c_void_p
+    get_slot.argtypes = [ctypes.py_object, ctypes.c_int]
+    address = get_slot(type(obj), py_tp_clear)
+    if not address:
+        pytest.skip("this handle type has no tp_clear: the GC never clears it")
+    ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.py_object)(address)(obj)   # with the GIL held
+
+
+@pytest.mark.zloop_only
+@pytest.mark.skipif(sys.version_info < (3, 10), reason="PyType_GetSlot on static types needs 3.10")
+@pytest.mark.parametrize("method", ["call_soon", "call_later"])
+def test_handle_methods_after_the_gc_cleared_it(loop, method):
+    args = (0,) if method == "call_later" else ()
+    handle = getattr(loop, method)(*args, print, "x")
+    handle.cancel()
+    _clear_like_the_gc(handle)
+    assert handle.get_context() is None
+    repr(handle)
+    handle.cancelled()
+    handle.cancel()
+    loop.call_soon(loop.stop)
+    run_until_stopped(loop)
