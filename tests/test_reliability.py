@@ -580,3 +580,37 @@ def test_handle_methods_after_the_gc_cleared_it(loop, method):
     handle.cancel()
     loop.call_soon(loop.stop)
     run_until_stopped(loop)
+
+
+# ---------------------------------------------------------------------- fork
+
+@pytest.mark.zloop_only
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_forked_child_does_not_share_the_signal_socket(loop):
+    import signal
+    import time
+    from test_fork import run_in_child
+
+    parent_got = []
+    loop.add_signal_handler(signal.SIGUSR1, parent_got.append, "parent")
+    try:
+        loop.run_until_complete(asyncio.sleep(0))
+        parent_inode = os.fstat(loop._signal_rsock.fileno()).st_ino
+
+        def child():
+            # Signal itself and leave without running the loop: a byte in a shared socket would reach the parent.
+            assert os.fstat(loop._signal_rsock.fileno()).st_ino != parent_inode
+            os.kill(os.getpid(), signal.SIGUSR1)
+            time.sleep(0.05)
+            return True
+
+        status, text = run_in_child(child)
+        assert status == 0, text
+        loop.run_until_complete(asyncio.sleep(0.05))
+        assert parent_got == []
+        # The parent's own signals still arrive.
+        os.kill(os.getpid(), signal.SIGUSR1)
+        loop.run_until_complete(asyncio.sleep(0.05))
+        assert parent_got == ["parent"]
+    finally:
+        loop.remove_signal_handler(signal.SIGUSR1)
