@@ -190,7 +190,7 @@ zl_io_release_all(zl_loop *loop)
             (void)loop->ops->unwatch(loop->backend, fd, slot->registered);
         }
         slot->registered = 0;
-        slot->transport_owned = 0;
+        slot->transport_owner = NULL;
         zl_io_side read = slot->read, write = slot->write;
         slot->read = (zl_io_side){0};
         slot->write = (zl_io_side){0};
@@ -202,17 +202,76 @@ zl_io_release_all(zl_loop *loop)
     Py_CLEAR(io->deferred_context);
 }
 
-int
-zl_io_set_transport_owned(zl_loop *loop, int fd, int owned)
+/*
+ * A transport's fd is its own only while its socket object holds that number. A caller who closes the socket
+ * behind the transport's back frees the number, and the next socket may get it: the new owner then takes the slot
+ * over (adopt), and the old transport, which finds its socket gone before any syscall, releases only what it
+ * still holds (disown, clear_owned_side). asyncio's selector keeps the stale registration instead, so a new
+ * transport on the reused number is never polled.
+ */
+
+/* Forget another transport's C callbacks on fd, and the backend's watch of the closed file they were for. The
+ * references go last, once the slot is consistent: dropping one may finalize that transport. */
+static int
+io_evict_stale(zl_loop *loop, zl_io_slot *slot, int fd, PyObject *owner)
 {
-    if (!owned && fd >= loop->io.len) {
-        return 0;
+    zl_io_side dropped[2] = {{0}, {0}};
+    int stale = 0;
+    for (int i = 0; i < 2; i++) {
+        zl_io_side *side = i == 0 ? &slot->read : &slot->write;
+        if (side->fn != NULL && side->owner != owner) {
+            dropped[i] = *side;
+            *side = (zl_io_side){0};
+            stale = 1;
+        }
     }
+    int rc = 0;
+    if (stale && slot->registered != 0) {
+        (void)loop->ops->unwatch(loop->backend, fd, slot->registered);
+        slot->registered = 0;
+        loop->io.watched--;
+        int wanted = (slot->read.handle ? ZL_EV_READ : 0) | (slot->write.handle ? ZL_EV_WRITE : 0);
+        rc = wanted ? io_apply_interest(loop, fd, wanted) : 0;
+    }
+    side_forget(dropped[0]);
+    side_forget(dropped[1]);
+    return rc;
+}
+
+int
+zl_io_adopt_fd(zl_loop *loop, int fd, PyObject *owner)
+{
     if (io_reserve(&loop->io, fd) < 0) {
         return -1;
     }
-    loop->io.slots[fd].transport_owned = owned;
+    zl_io_slot *slot = &loop->io.slots[fd];
+    if (io_evict_stale(loop, slot, fd, owner) < 0) {
+        return -1;
+    }
+    slot->transport_owner = owner;
     return 0;
+}
+
+void
+zl_io_disown_fd(zl_loop *loop, int fd, PyObject *owner)
+{
+    if (fd < loop->io.len && loop->io.slots[fd].transport_owner == owner) {
+        loop->io.slots[fd].transport_owner = NULL;
+    }
+}
+
+void
+zl_io_clear_owned_side(zl_loop *loop, int fd, int event, PyObject *owner)
+{
+    if (fd >= loop->io.len) {
+        return;
+    }
+    zl_io_side *side = slot_side(&loop->io.slots[fd], event);
+    if (side->fn != NULL && side->owner != owner) {
+        return;   /* taken over by the transport that got the number next */
+    }
+    int was_set;
+    (void)zl_io_clear_side(loop, fd, event, &was_set);
 }
 
 int
@@ -372,7 +431,7 @@ io_check_no_transport(zl_loop *loop, int fd, int event)
         PyErr_Format(PyExc_RuntimeError, "File descriptor %d is used by transport %R", fd, side->owner);
         return -1;
     }
-    if (slot->transport_owned) {
+    if (slot->transport_owner != NULL) {
         PyErr_Format(PyExc_RuntimeError, "File descriptor %d is used by transport", fd);
         return -1;
     }

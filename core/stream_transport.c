@@ -121,6 +121,9 @@ stream_on_readable(PyObject *owner, int fd)
     if (self->base.conn_lost || !self->base.reading) {
         return 0;
     }
+    if (zl_transport_sock_gone(&self->base)) {
+        return stream_fatal_errno(self, EBADF, "Fatal read error on socket transport");
+    }
     if (self->data_received == NULL) {
         return stream_read_into_protocol_buffer(self);
     }
@@ -175,7 +178,7 @@ stream_on_writable(PyObject *owner, int fd)
     if (self->base.conn_lost) {
         return 0;
     }
-    ssize_t sent = zl_write_queue_flush(&self->out, fd);
+    ssize_t sent = zl_transport_sock_gone(&self->base) ? -EBADF : zl_write_queue_flush(&self->out, fd);
     if (sent < 0) {
         zl_transport_stop_writing(&self->base);
         zl_write_queue_clear(&self->out);
@@ -206,7 +209,7 @@ stream_on_writable(PyObject *owner, int fd)
         self->base.conn_lost++;
         return zl_transport_call_connection_lost_soon(&self->base, NULL);
     }
-    if (self->eof_requested) {
+    if (self->eof_requested && !zl_transport_sock_gone(&self->base)) {
         shutdown(fd, SHUT_WR);
     }
     return 0;
@@ -268,9 +271,14 @@ stream_write(zl_stream *self, PyObject *data)
     Py_ssize_t sent = 0;
     if (self->out.count == 0) {
         ssize_t n;
-        do {
-            n = send(self->base.fd, view.buf, (size_t)view.len, MSG_NOSIGNAL);
-        } while (n < 0 && errno == EINTR);
+        if (zl_transport_sock_gone(&self->base)) {
+            n = -1;
+            errno = EBADF;
+        } else {
+            do {
+                n = send(self->base.fd, view.buf, (size_t)view.len, MSG_NOSIGNAL);
+            } while (n < 0 && errno == EINTR);
+        }
         if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
             int error = errno;
             PyBuffer_Release(&view);
@@ -469,6 +477,10 @@ stream_py_write_eof(zl_stream *self, PyObject *Py_UNUSED(ignored))
         Py_RETURN_NONE;
     }
     self->eof_requested = 1;
+    if (self->out.count == 0 && zl_transport_sock_gone(&self->base)) {
+        errno = EBADF;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
     if (self->out.count == 0 && shutdown(self->base.fd, SHUT_WR) < 0) {
         return PyErr_SetFromErrno(PyExc_OSError);
     }

@@ -37,6 +37,7 @@ struct zl_transport {
     Py_ssize_t high_water;
     Py_ssize_t low_water;
     int fd;
+    const int *sock_fd;              /* where the socket object keeps its fd (&fd when it is not a socket.socket) */
     int conn_lost;
     unsigned char closing;
     unsigned char reading_paused;
@@ -45,6 +46,14 @@ struct zl_transport {
     unsigned char reading;           /* registered with the loop for reading */
     unsigned char writing;           /* ... and for writing */
 };
+
+/* The caller closed (or detached) the socket object behind the transport's back: its number may name another
+ * file by now, so the transport must not use it. asyncio's socket calls fail with EBADF then; so do ours. */
+static inline int
+zl_transport_sock_gone(const zl_transport *t)
+{
+    return *t->sock_fd != t->fd;
+}
 
 /* ------------------------------------------------------------------ scheduling */
 

@@ -614,3 +614,178 @@ def test_forked_child_does_not_share_the_signal_socket(loop):
         assert parent_got == ["parent"]
     finally:
         loop.remove_signal_handler(signal.SIGUSR1)
+
+
+# ---------------------------------------------------------------------- sockets closed behind the transport
+
+def _reuse_number(fd):
+    """A new socket pair whose first socket has the number fd (the lowest free number is handed out next)."""
+    a, b = socket.socketpair()
+    if a.fileno() != fd:
+        os.dup2(a.fileno(), fd)
+        a.close()
+        a = socket.socket(fileno=fd)
+    return a, b
+
+
+def _pending(sock):
+    sock.setblocking(False)
+    try:
+        return sock.recv(65536)
+    except BlockingIOError:
+        return b""
+    finally:
+        sock.settimeout(TIMEOUT)
+
+
+async def _accepted_transport(loop, protocol):
+    ours, peer = socket.socketpair()
+    transport, _ = await loop.connect_accepted_socket(lambda: protocol, ours)
+    return transport, ours, peer
+
+
+@pytest.mark.parametrize("how", ["create_connection", "connect_accepted_socket"])
+def test_write_after_the_caller_closed_the_socket_never_reaches_the_new_owner(loop, how):
+    loop.set_exception_handler(lambda loop, context: None)
+    protocol = Recorder()
+    ours, peer = socket.socketpair()
+    if how == "create_connection":
+        transport, _ = loop.run_until_complete(loop.create_connection(lambda: protocol, sock=ours))
+    else:
+        transport, _ = loop.run_until_complete(loop.connect_accepted_socket(lambda: protocol, ours))
+    number = ours.fileno()
+    ours.close()                        # misuse: the transport owns it
+    other, other_peer = _reuse_number(number)
+    with peer, other, other_peer:
+        transport.write(b"secret")
+        loop.run_until_complete(asyncio.sleep(0.01))
+        assert _pending(other_peer) == b""
+        assert len(protocol.lost) == 1
+        assert isinstance(protocol.lost[0], OSError) and protocol.lost[0].errno == 9
+        # The transport is done; nothing it is asked to do touches the number again.
+        transport.write(b"again")
+        transport.writelines([b"and", b"again"])
+        transport.close()
+        transport.abort()
+        loop.run_until_complete(asyncio.sleep(0.01))
+        assert _pending(other_peer) == b""
+        other.send(b"still works")
+        assert other_peer.recv(100) == b"still works"
+
+
+def test_write_eof_after_the_caller_closed_the_socket(loop):
+    transport, protocol, peer = connect_pair(loop)
+    with peer:
+        number = transport.get_extra_info("socket").fileno()
+        transport._sock.close()
+        other, other_peer = _reuse_number(number)
+        with other, other_peer:
+            with pytest.raises(OSError) as info:
+                transport.write_eof()
+            assert info.value.errno == 9
+            other.send(b"open")
+            assert other_peer.recv(100) == b"open"   # not shut down
+            loop.set_exception_handler(lambda loop, context: None)
+            transport.abort()
+            loop.run_until_complete(asyncio.sleep(0.01))
+
+
+@pytest.mark.zloop_only
+def test_a_new_transport_on_a_reused_number_works_and_the_old_one_leaves_it_alone(loop):
+    # asyncio keeps the closed socket's selector key, so the new transport on that number is never polled.
+    loop.set_exception_handler(lambda loop, context: None)
+    old_protocol, new_protocol = Recorder(), Recorder()
+    ours, peer = socket.socketpair()
+    old, _ = loop.run_until_complete(loop.create_connection(lambda: old_protocol, sock=ours))
+    number = ours.fileno()
+    ours.close()
+    reused, reused_peer = _reuse_number(number)
+    with peer, reused_peer:
+        new, _ = loop.run_until_complete(loop.create_connection(lambda: new_protocol, sock=reused))
+        reused_peer.send(b"for the new one")
+        loop.run_until_complete(asyncio.sleep(0.05))
+        assert new_protocol.data == b"for the new one" and old_protocol.data == b""
+        # Everything the old transport is asked to do fails or is ignored; the new one keeps its fd.
+        old.pause_reading()
+        with pytest.raises(OSError):
+            old.resume_reading()
+        old.write(b"secret")
+        loop.run_until_complete(asyncio.sleep(0.01))
+        assert isinstance(old_protocol.lost[0], OSError)
+        old.abort()
+        old.close()
+        reused_peer.send(b" and more")
+        new.write(b"reply")
+        loop.run_until_complete(asyncio.sleep(0.05))
+        assert new_protocol.data == b"for the new one and more"
+        assert reused_peer.recv(100) == b"reply"
+        assert new_protocol.lost == []
+        with pytest.raises(RuntimeError):
+            loop.add_reader(number, lambda: None)   # still the new transport's
+        new.close()
+        loop.run_until_complete(asyncio.sleep(0.01))
+        assert new_protocol.lost == [None]
+        assert recv_all(reused_peer) == b""
+
+
+@pytest.mark.zloop_only
+def test_reading_transport_whose_socket_was_closed_never_reads_the_new_owner(loop):
+    old_protocol, new_protocol = Recorder(), Recorder()
+    ours, peer = socket.socketpair()
+    old, _ = loop.run_until_complete(loop.create_connection(lambda: old_protocol, sock=ours))
+    loop.run_until_complete(asyncio.sleep(0))
+    number = ours.fileno()
+    ours.close()
+    reused, reused_peer = _reuse_number(number)
+    with peer, reused_peer:
+        new, _ = loop.run_until_complete(loop.create_connection(lambda: new_protocol, sock=reused))
+        for i in range(5):
+            reused_peer.send(b"%d" % i)
+            loop.run_until_complete(asyncio.sleep(0.01))
+        assert new_protocol.data == b"01234" and old_protocol.data == b""
+        new.close()
+        loop.set_exception_handler(lambda loop, context: None)
+        old.abort()
+        loop.run_until_complete(asyncio.sleep(0.01))
+
+
+class DatagramRecorder(asyncio.DatagramProtocol):
+    def __init__(self):
+        self.errors = []
+        self.received = []
+        self.lost = []
+
+    def datagram_received(self, data, addr):
+        self.received.append(data)
+
+    def error_received(self, exc):
+        self.errors.append(exc)
+
+    def connection_lost(self, exc):
+        self.lost.append(exc)
+
+
+def test_datagram_sendto_after_the_caller_closed_the_socket(loop):
+    protocol = DatagramRecorder()
+    ours = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    ours.bind(("127.0.0.1", 0))
+    ours.setblocking(False)
+    target = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    target.bind(("127.0.0.1", 0))
+    with target:
+        transport, _ = loop.run_until_complete(loop.create_datagram_endpoint(lambda: protocol, sock=ours))
+        number = ours.fileno()
+        ours.close()
+        other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        if other.fileno() != number:
+            os.dup2(other.fileno(), number)
+            other.close()
+            other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, fileno=number)
+        with other:
+            other.bind(("127.0.0.1", 0))
+            transport.sendto(b"secret", target.getsockname())
+            loop.run_until_complete(asyncio.sleep(0.01))
+            assert _pending(target) == b""
+            assert protocol.errors and protocol.errors[0].errno == 9
+            transport.abort()
+            loop.run_until_complete(asyncio.sleep(0.01))
