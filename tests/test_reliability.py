@@ -789,3 +789,69 @@ def test_datagram_sendto_after_the_caller_closed_the_socket(loop):
             assert protocol.errors and protocol.errors[0].errno == 9
             transport.abort()
             loop.run_until_complete(asyncio.sleep(0.01))
+
+
+# ---------------------------------------------------------------------- a closed loop, calls from callbacks
+
+@pytest.mark.parametrize("call", [
+    lambda loop: loop.call_later(float("nan"), print),
+    lambda loop: loop.call_later(1, print),
+    lambda loop: loop.call_at(float("inf"), print),
+    lambda loop: loop.call_soon(print),
+    lambda loop: loop.add_reader(0, print),
+    lambda loop: loop.add_writer(1, print),
+], ids=["call_later-nan", "call_later", "call_at-inf", "call_soon", "add_reader", "add_writer"])
+def test_scheduling_on_a_closed_loop_raises_runtime_error(loop, call):
+    loop.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        call(loop)
+
+
+def test_remove_reader_writer_on_a_closed_loop(loop):
+    loop.close()
+    assert loop.remove_reader(0) is False
+    assert loop.remove_writer(1) is False
+
+
+def test_misuse_from_inside_a_callback(loop):
+    errors = []
+
+    def misuse():
+        for attempt in (loop.close, loop.run_forever, lambda: loop.run_until_complete(loop.create_future())):
+            try:
+                attempt()
+            except RuntimeError as exc:
+                errors.append(type(exc))
+        h = loop.call_later(float("nan"), errors.append, "nan-ran")
+        loop.call_later(float("inf"), errors.append, "never")
+        with pytest.raises(OSError):
+            loop.add_reader(10**8, print)
+        loop.call_later(0.01, loop.stop)
+        return h
+
+    loop.call_soon(misuse)
+    run_until_stopped(loop)
+    assert errors == [RuntimeError, RuntimeError, RuntimeError, "nan-ran"]
+    assert not loop.is_closed()
+
+
+def test_transport_close_from_its_own_data_received_with_a_str_write(loop):
+    class Rude(Recorder):
+        def data_received(self, data):
+            super().data_received(data)
+            with pytest.raises(TypeError):
+                self.transport.write("not bytes")
+            with pytest.raises(TypeError):
+                self.transport.writelines([b"ok", "not bytes"])
+            self.transport.write(b"bye")
+            self.transport.close()
+
+    transport, protocol, peer = connect_pair(loop, Rude())
+    with peer:
+        peer.send(b"hi")
+        for _ in range(200):
+            if protocol.lost:
+                break
+            loop.run_until_complete(asyncio.sleep(0.01))
+        assert protocol.lost == [None]
+        assert recv_all(peer) == b"bye"
