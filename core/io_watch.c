@@ -210,27 +210,27 @@ zl_io_release_all(zl_loop *loop)
  * transport on the reused number is never polled.
  */
 
-/* Forget another transport's C callbacks on fd, and the backend's watch of the closed file they were for. The
- * references go last, once the slot is consistent: dropping one may finalize that transport. */
+/* Forget another transport's C callbacks on fd, and start the backend's watch of fd afresh: it may be of a closed
+ * file whose number this one reused (the kernel forgot that file, a backend may not have). The references go
+ * last, once the slot is consistent: dropping one may finalize that transport. */
 static int
-io_evict_stale(zl_loop *loop, zl_io_slot *slot, int fd, PyObject *owner)
+io_refresh_for_owner(zl_loop *loop, zl_io_slot *slot, int fd, PyObject *owner)
 {
     zl_io_side dropped[2] = {{0}, {0}};
-    int stale = 0;
     for (int i = 0; i < 2; i++) {
         zl_io_side *side = i == 0 ? &slot->read : &slot->write;
         if (side->fn != NULL && side->owner != owner) {
             dropped[i] = *side;
             *side = (zl_io_side){0};
-            stale = 1;
         }
     }
     int rc = 0;
-    if (stale && slot->registered != 0) {
+    if (slot->registered != 0) {
         (void)loop->ops->unwatch(loop->backend, fd, slot->registered);
         slot->registered = 0;
         loop->io.watched--;
-        int wanted = (slot->read.handle ? ZL_EV_READ : 0) | (slot->write.handle ? ZL_EV_WRITE : 0);
+        int wanted = (slot->read.handle || slot->read.fn ? ZL_EV_READ : 0) |
+                     (slot->write.handle || slot->write.fn ? ZL_EV_WRITE : 0);
         rc = wanted ? io_apply_interest(loop, fd, wanted) : 0;
     }
     side_forget(dropped[0]);
@@ -245,7 +245,7 @@ zl_io_adopt_fd(zl_loop *loop, int fd, PyObject *owner)
         return -1;
     }
     zl_io_slot *slot = &loop->io.slots[fd];
-    if (io_evict_stale(loop, slot, fd, owner) < 0) {
+    if (io_refresh_for_owner(loop, slot, fd, owner) < 0) {
         return -1;
     }
     slot->transport_owner = owner;

@@ -855,3 +855,28 @@ def test_transport_close_from_its_own_data_received_with_a_str_write(loop):
             loop.run_until_complete(asyncio.sleep(0.01))
         assert protocol.lost == [None]
         assert recv_all(peer) == b"bye"
+
+
+@pytest.mark.zloop_only
+def test_a_transport_on_the_number_of_a_closed_add_reader_socket_is_polled(loop):
+    # The caller closed a socket it had given add_reader without remove_reader; the next socket with that
+    # number becomes a transport. asyncio keeps the stale selector key and never polls the new transport.
+    stale_calls = []
+    a, b = socket.socketpair()
+    loop.add_reader(a, stale_calls.append, "stale")
+    loop.run_until_complete(asyncio.sleep(0))
+    number = a.fileno()
+    a.close()
+    b.close()
+    reused, reused_peer = _reuse_number(number)
+    protocol = Recorder()
+    with reused_peer:
+        transport, _ = loop.run_until_complete(loop.create_connection(lambda: protocol, sock=reused))
+        reused_peer.send(b"polled")
+        for _ in range(100):
+            if protocol.data:
+                break
+            loop.run_until_complete(asyncio.sleep(0.01))
+        assert protocol.data == b"polled" and stale_calls == []
+        transport.close()
+        loop.run_until_complete(asyncio.sleep(0.01))
