@@ -267,8 +267,8 @@ zl_io_clear_owned_side(zl_loop *loop, int fd, int event, PyObject *owner)
         return;
     }
     zl_io_side *side = slot_side(&loop->io.slots[fd], event);
-    if (side->fn != NULL && side->owner != owner) {
-        return;   /* taken over by the transport that got the number next */
+    if (side->handle != NULL || (side->fn != NULL && side->owner != owner)) {
+        return;   /* taken over by whoever got the number next */
     }
     int was_set;
     (void)zl_io_clear_side(loop, fd, event, &was_set);

@@ -880,3 +880,32 @@ def test_a_transport_on_the_number_of_a_closed_add_reader_socket_is_polled(loop)
         assert protocol.data == b"polled" and stale_calls == []
         transport.close()
         loop.run_until_complete(asyncio.sleep(0.01))
+
+
+@pytest.mark.zloop_only
+def test_old_transport_leaves_an_add_reader_on_its_reused_number_alone(loop):
+    # The number passes from a transport whose socket the caller closed, to a second transport, and once that one
+    # closed, to a socket given to add_reader: the first transport's abort must not remove that reader.
+    loop.set_exception_handler(lambda loop, context: None)
+    ours, peer = socket.socketpair()
+    old, _ = loop.run_until_complete(loop.create_connection(Recorder, sock=ours))
+    loop.run_until_complete(asyncio.sleep(0))
+    number = ours.fileno()
+    ours.close()
+    second, second_peer = _reuse_number(number)
+    middle, _ = loop.run_until_complete(loop.create_connection(Recorder, sock=second))
+    middle.close()
+    loop.run_until_complete(asyncio.sleep(0.01))     # connection_lost closed the second socket
+    third, third_peer = _reuse_number(number)
+    got = []
+    with peer, second_peer, third, third_peer:
+        loop.add_reader(third, lambda: got.append(third.recv(10)))
+        old.abort()
+        loop.run_until_complete(asyncio.sleep(0.01))
+        third_peer.send(b"mine")
+        for _ in range(100):
+            if got:
+                break
+            loop.run_until_complete(asyncio.sleep(0.01))
+        assert got == [b"mine"]
+        assert loop.remove_reader(third) is True
