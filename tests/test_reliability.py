@@ -79,7 +79,7 @@ def test_timer_far_in_the_future_never_fires_and_never_blocks_the_others(loop, d
     loop.call_later(0.02, loop.stop)
     run_until_stopped(loop)
     assert ran == ["a"]
-    assert far.when() == loop.time() + delay or far.when() >= 1e300
+    assert far.when() >= 1e300
     far.cancel()
 
 
