@@ -98,11 +98,9 @@ zl_handle_new(zl_loop *loop, PyObject *callback, PyObject *const *args, Py_ssize
             goto error;
         }
     }
-    PyObject_GC_Track(handle);
-    return handle;
+    return handle;   /* untracked: see handle_gc.h */
 
 error:
-    PyObject_GC_Track(handle);
     Py_DECREF(handle);
     return NULL;
 }
@@ -151,6 +149,26 @@ handle_traverse(zl_handle *handle, visitproc visit, void *arg)
     Py_VISIT(handle->source_traceback);
     Py_VISIT(handle->cancelled_repr);
     return 0;
+}
+
+/* ------------------------------------------------------------------ the cyclic GC (handle_gc.h) */
+
+int
+zl_handle_visit_owned(PyObject *handle, visitproc visit, void *arg)
+{
+    if (PyObject_GC_IsTracked(handle)) {
+        Py_VISIT(handle);
+        return 0;
+    }
+    return handle_traverse((zl_handle *)handle, visit, arg);
+}
+
+void
+zl_handle_track(PyObject *handle)
+{
+    if (!PyObject_GC_IsTracked(handle)) {
+        PyObject_GC_Track(handle);
+    }
 }
 
 static void

@@ -391,8 +391,12 @@ loop_make_handle(zl_loop *self, PyObject *args, PyObject *kwds)
                                      &call_args, &context)) {
         return NULL;
     }
-    return (PyObject *)zl_handle_new(self, callback, &PyTuple_GET_ITEM(call_args, 0), PyTuple_GET_SIZE(call_args),
-                                     context, 0, 0.0);
+    PyObject *handle = (PyObject *)zl_handle_new(self, callback, &PyTuple_GET_ITEM(call_args, 0),
+                                                 PyTuple_GET_SIZE(call_args), context, 0, 0.0);
+    if (handle != NULL) {
+        zl_handle_track(handle);   /* held from Python, queued by _enqueue maybe many times */
+    }
+    return handle;
 }
 
 static PyObject *
@@ -405,6 +409,7 @@ loop_enqueue_handle(zl_loop *self, PyObject *handle)
     if (zl_loop_check_closed(self) < 0) {
         return NULL;
     }
+    zl_handle_track(handle);   /* it may sit in a queue already: an untracked handle has one queue slot at most */
     Py_INCREF(handle);
     if (zl_loop_schedule(self, handle) < 0) {
         return NULL;

@@ -34,7 +34,7 @@ drop_cancelled_timers(zl_loop *loop)
         PyObject *timer = zl_timer_heap_pop(&loop->timers);
         ((zl_handle *)timer)->scheduled = 0;
         loop->timer_cancelled_count--;
-        Py_DECREF(timer);
+        zl_handle_release(timer);
     }
 }
 
@@ -116,7 +116,7 @@ queue_expired_timers(zl_loop *loop)
         timer->scheduled = 0;
         if (timer->cancelled) {
             loop->timer_cancelled_count--;
-            Py_DECREF(timer);
+            zl_handle_release((PyObject *)timer);
             continue;
         }
         if (zl_ready_queue_push(&loop->ready, (PyObject *)timer) < 0) {
@@ -158,7 +158,7 @@ run_ready_handles(zl_loop *loop)
         if (!handle->cancelled) {
             rc = loop->debug ? run_handle_debug(loop, handle) : zl_handle_run(handle);
         }
-        Py_DECREF(handle);
+        zl_handle_release((PyObject *)handle);
         if (rc < 0) {
             return -1;
         }
