@@ -9,6 +9,34 @@
 static zl_handle *handle_freelist[2][ZL_HANDLE_FREELIST_MAX];   /* [is_timer] */
 static int handle_freelist_len[2];
 
+/* ------------------------------------------------------------------ the copied context and the GC */
+
+/* The context a handle copied for itself (call_soon without context=) is not tracked either while only the handle
+ * holds it: thousands of queued handles mean thousands of contexts. It is tracked again before anything else can
+ * reach it (a getter, the handle becoming tracked) and before the handle lets go of it, so CPython, whose context
+ * dealloc expects a tracked object, only ever frees a tracked one. */
+static inline void
+handle_track_context(zl_handle *handle)
+{
+    if (handle->context != NULL && !PyObject_GC_IsTracked(handle->context)) {
+        PyObject_GC_Track(handle->context);
+    }
+}
+
+static int
+handle_visit_context(zl_handle *handle, visitproc visit, void *arg)
+{
+    PyObject *context = handle->context;
+    if (context == NULL) {
+        return 0;
+    }
+    if (PyObject_GC_IsTracked(context)) {
+        Py_VISIT(context);
+        return 0;
+    }
+    return Py_TYPE(context)->tp_traverse(context, visit, arg);   /* what it holds, on its behalf */
+}
+
 /* ------------------------------------------------------------------ creation */
 
 static zl_handle *
@@ -88,6 +116,7 @@ zl_handle_new(zl_loop *loop, PyObject *callback, PyObject *const *args, Py_ssize
         if (handle->context == NULL) {
             goto error;
         }
+        PyObject_GC_UnTrack(handle->context);
     } else {
         Py_INCREF(context);
         handle->context = context;
@@ -126,6 +155,7 @@ handle_clear(zl_handle *handle)
 {
     Py_CLEAR(handle->callback);
     handle_clear_args(handle);
+    handle_track_context(handle);
     Py_CLEAR(handle->context);
     Py_CLEAR(handle->loop);
     Py_CLEAR(handle->source_traceback);
@@ -144,7 +174,10 @@ handle_traverse(zl_handle *handle, visitproc visit, void *arg)
             Py_VISIT(handle->inline_args[i]);
         }
     }
-    Py_VISIT(handle->context);
+    int rc = handle_visit_context(handle, visit, arg);
+    if (rc != 0) {
+        return rc;
+    }
     Py_VISIT(handle->loop);
     Py_VISIT(handle->source_traceback);
     Py_VISIT(handle->cancelled_repr);
@@ -167,6 +200,7 @@ void
 zl_handle_track(PyObject *handle)
 {
     if (!PyObject_GC_IsTracked(handle)) {
+        handle_track_context((zl_handle *)handle);   /* a tracked handle's traverse visits it as an object */
         PyObject_GC_Track(handle);
     }
 }
@@ -284,6 +318,7 @@ handle_py_cancelled(zl_handle *handle, PyObject *Py_UNUSED(ignored))
 static PyObject *
 handle_py_get_context(zl_handle *handle, PyObject *Py_UNUSED(ignored))
 {
+    handle_track_context(handle);
     Py_INCREF(handle->context);
     return handle->context;
 }
@@ -352,6 +387,7 @@ handle_get_loop(zl_handle *handle, void *Py_UNUSED(closure))
 static PyObject *
 handle_get_context(zl_handle *handle, void *Py_UNUSED(closure))
 {
+    handle_track_context(handle);
     return zl_ref_or_none(handle->context);
 }
 

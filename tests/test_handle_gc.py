@@ -3,6 +3,7 @@
 # zloop's queued handles are not tracked by the GC (core/handle_gc.h; docs/architecture.md, "Handles and the GC").
 
 import asyncio
+import contextvars
 import gc
 import warnings
 import weakref
@@ -163,12 +164,55 @@ def test_handle_held_from_python_after_it_ran(loop):
     assert context_of(handle) is context
 
 
+VAR = contextvars.ContextVar("test_handle_gc")
+
+
+def cycle_through_context(schedule):
+    """node -> handle -> its copied context -> VAR's value -> node, made in a context of its own; return (node's
+    weakref, the list the callback appends what it sees in VAR to)."""
+    seen = []
+
+    def callback():
+        seen.append(VAR.get().value)
+
+    def make():
+        node = Node()
+        VAR.set(node)
+        node.handle = schedule(callback)
+        return weakref.ref(node)
+
+    return contextvars.copy_context().run(make), seen
+
+
+@pytest.mark.parametrize("delay", [None, 0, 3600])
+def test_cycle_through_the_copied_context(loop, delay):
+    schedule = loop.call_soon if delay is None else lambda cb: loop.call_later(delay, cb)
+    ran, ran_seen = cycle_through_context(schedule)
+    cancelled, cancelled_seen = cycle_through_context(schedule)
+    cancelled().handle.cancel()
+    exposed, _ = cycle_through_context(schedule)
+    context = exposed().handle._context   # handed out to Python while queued
+    gc.collect()
+    assert ran() is not None, "the GC freed what a queued handle's context holds"
+    assert context.get(VAR) is exposed()
+    del context
+    if delay != 3600:
+        run_one_iteration(loop)
+        run_one_iteration(loop)
+        assert ran_seen == [42]
+    assert cancelled_seen == []
+    loop.close()
+    gc.collect()
+    assert (ran(), cancelled(), exposed()) == (None, None, None), "a cycle through a handle's context leaked"
+
+
 @pytest.mark.zloop_only
 def test_queued_handles_are_not_tracked_by_the_gc(loop):
     soon = loop.call_soon(lambda: None)
     timer = loop.call_later(3600, lambda: None)
     assert not gc.is_tracked(soon)
     assert not gc.is_tracked(timer)
+    assert gc.is_tracked(timer.get_context()), "a context handed out must be tracked"
     run_one_iteration(loop)
     # Still held here once the loop let go of it: an ordinary tracked object from then on.
     assert gc.is_tracked(soon)
