@@ -67,6 +67,7 @@ handle_alloc(int is_timer)
     handle->is_timer = (unsigned char)is_timer;
     handle->scheduled = 0;
     handle->when = 0.0;
+    handle->seq = 0;
     handle->when_given = NULL;
     return handle;
 }
@@ -283,7 +284,7 @@ zl_handle_cancel(zl_handle *handle)
     if (handle->cancelled) {
         return;
     }
-    if (handle->is_timer && handle->scheduled && handle->loop != NULL) {
+    if (handle->is_timer && handle->scheduled == ZL_TIMER_IN_HEAP && handle->loop != NULL) {
         zl_loop_timer_cancelled(handle->loop);
     }
     handle->cancelled = 1;

@@ -17,6 +17,9 @@ typedef struct zl_loop zl_loop;
 
 #define ZL_HANDLE_INLINE_ARGS 3
 
+#define ZL_TIMER_IN_HEAP 1            /* zl_handle.scheduled: in loop->timers */
+#define ZL_TIMER_DUE 2                /* in loop->timers_due: already due when scheduled (call_later(0)) */
+
 typedef struct zl_handle {
     PyObject_HEAD
     PyObject *callback;               /* NULL once cancelled */
@@ -32,8 +35,9 @@ typedef struct zl_handle {
     unsigned char cancelled;
     unsigned char running;            /* its callback is executing: cancel leaves the arguments alone */
     unsigned char is_timer;
-    unsigned char scheduled;          /* timers: sitting in the loop's heap */
+    unsigned char scheduled;          /* timers: ZL_TIMER_IN_HEAP or ZL_TIMER_DUE while the loop holds them */
     double when;                      /* timers: deadline */
+    uint64_t seq;                     /* timers in the due queue: their place in scheduling order */
     PyObject *when_given;             /* call_at(when) given as an int: when() returns it, as asyncio keeps it */
 } zl_handle;
 
@@ -90,6 +94,8 @@ struct zl_loop {
     zl_ready_queue ready;
     zl_ready_queue ready_later;       /* what C I/O callbacks schedule while the dispatch runs them (see io_watch.c) */
     zl_timer_heap timers;
+    zl_ready_queue timers_due;        /* timers due when scheduled, in (deadline, sequence) order: they skip the heap
+                                         and are merged with the heap's due timers in run_once.c */
     zl_io_table io;
     uint64_t timer_seq;
     Py_ssize_t timer_cancelled_count;
