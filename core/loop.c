@@ -490,6 +490,7 @@ loop_init(zl_loop *self, PyObject *args, PyObject *kwds)
         return -1;
     }
     self->ops = ops;
+    self->wake_only_fd = -1;
     self->clock_resolution = loop_clock_resolution();
     self->slow_callback_duration = 0.1;
     return 0;
@@ -684,6 +685,8 @@ static PyMemberDef loop_members[] = {
     {"slow_callback_duration", T_DOUBLE, offsetof(zl_loop, slow_callback_duration), 0,
      "In debug mode, callbacks taking longer than this (seconds) are logged."},
     {"_clock_resolution", T_DOUBLE, offsetof(zl_loop, clock_resolution), READONLY, NULL},
+    {"_wake_only_fd", T_INT, offsetof(zl_loop, wake_only_fd), 0,
+     "An fd whose readiness only wakes the loop (-1: none); non-blocking polls may skip it."},
     {NULL, 0, 0, 0, NULL},
 };
 

@@ -64,6 +64,21 @@ poll_timeout_ns(zl_loop *loop)
     return (int64_t)ceil(delay * 1e9);
 }
 
+/* Whether a non-blocking poll could report anything worth dispatching now. Not when no fd is watched but the
+ * wake-only one (the signal socket while no signal handler is set: Python-level handlers run without it): such
+ * a poll could only report wake-ups, which only a blocking poll asks for and drains. So iterations with work
+ * queued and no I/O (a chain of sleep(0), a future resolved by call_soon) make no syscall. */
+static int
+watches_io(zl_loop *loop)
+{
+    int watched = loop->io.watched;
+    int fd = loop->wake_only_fd;
+    if (watched == 1 && fd >= 0 && fd < loop->io.len && loop->io.slots[fd].registered) {
+        return 0;
+    }
+    return watched > 0;
+}
+
 static int
 poll_backend(zl_loop *loop)
 {
@@ -73,6 +88,9 @@ poll_backend(zl_loop *loop)
     }
     const zl_fired *fired = NULL;
     int count;
+    if (timeout_ns == 0 && !watches_io(loop)) {
+        return 0;
+    }
     if (timeout_ns == 0) {
         count = loop->ops->poll(loop->backend, 0, &fired);
     } else {

@@ -109,6 +109,8 @@ struct zl_loop {
     int stopping;
     int closed;
     int in_io_callback;               /* a C I/O callback is running inside the dispatch */
+    int wake_only_fd;                 /* an fd whose readiness only wakes the loop (the signal socket with no
+                                         signal handlers), or -1: see run_once.c */
     volatile int polling;             /* blocked in the backend's poll, GIL released */
     volatile int wake_pending;        /* a wake() was sent for this poll */
 };
