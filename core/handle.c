@@ -82,6 +82,10 @@ handle_store_args(zl_handle *handle, PyObject *const *args, Py_ssize_t nargs)
         }
         handle->args = handle->inline_args;
     } else {
+        if (nargs > INT_MAX) {
+            PyErr_SetString(PyExc_OverflowError, "too many arguments for a callback");
+            return -1;
+        }
         handle->args_tuple = PyTuple_New(nargs);
         if (handle->args_tuple == NULL) {
             return -1;
@@ -92,7 +96,7 @@ handle_store_args(zl_handle *handle, PyObject *const *args, Py_ssize_t nargs)
         }
         handle->args = &PyTuple_GET_ITEM(handle->args_tuple, 0);
     }
-    handle->nargs = nargs;
+    handle->nargs = (int)nargs;
     return 0;
 }
 

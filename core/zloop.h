@@ -24,7 +24,6 @@ typedef struct zl_handle {
     PyObject_HEAD
     PyObject *callback;               /* NULL once cancelled */
     PyObject **args;                  /* inline_args, or the items of args_tuple */
-    Py_ssize_t nargs;
     PyObject *args_tuple;             /* owns the arguments when there are more than fit inline */
     PyObject *inline_args[ZL_HANDLE_INLINE_ARGS];
     PyObject *context;                /* contextvars.Context the callback runs in */
@@ -32,6 +31,7 @@ typedef struct zl_handle {
     PyObject *source_traceback;       /* debug mode only */
     PyObject *cancelled_repr;         /* debug mode: repr taken when cancelled */
     PyObject *weakreflist;
+    int nargs;                        /* int, next to the flags: a handle fits 160 bytes with its GC header */
     unsigned char cancelled;
     unsigned char running;            /* its callback is executing: cancel leaves the arguments alone */
     unsigned char is_timer;
