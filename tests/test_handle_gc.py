@@ -5,6 +5,7 @@
 import asyncio
 import contextvars
 import gc
+import threading
 import warnings
 import weakref
 
@@ -226,3 +227,42 @@ def test_gc_referents_of_the_loop_reach_what_queued_handles_hold(loop):
     marker = Node()
     loop.call_soon(lambda x: None, marker)
     assert any(obj is marker for obj in gc.get_referents(loop))
+
+
+def test_collections_at_every_allocation_free_nothing_in_use(loop, run):
+    """With the collector run on (nearly) every allocation: handles queued, run, cancelled, due timers, contexts
+    handed out, thread-safe calls; every cycle made is collected in the end."""
+    refs = []
+    seen = []
+
+    async def churn():
+        for i in range(200):
+            node = Node()
+            VAR.set(node)
+            node.soon = loop.call_soon(seen.append, node)
+            node.due = loop.call_later(0, seen.append, node)
+            node.later = loop.call_later(3600, seen.append, node)
+            node.later.cancel()
+            if i % 3 == 0:
+                node.due.cancel()
+            if i % 5 == 0:
+                node.context = node.soon._context
+            refs.append(weakref.ref(node))
+            if i % 40 == 0:
+                await asyncio.sleep(0)
+        producer = threading.Thread(target=lambda: [loop.call_soon_threadsafe(seen.append, j) for j in range(100)])
+        producer.start()
+        producer.join()
+        await asyncio.sleep(0.01)
+
+    thresholds = gc.get_threshold()
+    gc.set_threshold(1, 1, 1)
+    try:
+        run(churn())
+    finally:
+        gc.set_threshold(*thresholds)
+    assert len(seen) == 200 + (200 - 67) + 100
+    seen.clear()
+    loop.close()
+    gc.collect()
+    assert sum(ref() is not None for ref in refs) == 0
