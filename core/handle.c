@@ -12,13 +12,15 @@ static int handle_freelist_len[2];
 /* ------------------------------------------------------------------ the copied context and the GC */
 
 /* The context a handle copied for itself (call_soon without context=) is not tracked either while only the handle
- * holds it: thousands of queued handles mean thousands of contexts. It is tracked again before anything else can
+ * holds it, once the loop holds many handles (ZL_UNTRACKED_CONTEXT_MIN_QUEUED): thousands of queued handles mean
+ * thousands of contexts. It is tracked again before anything else can
  * reach it (a getter, the handle becoming tracked) and before the handle lets go of it, so CPython, whose context
  * dealloc expects a tracked object, only ever frees a tracked one. */
 static inline void
 handle_track_context(zl_handle *handle)
 {
-    if (handle->context != NULL && !PyObject_GC_IsTracked(handle->context)) {
+    if (handle->context_untracked) {
+        handle->context_untracked = 0;
         PyObject_GC_Track(handle->context);
     }
 }
@@ -27,10 +29,7 @@ static int
 handle_visit_context(zl_handle *handle, visitproc visit, void *arg)
 {
     PyObject *context = handle->context;
-    if (context == NULL) {
-        return 0;
-    }
-    if (PyObject_GC_IsTracked(context)) {
+    if (!handle->context_untracked) {
         Py_VISIT(context);
         return 0;
     }
@@ -64,7 +63,8 @@ handle_alloc(int is_timer)
     handle->weakreflist = NULL;
     handle->cancelled = 0;
     handle->running = 0;
-    handle->is_timer = (unsigned char)is_timer;
+    handle->is_timer = is_timer != 0;
+    handle->context_untracked = 0;
     handle->scheduled = 0;
     handle->when = 0.0;
     handle->seq = 0;
@@ -121,7 +121,10 @@ zl_handle_new(zl_loop *loop, PyObject *callback, PyObject *const *args, Py_ssize
         if (handle->context == NULL) {
             goto error;
         }
-        PyObject_GC_UnTrack(handle->context);
+        if (loop->ready.len + loop->timers.len + loop->timers_due.len >= ZL_UNTRACKED_CONTEXT_MIN_QUEUED) {
+            PyObject_GC_UnTrack(handle->context);
+            handle->context_untracked = 1;
+        }
     } else {
         Py_INCREF(context);
         handle->context = context;

@@ -20,6 +20,10 @@ typedef struct zl_loop zl_loop;
 #define ZL_TIMER_IN_HEAP 1            /* zl_handle.scheduled: in loop->timers */
 #define ZL_TIMER_DUE 2                /* in loop->timers_due: already due when scheduled (call_later(0)) */
 
+/* A handle copies the current context untracked only once the loop holds this many handles: below, the few
+ * young contexts cost the collector less than tracking them back before they are freed would cost each call. */
+#define ZL_UNTRACKED_CONTEXT_MIN_QUEUED 512
+
 typedef struct zl_handle {
     PyObject_HEAD
     PyObject *callback;               /* NULL once cancelled */
@@ -34,7 +38,8 @@ typedef struct zl_handle {
     int nargs;                        /* int, next to the flags: a handle fits 160 bytes with its GC header */
     unsigned char cancelled;
     unsigned char running;            /* its callback is executing: cancel leaves the arguments alone */
-    unsigned char is_timer;
+    unsigned char is_timer : 1;
+    unsigned char context_untracked : 1; /* the copied context is not tracked by the GC (handle_gc.h) */
     unsigned char scheduled;          /* timers: ZL_TIMER_IN_HEAP or ZL_TIMER_DUE while the loop holds them */
     double when;                      /* timers: deadline */
     uint64_t seq;                     /* timers in the due queue: their place in scheduling order */
