@@ -84,10 +84,11 @@ def parse(parser, run_child):
     return args
 
 
-def selection(args, known_rows, prog):
-    """(loop specs, rows, rounds) from the options; exits on a bad name."""
+def selection(args, known_rows, prog, peers=False):
+    """(loop specs, rows, rounds) from the options; exits on a bad name.  With peers, the loops that run from
+    their own environment (bench/peers.sh) are offered too."""
     try:
-        specs = _loops.select(args.loops)
+        specs = _loops.select(args.loops, peers=peers)
     except ValueError as exc:
         sys.exit(f"{prog}: {exc}")
     rows = args.rows.split(",") if args.rows else list(known_rows)
@@ -132,11 +133,12 @@ def run_child(row, spec, n, time_limit, measure, make_loop=_loops.make_loop, sto
 # ------------------------------------------------------------ the parent
 
 def spawn_child(script, row, spec, n, time_limit):
-    """Run one child of *script*; return its result dict or raise BenchError."""
-    cmd = [sys.executable, os.path.abspath(script), "--child", row, spec, "--n", str(n),
+    """Run one child of *script* with the interpreter of *spec*; return its result dict or raise BenchError."""
+    cmd = [_loops.interpreter(spec), os.path.abspath(script), "--child", row, spec, "--n", str(n),
            "--time-limit", str(time_limit)]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=time_limit + KILL_GRACE)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=time_limit + KILL_GRACE,
+                              env=_loops.child_env(spec))
     except subprocess.TimeoutExpired:
         raise BenchError(f"child killed after {time_limit + KILL_GRACE:.0f} s")
     if proc.returncode != 0:

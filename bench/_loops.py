@@ -10,6 +10,17 @@ A *loop spec* names one loop implementation:
                      ``--loops`` item it means every backend, unless
                      ``select(..., expand_zloop=False)``)
 
+Peers that run from their own virtual environment (made by bench/peers.sh
+under $ZLOOP_PEERS_DIR, default ~/.cache/zloop-bench-peers), offered only by
+``select(..., peers=True)``: the caller runs such a spec's child with
+``interpreter(spec)`` and ``child_env(spec)``:
+
+    rloop            ``rloop.new_event_loop()`` (Rust), env py311
+    zloop-zig        the Zig zloop from PyPI (needs Python >= 3.12 and has our
+                     import name), env py312
+    uvloop@3.12      uvloop in the Zig loop's interpreter: what the
+                     interpreter alone changes against ``uvloop``
+
 Use from a script in bench/ with ``import _loops``; from one elsewhere under
 bench/ with::
 
@@ -18,7 +29,59 @@ bench/ with::
 """
 
 import asyncio
+import functools
+import json
+import os
+import subprocess
 import sys
+
+# spec -> (peer environment, module the loop comes from)
+PEERS = {
+    "rloop": ("py311", "rloop"),
+    "zloop-zig": ("py312", "zloop"),
+    "uvloop@3.12": ("py312", "uvloop"),
+}
+
+
+def peers_dir():
+    return os.environ.get("ZLOOP_PEERS_DIR") or os.path.expanduser("~/.cache/zloop-bench-peers")
+
+
+def _peer_python(spec):
+    return os.path.join(peers_dir(), PEERS[spec][0], "bin", "python")
+
+
+def interpreter(spec):
+    """The Python a child measuring *spec* runs with."""
+    return _peer_python(spec) if spec in PEERS else sys.executable
+
+
+def child_env(spec):
+    """The environment of such a child: a peer's without PYTHONPATH, which points at our own zloop."""
+    env = dict(os.environ)
+    if spec in PEERS:
+        env.pop("PYTHONPATH", None)
+    return env
+
+
+@functools.lru_cache(maxsize=None)
+def _peer_versions(env_name):
+    """{module: version} of the peer modules importable in that environment ({} when it is missing)."""
+    python = os.path.join(peers_dir(), env_name, "bin", "python")
+    if not os.access(python, os.X_OK):
+        return {}
+    modules = sorted({mod for env, mod in PEERS.values() if env == env_name})
+    code = ("import importlib.metadata as m, importlib.util as u, json, sys\n"
+            "print(json.dumps({'python': sys.version.split()[0], **{n: m.version(n) for n in sys.argv[1:] "
+            "if u.find_spec(n)}}))")
+    proc = subprocess.run([python, "-c", code, *modules], capture_output=True, text=True,
+                          env=child_env("rloop"))
+    return json.loads(proc.stdout) if proc.returncode == 0 else {}
+
+
+def _peer_available(spec):
+    env_name, module = PEERS[spec]
+    return module in _peer_versions(env_name)
 
 
 def _import_zloop():
@@ -40,8 +103,9 @@ def _zloop_backends(zloop):
         return []
 
 
-def available():
-    """All loop specs usable in this interpreter, in canonical order."""
+def available(peers=False):
+    """All loop specs usable in this interpreter (with peers: and the peers whose environment exists), in
+    canonical order."""
     specs = ["asyncio"]
     try:
         import uvloop  # noqa: F401
@@ -51,15 +115,18 @@ def available():
     zloop = _import_zloop()
     if zloop is not None:
         specs.extend("zloop:" + b for b in _zloop_backends(zloop))
+    if peers:
+        specs.extend(spec for spec in PEERS if _peer_available(spec))
     return specs
 
 
-def select(arg=None, expand_zloop=True):
+def select(arg=None, expand_zloop=True, peers=False):
     """Parse a ``--loops`` value (comma separated; ``zloop`` means every
     zloop backend, or with expand_zloop=False the one spec ``zloop``, the
     default backend) into a list of specs.  None/empty selects all available.
-    Asking for a loop that is not available is an error (ValueError)."""
-    avail = available()
+    Asking for a loop that is not available is an error (ValueError).  With peers, the peer specs are offered
+    too (the caller runs them with interpreter() and child_env())."""
+    avail = available(peers)
     if not arg:
         return avail
     chosen = []
@@ -76,7 +143,8 @@ def select(arg=None, expand_zloop=True):
         elif item in avail:
             matches = [item]
         else:
-            raise ValueError(f"loop {item!r} is not available here "
+            hint = " (run bench/peers.sh)" if item in PEERS else ""
+            raise ValueError(f"loop {item!r} is not available here{hint} "
                              f"(available: {', '.join(avail)})")
         chosen.extend(m for m in matches if m not in chosen)
     return chosen
@@ -87,7 +155,17 @@ def make_loop(spec):
     if spec == "asyncio":
         loop = asyncio.new_event_loop()
         expected = "asyncio"
-    elif spec == "uvloop":
+    elif spec == "rloop":
+        import rloop
+        loop = rloop.new_event_loop()
+        expected = "rloop"
+    elif spec == "zloop-zig":
+        import zloop
+        if hasattr(zloop, "backends"):
+            raise RuntimeError("zloop-zig: imported our own zloop, not the Zig one (PYTHONPATH set?)")
+        loop = zloop.new_event_loop()
+        expected = "zloop"
+    elif spec in ("uvloop", "uvloop@3.12"):
         import uvloop
         loop = uvloop.new_event_loop()
         expected = "uvloop"
@@ -123,4 +201,7 @@ def versions():
     else:
         out["zloop"] = str(getattr(zloop, "__version__", "unknown"))
         out["zloop_backends"] = _zloop_backends(zloop)
+    for spec, (env_name, module) in PEERS.items():
+        found = _peer_versions(env_name)
+        out[spec] = f"{module} {found[module]} on Python {found['python']}" if module in found else None
     return out

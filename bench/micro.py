@@ -1,9 +1,15 @@
-"""Scheduling micro-benchmark: asyncio vs uvloop vs zloop (every backend).
+"""Scheduling micro-benchmark: zloop (every backend) against asyncio, uvloop, rloop and the Zig zloop.
 
 Each figure (row x loop x round) is measured in its own fresh process:
 
-    python bench/micro.py [--loops asyncio,uvloop,zloop] [--rows ...]
+    python bench/micro.py [--loops asyncio,uvloop,zloop,rloop,zloop-zig] [--rows ...]
                           [--rounds 5] [--quick] [--json PATH]
+
+Two shapes of rows: chains (a fixed number of self-rescheduling callbacks, so
+the ready queue stays short) and the seed's batch shape (a coroutine schedules
+N callbacks, then lets them all run: N handles alive at once).  The peers
+rloop and the Zig zloop run from their own environments (bench/peers.sh), each
+child with its loop's interpreter.
 
 The parent spawns ``micro.py --child ROW LOOPSPEC --n N`` per figure, rounds
 outermost and the loop order rotated every round.  A child warms up with N/10
@@ -25,11 +31,12 @@ import _loops
 from _harness import Clock, check
 
 CHAINS = 100           # concurrent self-rescheduling call_soon callbacks
+BATCH_N = 200_000      # batch rows: handles scheduled before any runs (the seed's N)
 BATCH = 1000           # timers / tasks created per loop iteration
 FIRE_DELAY = 0.001     # >= 1 ms: uvloop turns smaller delays into call_soon
 CANCEL_DELAY = 0.01    # cancelled timers would fire within the run if kept
-CHILD_TIME_LIMIT = 30.0
-ROW_WIDTH = 22
+CHILD_TIME_LIMIT = 60.0    # the Zig zloop takes ~12 s on batch_call_later_cancel (its cancel is slow)
+ROW_WIDTH = 27
 
 
 # --------------------------------------------------------------- the floor
@@ -272,7 +279,105 @@ def row_future_roundtrip(loop, n, clock):
     check(total == n * (n - 1) // 2, "future results do not add up")
 
 
-# name -> (function, N); N gives ~0.2-0.5 s per child on stock asyncio.
+# ---------------------------------------------------------- the batch rows
+# The seed's shape: inside a coroutine, schedule n callbacks, then wait until they have all run. Scheduling and
+# running are both timed; n handles are alive at once, which is what the chain rows never show.
+
+def run_batch(loop, n, clock, schedule):
+    """Time `schedule(done)` (it schedules n callbacks that each call done()) and the run of those callbacks."""
+    count = 0
+    finished = loop.create_future()
+
+    def done(step=1, tag=None, extra=None):     # the 3-argument row passes (1, "tag", None)
+        nonlocal count
+        count += step
+        if count == n:
+            finished.set_result(None)
+
+    async def main():
+        schedule(done)
+        await finished
+
+    coro = main()
+    clock.start()
+    loop.run_until_complete(coro)
+    clock.stop()
+    check(count == n, f"{count} of {n} callbacks ran")
+
+
+def row_batch_call_soon(loop, n, clock):
+    """n x call_soon(cb) from a coroutine, then all run."""
+    def schedule(done):
+        call_soon = loop.call_soon
+        for _ in range(n):
+            call_soon(done)
+
+    run_batch(loop, n, clock, schedule)
+
+
+def row_batch_call_soon_3args(loop, n, clock):
+    """n x call_soon(cb, 1, "tag", None), then all run."""
+    def schedule(done):
+        call_soon = loop.call_soon
+        for _ in range(n):
+            call_soon(done, 1, "tag", None)
+
+    run_batch(loop, n, clock, schedule)
+
+
+def row_batch_call_later0(loop, n, clock):
+    """n x call_later(0, cb), then all fire (in the order they were scheduled)."""
+    def schedule(done):
+        call_later = loop.call_later
+        for _ in range(n):
+            call_later(0, done)
+
+    run_batch(loop, n, clock, schedule)
+
+
+def row_batch_call_later_cancel(loop, n, clock):
+    """n x call_later(30, cb).cancel() from a coroutine; then the loop runs one more step. Per timer."""
+    fired = 0
+
+    def never():
+        nonlocal fired
+        fired += 1
+
+    async def main():
+        call_later = loop.call_later
+        for _ in range(n):
+            call_later(30, never).cancel()
+        await asyncio.sleep(0)
+
+    coro = main()
+    clock.start()
+    loop.run_until_complete(coro)
+    clock.stop()
+    check(fired == 0, f"{fired} cancelled timers fired")
+
+
+def row_batch_call_soon_threadsafe(loop, n, clock):
+    """A thread started from a coroutine calls call_soon_threadsafe(cb) n times; the coroutine waits until all
+    ran. Per call; CPU of both threads."""
+    errors = []
+
+    def schedule(done):
+        def produce():
+            try:
+                call = loop.call_soon_threadsafe
+                for _ in range(n):
+                    call(done)
+            except BaseException as exc:
+                errors.append(exc)
+                loop.call_soon_threadsafe(loop.stop)
+
+        threading.Thread(target=produce, daemon=True).start()
+
+    run_batch(loop, n, clock, schedule)
+    check(not errors, f"producer failed: {errors!r}")
+
+
+# name -> (function, N); chain rows: N gives ~0.2-0.5 s per child on stock asyncio.
 ROWS = {
     "call_soon": (row_call_soon, 500_000),
     "call_soon_chain": (row_call_soon_chain, 150_000),
@@ -283,7 +388,16 @@ ROWS = {
     "sleep0": (row_sleep0, 120_000),
     "create_task": (row_create_task, 120_000),
     "future_roundtrip": (row_future_roundtrip, 70_000),
+    "batch_call_soon": (row_batch_call_soon, BATCH_N),
+    "batch_call_soon_3args": (row_batch_call_soon_3args, BATCH_N),
+    "batch_call_later0": (row_batch_call_later0, BATCH_N),
+    "batch_call_later_cancel": (row_batch_call_later_cancel, BATCH_N),
+    "batch_call_soon_threadsafe": (row_batch_call_soon_threadsafe, BATCH_N),
 }
+
+# The seed's own benchmark, row by row: the batch rows, and the chain rows that already have its shape.
+SEED_ROWS = ("batch_call_soon", "batch_call_soon_3args", "batch_call_later0", "batch_call_later_cancel",
+             "batch_call_soon_threadsafe", "sleep0", "create_task", "future_roundtrip")
 
 
 # ------------------------------------------------------------- the child
@@ -328,6 +442,39 @@ def report(results, rows, specs, rounds):
              overhead)])
 
 
+def is_ours(spec):
+    return spec.startswith("zloop:") or spec == "zloop"
+
+
+def add_best_peer(results):
+    """Per row: the fastest loop that is not ours (asyncio included) and each of our loops' speed against it,
+    its median over ours (above 1: ours is faster)."""
+    for cells in results.values():
+        peers = {spec: cell["median"] for spec, cell in cells.items()
+                 if not is_ours(spec) and spec != FLOOR and cell["median"] and not cell["failed"]}
+        best = min(peers, key=peers.get) if peers else None
+        for spec, cell in cells.items():
+            ok = best and is_ours(spec) and cell["median"] and not cell["failed"]
+            cell["best_peer"] = best
+            cell["vs_best_peer"] = round(peers[best] / cell["median"], 3) if ok else None
+
+
+def print_best_peer(results, rows, specs):
+    ours = [s for s in specs if is_ours(s)]
+    if not ours or len(ours) == len(specs):
+        return
+    print("\nspeed against the fastest peer: its median CPU ns over ours (above 1: zloop is faster)")
+    print(f"{'row':<{ROW_WIDTH + 4}}{'fastest peer':>14}" + "".join(f"{s:>16}" for s in ours))
+    for row in rows:
+        cells = results[row]
+        best = next((c["best_peer"] for c in cells.values() if c.get("best_peer")), None)
+        text = ["-" if cells.get(s, {}).get("vs_best_peer") is None else f"{cells[s]['vs_best_peer']:.2f}"
+                for s in ours]
+        seed = " *" if row in SEED_ROWS else "  "
+        print(f"{row + seed:<{ROW_WIDTH + 4}}{best or '-':>14}" + "".join(f"{t:>16}" for t in text))
+    print("(* the seed's rows)")
+
+
 def add_overheads(results):
     """Each loop's median minus the floor's, and its ratio to uvloop's."""
     for cells in results.values():
@@ -354,7 +501,7 @@ def parse_args():
 
 def main():
     args = parse_args()
-    specs, rows, rounds = _harness.selection(args, ROWS, "micro.py")
+    specs, rows, rounds = _harness.selection(args, ROWS, "micro.py", peers=True)
     sizes = {r: max(int(ROWS[r][1] * _harness.scale(args)), 1) for r in rows}
     floor = [FLOOR] if not args.no_floor else []
     plan = {r: (sizes[r], specs + floor if r in FLOOR_ROWS else specs) for r in rows}
@@ -373,7 +520,9 @@ def main():
     results = _harness.tabulate(runs, failures, summarize)
     _harness.add_ratios(results, 4)
     add_overheads(results)
+    add_best_peer(results)
     report(results, rows, specs, rounds)
+    print_best_peer(results, rows, specs)
     config = {"rounds": rounds, "quick": args.quick, "loops": specs, "loop_classes": classes, "n": sizes,
               "chains": CHAINS, "batch": BATCH, "fire_delay": FIRE_DELAY, "cancel_delay": CANCEL_DELAY}
     return _harness.write_json(args.json, "micro", info, config, started, results, failures)

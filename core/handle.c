@@ -9,6 +9,33 @@
 static zl_handle *handle_freelist[2][ZL_HANDLE_FREELIST_MAX];   /* [is_timer] */
 static int handle_freelist_len[2];
 
+/* ------------------------------------------------------------------ the copied context and the GC */
+
+/* The context a handle copied for itself (call_soon without context=) is not tracked either while only the handle
+ * holds it, once the loop holds many handles (ZL_UNTRACKED_CONTEXT_MIN_QUEUED): thousands of queued handles mean
+ * thousands of contexts. It is tracked again before anything else can
+ * reach it (a getter, the handle becoming tracked) and before the handle lets go of it, so CPython, whose context
+ * dealloc expects a tracked object, only ever frees a tracked one. */
+static inline void
+handle_track_context(zl_handle *handle)
+{
+    if (handle->context_untracked) {
+        handle->context_untracked = 0;
+        PyObject_GC_Track(handle->context);
+    }
+}
+
+static int
+handle_visit_context(zl_handle *handle, visitproc visit, void *arg)
+{
+    PyObject *context = handle->context;
+    if (!handle->context_untracked) {
+        Py_VISIT(context);
+        return 0;
+    }
+    return Py_TYPE(context)->tp_traverse(context, visit, arg);   /* what it holds, on its behalf */
+}
+
 /* ------------------------------------------------------------------ creation */
 
 static zl_handle *
@@ -36,9 +63,11 @@ handle_alloc(int is_timer)
     handle->weakreflist = NULL;
     handle->cancelled = 0;
     handle->running = 0;
-    handle->is_timer = (unsigned char)is_timer;
+    handle->is_timer = is_timer != 0;
+    handle->context_untracked = 0;
     handle->scheduled = 0;
     handle->when = 0.0;
+    handle->seq = 0;
     handle->when_given = NULL;
     return handle;
 }
@@ -53,6 +82,10 @@ handle_store_args(zl_handle *handle, PyObject *const *args, Py_ssize_t nargs)
         }
         handle->args = handle->inline_args;
     } else {
+        if (nargs > INT_MAX) {
+            PyErr_SetString(PyExc_OverflowError, "too many arguments for a callback");
+            return -1;
+        }
         handle->args_tuple = PyTuple_New(nargs);
         if (handle->args_tuple == NULL) {
             return -1;
@@ -63,7 +96,7 @@ handle_store_args(zl_handle *handle, PyObject *const *args, Py_ssize_t nargs)
         }
         handle->args = &PyTuple_GET_ITEM(handle->args_tuple, 0);
     }
-    handle->nargs = nargs;
+    handle->nargs = (int)nargs;
     return 0;
 }
 
@@ -88,6 +121,10 @@ zl_handle_new(zl_loop *loop, PyObject *callback, PyObject *const *args, Py_ssize
         if (handle->context == NULL) {
             goto error;
         }
+        if (loop->ready.len + loop->timers.len + loop->timers_due.len >= ZL_UNTRACKED_CONTEXT_MIN_QUEUED) {
+            PyObject_GC_UnTrack(handle->context);
+            handle->context_untracked = 1;
+        }
     } else {
         Py_INCREF(context);
         handle->context = context;
@@ -98,11 +135,9 @@ zl_handle_new(zl_loop *loop, PyObject *callback, PyObject *const *args, Py_ssize
             goto error;
         }
     }
-    PyObject_GC_Track(handle);
-    return handle;
+    return handle;   /* untracked: see handle_gc.h */
 
 error:
-    PyObject_GC_Track(handle);
     Py_DECREF(handle);
     return NULL;
 }
@@ -128,6 +163,7 @@ handle_clear(zl_handle *handle)
 {
     Py_CLEAR(handle->callback);
     handle_clear_args(handle);
+    handle_track_context(handle);
     Py_CLEAR(handle->context);
     Py_CLEAR(handle->loop);
     Py_CLEAR(handle->source_traceback);
@@ -146,11 +182,35 @@ handle_traverse(zl_handle *handle, visitproc visit, void *arg)
             Py_VISIT(handle->inline_args[i]);
         }
     }
-    Py_VISIT(handle->context);
+    int rc = handle_visit_context(handle, visit, arg);
+    if (rc != 0) {
+        return rc;
+    }
     Py_VISIT(handle->loop);
     Py_VISIT(handle->source_traceback);
     Py_VISIT(handle->cancelled_repr);
     return 0;
+}
+
+/* ------------------------------------------------------------------ the cyclic GC (handle_gc.h) */
+
+int
+zl_handle_visit_owned(PyObject *handle, visitproc visit, void *arg)
+{
+    if (PyObject_GC_IsTracked(handle)) {
+        Py_VISIT(handle);
+        return 0;
+    }
+    return handle_traverse((zl_handle *)handle, visit, arg);
+}
+
+void
+zl_handle_track(PyObject *handle)
+{
+    if (!PyObject_GC_IsTracked(handle)) {
+        handle_track_context((zl_handle *)handle);   /* a tracked handle's traverse visits it as an object */
+        PyObject_GC_Track(handle);
+    }
 }
 
 static void
@@ -231,7 +291,7 @@ zl_handle_cancel(zl_handle *handle)
     if (handle->cancelled) {
         return;
     }
-    if (handle->is_timer && handle->scheduled && handle->loop != NULL) {
+    if (handle->is_timer && handle->scheduled == ZL_TIMER_IN_HEAP && handle->loop != NULL) {
         zl_loop_timer_cancelled(handle->loop);
     }
     handle->cancelled = 1;
@@ -266,7 +326,8 @@ handle_py_cancelled(zl_handle *handle, PyObject *Py_UNUSED(ignored))
 static PyObject *
 handle_py_get_context(zl_handle *handle, PyObject *Py_UNUSED(ignored))
 {
-    return zl_ref_or_none(handle->context);   /* NULL once the GC cleared the handle */
+    handle_track_context(handle);
+    return zl_ref_or_none(handle->context);   /* NULL once the GC cleared a tracked handle */
 }
 
 static PyObject *
@@ -333,6 +394,7 @@ handle_get_loop(zl_handle *handle, void *Py_UNUSED(closure))
 static PyObject *
 handle_get_context(zl_handle *handle, void *Py_UNUSED(closure))
 {
+    handle_track_context(handle);
     return zl_ref_or_none(handle->context);
 }
 

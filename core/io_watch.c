@@ -456,6 +456,7 @@ io_add_callback(zl_loop *loop, int event, const char *method, PyObject *const *a
     if (handle == NULL) {
         return NULL;
     }
+    zl_handle_track((PyObject *)handle);   /* the fd table holds it, and queues it each time the fd is ready */
     if (zl_io_set_side(loop, fd, event, (PyObject *)handle, NULL, NULL) < 0) {
         Py_DECREF(handle);
         return NULL;

@@ -182,9 +182,27 @@ loop_call_soon_threadsafe(zl_loop *self, PyObject *const *args, Py_ssize_t nargs
     return handle;
 }
 
+/* A timer already due (call_later with a delay of 0 or less, on the real clock) skips the heap: it goes to the end
+ * of the due queue, which run_once merges with the heap's due timers in (deadline, sequence) order — the order
+ * the heap alone would give. Only when that keeps the queue sorted, which the monotonic clock ensures. */
+static int
+loop_push_due_timer(zl_loop *self, zl_handle *timer)
+{
+    zl_ready_queue *due = &self->timers_due;
+    if (due->len > 0 && ((zl_handle *)due->items[(due->head + due->len - 1) & due->mask])->when > timer->when) {
+        return 1;
+    }
+    timer->seq = self->timer_seq++;
+    if (zl_ready_queue_push(due, (PyObject *)timer) < 0) {
+        return -1;
+    }
+    timer->scheduled = ZL_TIMER_DUE;
+    return 0;
+}
+
 static PyObject *
-loop_schedule_at(zl_loop *self, const char *method, double when, PyObject *const *args, Py_ssize_t nargs,
-                 PyObject *context)
+loop_schedule_at(zl_loop *self, const char *method, double when, int due_now, PyObject *const *args,
+                 Py_ssize_t nargs, PyObject *context)
 {
     if (zl_loop_check_closed(self) < 0) {
         return NULL;
@@ -199,14 +217,18 @@ loop_schedule_at(zl_loop *self, const char *method, double when, PyObject *const
         return NULL;
     }
     Py_INCREF(timer);
-    /* A NaN deadline is due at once: NaN compares false with every key and would break the heap's order.
-     * The handle keeps the NaN its when() reports, as asyncio's does. */
-    double key = isnan(when) ? -INFINITY : when;
-    if (zl_timer_heap_push(&self->timers, key, self->timer_seq++, (PyObject *)timer) < 0) {
+    int rc = due_now ? loop_push_due_timer(self, timer) : 1;
+    if (rc > 0) {
+        /* A NaN deadline is due at once: NaN compares false with every key and would break the heap's order.
+         * The handle keeps the NaN its when() reports, as asyncio's does. */
+        double key = isnan(when) ? -INFINITY : when;
+        rc = zl_timer_heap_push(&self->timers, key, self->timer_seq++, (PyObject *)timer);
+        timer->scheduled = ZL_TIMER_IN_HEAP;
+    }
+    if (rc < 0) {
         Py_DECREF(timer);
         return NULL;
     }
-    timer->scheduled = 1;
     return (PyObject *)timer;
 }
 
@@ -233,7 +255,8 @@ loop_call_later(zl_loop *self, PyObject *const *args, Py_ssize_t nargs, PyObject
         parse_time_argument(args[0], "delay must not be None", &delay) < 0 || zl_loop_now(self, &now) < 0) {
         return NULL;
     }
-    return loop_schedule_at(self, "call_later", now + delay, args + 1, nargs - 1, context);
+    int due_now = delay <= 0.0 && self->time_override == NULL;
+    return loop_schedule_at(self, "call_later", now + delay, due_now, args + 1, nargs - 1, context);
 }
 
 static PyObject *
@@ -245,7 +268,7 @@ loop_call_at(zl_loop *self, PyObject *const *args, Py_ssize_t nargs, PyObject *k
         parse_time_argument(args[0], "when cannot be None", &when) < 0) {
         return NULL;
     }
-    PyObject *timer = loop_schedule_at(self, "call_at", when, args + 1, nargs - 1, context);
+    PyObject *timer = loop_schedule_at(self, "call_at", when, 0, args + 1, nargs - 1, context);
     if (timer != NULL && PyLong_CheckExact(args[0])) {
         Py_INCREF(args[0]);
         ((zl_handle *)timer)->when_given = args[0];
@@ -330,6 +353,7 @@ loop_release_backend(zl_loop *self)
     zl_ready_queue_clear(&self->ready);
     zl_ready_queue_clear(&self->ready_later);
     zl_timer_heap_clear(&self->timers);
+    zl_ready_queue_clear(&self->timers_due);
     zl_io_release_all(self);
     if (self->backend != NULL) {
         self->ops->destroy(self->backend);
@@ -395,8 +419,12 @@ loop_make_handle(zl_loop *self, PyObject *args, PyObject *kwds)
                                      &call_args, &context)) {
         return NULL;
     }
-    return (PyObject *)zl_handle_new(self, callback, &PyTuple_GET_ITEM(call_args, 0), PyTuple_GET_SIZE(call_args),
-                                     context, 0, 0.0);
+    PyObject *handle = (PyObject *)zl_handle_new(self, callback, &PyTuple_GET_ITEM(call_args, 0),
+                                                 PyTuple_GET_SIZE(call_args), context, 0, 0.0);
+    if (handle != NULL) {
+        zl_handle_track(handle);   /* held from Python, queued by _enqueue maybe many times */
+    }
+    return handle;
 }
 
 static PyObject *
@@ -409,6 +437,7 @@ loop_enqueue_handle(zl_loop *self, PyObject *handle)
     if (zl_loop_check_closed(self) < 0) {
         return NULL;
     }
+    zl_handle_track(handle);   /* it may sit in a queue already: an untracked handle has one queue slot at most */
     Py_INCREF(handle);
     if (zl_loop_schedule(self, handle) < 0) {
         return NULL;
@@ -465,6 +494,7 @@ loop_init(zl_loop *self, PyObject *args, PyObject *kwds)
         return -1;
     }
     self->ops = ops;
+    self->wake_only_fd = -1;
     self->clock_resolution = loop_clock_resolution();
     self->slow_callback_duration = 0.1;
     return 0;
@@ -478,7 +508,8 @@ loop_traverse(zl_loop *self, visitproc visit, void *arg)
     Py_VISIT(self->time_override);
     if (zl_ready_queue_traverse(&self->ready, visit, arg) < 0 ||
         zl_ready_queue_traverse(&self->ready_later, visit, arg) < 0 ||
-        zl_timer_heap_traverse(&self->timers, visit, arg) < 0) {
+        zl_timer_heap_traverse(&self->timers, visit, arg) < 0 ||
+        zl_ready_queue_traverse(&self->timers_due, visit, arg) < 0) {
         return -1;
     }
     return zl_io_traverse(&self->io, visit, arg);
@@ -493,6 +524,7 @@ loop_clear(zl_loop *self)
     zl_ready_queue_clear(&self->ready);
     zl_ready_queue_clear(&self->ready_later);
     zl_timer_heap_clear(&self->timers);
+    zl_ready_queue_clear(&self->timers_due);
     zl_io_release_all(self);
     return 0;
 }
@@ -506,6 +538,7 @@ loop_dealloc(zl_loop *self)
     zl_ready_queue_free(&self->ready);
     zl_ready_queue_free(&self->ready_later);
     zl_timer_heap_free(&self->timers);
+    zl_ready_queue_free(&self->timers_due);
     PyMem_Free(self->io.slots);
     self->io.slots = NULL;
     PyTypeObject *type = Py_TYPE(self);
@@ -580,7 +613,7 @@ loop_get_ready_count(zl_loop *self, void *Py_UNUSED(closure))
 static PyObject *
 loop_get_timer_count(zl_loop *self, void *Py_UNUSED(closure))
 {
-    return PyLong_FromSize_t(self->timers.len);
+    return PyLong_FromSize_t(self->timers.len + self->timers_due.len);
 }
 
 static PyObject *
@@ -656,6 +689,8 @@ static PyMemberDef loop_members[] = {
     {"slow_callback_duration", T_DOUBLE, offsetof(zl_loop, slow_callback_duration), 0,
      "In debug mode, callbacks taking longer than this (seconds) are logged."},
     {"_clock_resolution", T_DOUBLE, offsetof(zl_loop, clock_resolution), READONLY, NULL},
+    {"_wake_only_fd", T_INT, offsetof(zl_loop, wake_only_fd), 0,
+     "An fd whose readiness only wakes the loop (-1: none); non-blocking polls may skip it."},
     {NULL, 0, 0, 0, NULL},
 };
 

@@ -30,7 +30,7 @@ zl_ready_queue_clear(zl_ready_queue *queue)
     /* Pop before releasing: a handle's finalizer may run arbitrary code that looks at the queue. */
     while (queue->len > 0) {
         PyObject *item = zl_ready_queue_pop(queue);
-        Py_DECREF(item);
+        zl_handle_release(item);
     }
 }
 
@@ -48,7 +48,10 @@ int
 zl_ready_queue_traverse(zl_ready_queue *queue, visitproc visit, void *arg)
 {
     for (size_t i = 0; i < queue->len; i++) {
-        Py_VISIT(queue->items[(queue->head + i) & queue->mask]);
+        int rc = zl_handle_visit_owned(queue->items[(queue->head + i) & queue->mask], visit, arg);
+        if (rc != 0) {
+            return rc;
+        }
     }
     return 0;
 }

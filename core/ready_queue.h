@@ -1,9 +1,11 @@
 /* core/ready_queue.h — the ready queue: a growable ring buffer of handles waiting to run, FIFO.
- * It owns one reference to each queued object; the hot push/pop are inline. */
+ * It owns one reference to each queued handle (see handle_gc.h); the hot push/pop are inline. */
 #ifndef ZL_READY_QUEUE_H
 #define ZL_READY_QUEUE_H
 
 #include <Python.h>
+
+#include "handle_gc.h"
 
 typedef struct zl_ready_queue {
     PyObject **items;
@@ -19,13 +21,13 @@ int zl_ready_queue_traverse(zl_ready_queue *queue, visitproc visit, void *arg);
 /* Append every item of src to dst, in order, leaving src empty. -1 with MemoryError set (src keeps the rest). */
 int zl_ready_queue_move_all(zl_ready_queue *dst, zl_ready_queue *src);
 
-/* Append item, stealing the caller's reference. -1 with MemoryError set (the reference is then released). */
+/* Append a handle, stealing the caller's reference. -1 with MemoryError set (the reference is then released). */
 static inline int
 zl_ready_queue_push(zl_ready_queue *queue, PyObject *item)
 {
     if (queue->items == NULL || queue->len > queue->mask) {
         if (zl_ready_queue_grow(queue) < 0) {
-            Py_DECREF(item);
+            zl_handle_release(item);
             return -1;
         }
     }

@@ -34,7 +34,7 @@ drop_cancelled_timers(zl_loop *loop)
         PyObject *timer = zl_timer_heap_pop(&loop->timers);
         ((zl_handle *)timer)->scheduled = 0;
         loop->timer_cancelled_count--;
-        Py_DECREF(timer);
+        zl_handle_release(timer);
     }
 }
 
@@ -43,7 +43,7 @@ drop_cancelled_timers(zl_loop *loop)
 static int64_t
 poll_timeout_ns(zl_loop *loop)
 {
-    if (loop->ready.len > 0 || loop->stopping) {
+    if (loop->ready.len > 0 || loop->timers_due.len > 0 || loop->stopping) {
         return 0;
     }
     const zl_timer_entry *head = zl_timer_heap_peek(&loop->timers);
@@ -64,6 +64,21 @@ poll_timeout_ns(zl_loop *loop)
     return (int64_t)ceil(delay * 1e9);
 }
 
+/* Whether a non-blocking poll could report anything worth dispatching now. Not when no fd is watched but the
+ * wake-only one (the signal socket while no signal handler is set: Python-level handlers run without it): such
+ * a poll could only report wake-ups, which only a blocking poll asks for and drains. So iterations with work
+ * queued and no I/O (a chain of sleep(0), a future resolved by call_soon) make no syscall. */
+static int
+watches_io(zl_loop *loop)
+{
+    int watched = loop->io.watched;
+    int fd = loop->wake_only_fd;
+    if (watched == 1 && fd >= 0 && fd < loop->io.len && loop->io.slots[fd].registered) {
+        return 0;
+    }
+    return watched > 0;
+}
+
 static int
 poll_backend(zl_loop *loop)
 {
@@ -73,6 +88,9 @@ poll_backend(zl_loop *loop)
     }
     const zl_fired *fired = NULL;
     int count;
+    if (timeout_ns == 0 && !watches_io(loop)) {
+        return 0;
+    }
     if (timeout_ns == 0) {
         count = loop->ops->poll(loop->backend, 0, &fired);
     } else {
@@ -99,11 +117,29 @@ poll_backend(zl_loop *loop)
     return count > 0 ? zl_io_dispatch(loop, fired, count) : 0;
 }
 
+/* The next timer due before end_time, from the heap or the due queue, whichever comes first in (deadline,
+ * sequence) order; NULL when none is. */
+static zl_handle *
+pop_next_due_timer(zl_loop *loop, double end_time)
+{
+    const zl_timer_entry *head = zl_timer_heap_peek(&loop->timers);
+    zl_ready_queue *due = &loop->timers_due;
+    zl_handle *first_due = due->len > 0 ? (zl_handle *)due->items[due->head] : NULL;
+    if (first_due != NULL && first_due->when < end_time &&
+        (head == NULL || head->when >= end_time || first_due->when < head->when ||
+         (first_due->when == head->when && first_due->seq < head->seq))) {
+        return (zl_handle *)zl_ready_queue_pop(due);
+    }
+    if (head != NULL && head->when < end_time) {
+        return (zl_handle *)zl_timer_heap_pop(&loop->timers);
+    }
+    return NULL;
+}
+
 static int
 queue_expired_timers(zl_loop *loop)
 {
-    const zl_timer_entry *head = zl_timer_heap_peek(&loop->timers);
-    if (head == NULL) {
+    if (loop->timers.len == 0 && loop->timers_due.len == 0) {
         return 0;
     }
     double now;
@@ -111,14 +147,17 @@ queue_expired_timers(zl_loop *loop)
         return -1;
     }
     double end_time = now + loop->clock_resolution;
-    while ((head = zl_timer_heap_peek(&loop->timers)) != NULL && head->when < end_time) {
-        zl_handle *timer = (zl_handle *)zl_timer_heap_pop(&loop->timers);
-        timer->scheduled = 0;
+    zl_handle *timer;
+    while ((timer = pop_next_due_timer(loop, end_time)) != NULL) {
         if (timer->cancelled) {
-            loop->timer_cancelled_count--;
-            Py_DECREF(timer);
+            if (timer->scheduled == ZL_TIMER_IN_HEAP) {
+                loop->timer_cancelled_count--;
+            }
+            timer->scheduled = 0;
+            zl_handle_release((PyObject *)timer);
             continue;
         }
+        timer->scheduled = 0;
         if (zl_ready_queue_push(&loop->ready, (PyObject *)timer) < 0) {
             return -1;
         }
@@ -158,7 +197,7 @@ run_ready_handles(zl_loop *loop)
         if (!handle->cancelled) {
             rc = loop->debug ? run_handle_debug(loop, handle) : zl_handle_run(handle);
         }
-        Py_DECREF(handle);
+        zl_handle_release((PyObject *)handle);
         if (rc < 0) {
             return -1;
         }

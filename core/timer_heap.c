@@ -51,7 +51,7 @@ zl_timer_heap_push(zl_timer_heap *heap, double when, uint64_t seq, PyObject *tim
         size_t capacity = heap->capacity ? heap->capacity * 2 : 64;
         zl_timer_entry *entries = PyMem_Realloc(heap->entries, capacity * sizeof(zl_timer_entry));
         if (entries == NULL) {
-            Py_DECREF(timer);
+            zl_handle_release(timer);
             PyErr_NoMemory();
             return -1;
         }
@@ -87,7 +87,7 @@ zl_timer_heap_drop_if(zl_timer_heap *heap, int (*is_dead)(PyObject *timer))
             if (dead != NULL) {
                 dead[dropped] = heap->entries[i].timer;
             } else {
-                Py_DECREF(heap->entries[i].timer);
+                zl_handle_release(heap->entries[i].timer);
             }
             dropped++;
         } else {
@@ -101,7 +101,7 @@ zl_timer_heap_drop_if(zl_timer_heap *heap, int (*is_dead)(PyObject *timer))
     /* Release the dropped timers only once the heap is consistent again: a finalizer may schedule timers. */
     if (dead != NULL) {
         for (size_t i = 0; i < dropped; i++) {
-            Py_DECREF(dead[i]);
+            zl_handle_release(dead[i]);
         }
         PyMem_Free(dead);
     }
@@ -113,7 +113,7 @@ zl_timer_heap_clear(zl_timer_heap *heap)
 {
     while (heap->len > 0) {
         PyObject *timer = heap->entries[--heap->len].timer;
-        Py_DECREF(timer);
+        zl_handle_release(timer);
     }
 }
 
@@ -130,7 +130,10 @@ int
 zl_timer_heap_traverse(zl_timer_heap *heap, visitproc visit, void *arg)
 {
     for (size_t i = 0; i < heap->len; i++) {
-        Py_VISIT(heap->entries[i].timer);
+        int rc = zl_handle_visit_owned(heap->entries[i].timer, visit, arg);
+        if (rc != 0) {
+            return rc;
+        }
     }
     return 0;
 }

@@ -1,10 +1,13 @@
 /* core/timer_heap.h — the timer heap: a binary min-heap of timers ordered by (deadline, sequence),
- * so timers with equal deadlines fire in the order they were scheduled. It owns one reference per timer. */
+ * so timers with equal deadlines fire in the order they were scheduled. It owns one reference per timer
+ * (see handle_gc.h). */
 #ifndef ZL_TIMER_HEAP_H
 #define ZL_TIMER_HEAP_H
 
 #include <Python.h>
 #include <stdint.h>
+
+#include "handle_gc.h"
 
 typedef struct zl_timer_entry {
     double when;         /* deadline on the loop's clock, seconds */

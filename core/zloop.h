@@ -17,11 +17,17 @@ typedef struct zl_loop zl_loop;
 
 #define ZL_HANDLE_INLINE_ARGS 3
 
+#define ZL_TIMER_IN_HEAP 1            /* zl_handle.scheduled: in loop->timers */
+#define ZL_TIMER_DUE 2                /* in loop->timers_due: already due when scheduled (call_later(0)) */
+
+/* A handle copies the current context untracked only once the loop holds this many handles: below, the few
+ * young contexts cost the collector less than tracking them back before they are freed would cost each call. */
+#define ZL_UNTRACKED_CONTEXT_MIN_QUEUED 512
+
 typedef struct zl_handle {
     PyObject_HEAD
     PyObject *callback;               /* NULL once cancelled */
     PyObject **args;                  /* inline_args, or the items of args_tuple */
-    Py_ssize_t nargs;
     PyObject *args_tuple;             /* owns the arguments when there are more than fit inline */
     PyObject *inline_args[ZL_HANDLE_INLINE_ARGS];
     PyObject *context;                /* contextvars.Context the callback runs in */
@@ -29,11 +35,14 @@ typedef struct zl_handle {
     PyObject *source_traceback;       /* debug mode only */
     PyObject *cancelled_repr;         /* debug mode: repr taken when cancelled */
     PyObject *weakreflist;
+    int nargs;                        /* int, next to the flags: a handle fits 160 bytes with its GC header */
     unsigned char cancelled;
     unsigned char running;            /* its callback is executing: cancel leaves the arguments alone */
-    unsigned char is_timer;
-    unsigned char scheduled;          /* timers: sitting in the loop's heap */
+    unsigned char is_timer : 1;
+    unsigned char context_untracked : 1; /* the copied context is not tracked by the GC (handle_gc.h) */
+    unsigned char scheduled;          /* timers: ZL_TIMER_IN_HEAP or ZL_TIMER_DUE while the loop holds them */
     double when;                      /* timers: deadline */
+    uint64_t seq;                     /* timers in the due queue: their place in scheduling order */
     PyObject *when_given;             /* call_at(when) given as an int: when() returns it, as asyncio keeps it */
 } zl_handle;
 
@@ -90,6 +99,8 @@ struct zl_loop {
     zl_ready_queue ready;
     zl_ready_queue ready_later;       /* what C I/O callbacks schedule while the dispatch runs them (see io_watch.c) */
     zl_timer_heap timers;
+    zl_ready_queue timers_due;        /* timers due when scheduled, in (deadline, sequence) order: they skip the heap
+                                         and are merged with the heap's due timers in run_once.c */
     zl_io_table io;
     uint64_t timer_seq;
     Py_ssize_t timer_cancelled_count;
@@ -103,6 +114,8 @@ struct zl_loop {
     int stopping;
     int closed;
     int in_io_callback;               /* a C I/O callback is running inside the dispatch */
+    int wake_only_fd;                 /* an fd whose readiness only wakes the loop (the signal socket with no
+                                         signal handlers), or -1: see run_once.c */
     volatile int polling;             /* blocked in the backend's poll, GIL released */
     volatile int wake_pending;        /* a wake() was sent for this poll */
 };

@@ -44,6 +44,39 @@ def test_signal_runs_handler_in_the_loop(loop, run_forever):
     assert loop.remove_signal_handler(signal.SIGUSR1) is True
 
 
+def test_signal_handler_runs_while_the_loop_never_blocks(loop, run):
+    """The loop skips non-blocking polls while only the signal socket is watched and no handler is set; once a
+    handler is set, a loop that always has work queued must still see the signal."""
+    got = []
+    loop.add_signal_handler(signal.SIGUSR1, got.append, "signal")
+
+    async def busy():
+        for i in range(100_000):
+            if i == 10:
+                os.kill(os.getpid(), signal.SIGUSR1)
+            if got:
+                return i
+            await asyncio.sleep(0)
+        return None
+
+    try:
+        assert run(busy()) is not None, "the signal handler did not run while the loop was busy"
+    finally:
+        loop.remove_signal_handler(signal.SIGUSR1)
+    assert got == ["signal"]
+
+
+def test_busy_loop_without_signal_handlers_still_takes_ctrl_c(loop):
+    async def busy():
+        for i in range(100_000):
+            if i == 10:
+                os.kill(os.getpid(), signal.SIGINT)
+            await asyncio.sleep(0)
+
+    with pytest.raises(KeyboardInterrupt):
+        loop.run_until_complete(busy())
+
+
 def test_signal_wakes_a_loop_blocked_without_timers(loop):
     got = []
     rsock, wsock = socket.socketpair()

@@ -71,6 +71,38 @@ def test_ready_callbacks_run_before_timers_due_in_the_same_iteration(loop, run_f
     assert seen == ["soon", "timer"]
 
 
+def test_zero_delay_timers_merge_with_heap_timers_by_deadline(loop, run_forever):
+    """call_later(0) timers (which zloop keeps out of its heap) and heap timers due in the same iteration run
+    in deadline order, as from one heap."""
+    seen = []
+
+    def schedule():
+        now = loop.time()
+        loop.call_later(0, seen.append, "zero-1")
+        loop.call_at(now - 10, seen.append, "past")          # earlier deadline, scheduled later
+        loop.call_later(-5, seen.append, "negative")
+        loop.call_later(0.002, seen.append, "heap")         # due only after the wait below
+        time.sleep(0.005)
+        loop.call_later(0, seen.append, "zero-2")           # deadline after "heap"'s
+        loop.call_soon(seen.append, "soon")
+        loop.call_later(0, loop.stop)
+
+    loop.call_soon(schedule)
+    run_forever()
+    assert seen == ["soon", "past", "negative", "zero-1", "heap", "zero-2"]
+
+
+def test_cancelled_zero_delay_timer_does_not_run(loop, run_forever):
+    seen = []
+    handles = [loop.call_later(0, seen.append, i) for i in range(6)]
+    for h in handles[::2]:
+        h.cancel()
+    loop.call_later(0, loop.stop)
+    run_forever()
+    assert seen == [1, 3, 5]
+    assert all(h.cancelled() for h in handles[::2])
+
+
 def test_past_deadline_and_negative_delay_run(loop, run_forever):
     seen = []
     loop.call_at(loop.time() - 100, seen.append, "past")

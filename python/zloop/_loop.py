@@ -357,7 +357,14 @@ class Loop(LoopCore, NetworkingMixin, DatagramMixin, PipeMixin, SubprocessMixin,
             wsock.setblocking(False)
             self._signal_rsock, self._signal_wsock = rsock, wsock
             self.add_reader(rsock.fileno(), self._read_signal_numbers)
+            self._update_wake_only_fd()
         return self._signal_wsock.fileno()
+
+    def _update_wake_only_fd(self):
+        # With no add_signal_handler handler, the signal socket only wakes a blocked poll (Python-level handlers
+        # run anyway): the core may skip non-blocking polls while it is the only fd watched (run_once.c).
+        idle = self._signal_rsock is not None and not self._signal_handlers
+        self._wake_only_fd = self._signal_rsock.fileno() if idle else -1
 
     def _close_signal_socket(self):
         if self._signal_rsock is not None:
@@ -366,6 +373,7 @@ class Loop(LoopCore, NetworkingMixin, DatagramMixin, PipeMixin, SubprocessMixin,
             self._signal_rsock.close()
             self._signal_wsock.close()
             self._signal_rsock = self._signal_wsock = None
+            self._update_wake_only_fd()
 
     def _install_signal_wakeup(self):
         # In the main thread, a signal must wake a blocked poll so that Python handlers (Ctrl-C) run at once,
@@ -451,12 +459,14 @@ class Loop(LoopCore, NetworkingMixin, DatagramMixin, PipeMixin, SubprocessMixin,
         except (ValueError, OSError) as exc:
             raise RuntimeError(str(exc))
         self._signal_handlers[sig] = self._make_handle(callback, args, None)
+        self._update_wake_only_fd()
         try:
             # A Python-level handler is needed for set_wakeup_fd to see the signal; the real work is queued.
             signal.signal(sig, _signal_noop)
             signal.siginterrupt(sig, False)
         except OSError as exc:
             del self._signal_handlers[sig]
+            self._update_wake_only_fd()
             if not self._signal_handlers:
                 try:
                     signal.set_wakeup_fd(-1)
@@ -473,6 +483,7 @@ class Loop(LoopCore, NetworkingMixin, DatagramMixin, PipeMixin, SubprocessMixin,
             del self._signal_handlers[sig]
         except KeyError:
             return False
+        self._update_wake_only_fd()
         handler = signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL
         try:
             signal.signal(sig, handler)
