@@ -5,7 +5,7 @@
 
 #include <string.h>
 
-#define MODEL_MAX 4096
+#define MODEL_MAX 1024   /* past four doublings of the heap array; larger only slows every check */
 
 typedef struct model_entry {
     double when;
