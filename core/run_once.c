@@ -25,8 +25,7 @@ drop_cancelled_timers(zl_loop *loop)
 {
     size_t count = loop->timers.len;
     if (count > ZL_MIN_TIMERS_TO_COMPACT && (size_t)loop->timer_cancelled_count * 2 > count) {
-        zl_timer_heap_drop_if(&loop->timers, timer_is_cancelled);
-        loop->timer_cancelled_count = 0;
+        loop->timer_cancelled_count -= (Py_ssize_t)zl_timer_heap_drop_if(&loop->timers, timer_is_cancelled);
         return;
     }
     const zl_timer_entry *head;

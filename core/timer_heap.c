@@ -82,14 +82,14 @@ zl_timer_heap_drop_if(zl_timer_heap *heap, int (*is_dead)(PyObject *timer))
     size_t kept = 0;
     size_t dropped = 0;
     PyObject **dead = PyMem_Malloc((heap->len ? heap->len : 1) * sizeof(PyObject *));
+    if (dead == NULL) {
+        /* Compaction only saves memory: without room to hold the dropped timers until the heap is consistent,
+         * leave them to be popped lazily (releasing one here could run a finalizer that pushes mid-rebuild). */
+        return 0;
+    }
     for (size_t i = 0; i < heap->len; i++) {
         if (is_dead(heap->entries[i].timer)) {
-            if (dead != NULL) {
-                dead[dropped] = heap->entries[i].timer;
-            } else {
-                zl_handle_release(heap->entries[i].timer);
-            }
-            dropped++;
+            dead[dropped++] = heap->entries[i].timer;
         } else {
             heap->entries[kept++] = heap->entries[i];
         }
@@ -99,12 +99,10 @@ zl_timer_heap_drop_if(zl_timer_heap *heap, int (*is_dead)(PyObject *timer))
         sift_down(heap->entries, heap->len, i);
     }
     /* Release the dropped timers only once the heap is consistent again: a finalizer may schedule timers. */
-    if (dead != NULL) {
-        for (size_t i = 0; i < dropped; i++) {
-            zl_handle_release(dead[i]);
-        }
-        PyMem_Free(dead);
+    for (size_t i = 0; i < dropped; i++) {
+        zl_handle_release(dead[i]);
     }
+    PyMem_Free(dead);
     return dropped;
 }
 

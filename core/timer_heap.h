@@ -35,7 +35,7 @@ zl_timer_heap_peek(const zl_timer_heap *heap)
 PyObject *zl_timer_heap_pop(zl_timer_heap *heap);
 
 /* Drop every timer for which is_dead(timer) is true (is_dead may record that it was dropped), and re-heapify.
- * Returns how many were dropped. */
+ * Returns how many were dropped: 0, with nothing dropped and no exception set, when memory is short. */
 size_t zl_timer_heap_drop_if(zl_timer_heap *heap, int (*is_dead)(PyObject *timer));
 
 void zl_timer_heap_clear(zl_timer_heap *heap);

@@ -20,7 +20,8 @@ typedef struct zl_write_queue {
     size_t bytes;             /* total bytes left to send */
 } zl_write_queue;
 
-/* Append len bytes at data, kept alive by owner (a new reference is taken). -1 with MemoryError. */
+/* Append len bytes at data, kept alive by owner (a new reference is taken). -1 with MemoryError. len must be > 0
+ * (callers skip empty writes): flush would spin on a queue of empty chunks. */
 int zl_write_queue_push(zl_write_queue *queue, PyObject *owner, const char *data, Py_ssize_t len);
 
 /* Send as much as the socket takes. Returns bytes sent (0 if it would block) or -errno. */

@@ -1,8 +1,9 @@
 """Run a command (the pytest suite) under valgrind memcheck and fail on zloop's own memory errors.
 
 Python itself is not valgrind-clean, so every error report is read from valgrind's XML output and only
-those whose stack passes through the zloop extension count: invalid reads/writes, uses of uninitialised
-values, invalid frees and definite leaks.
+zloop's count: invalid reads/writes, uses of uninitialised values, invalid frees and definite leaks whose stack
+reaches zloop's code before any Python frame (not Python code that a zloop callback happens to run), or whose
+uninitialised value was allocated by zloop (origins are tracked).
 Usage: run.py [--keep] -- COMMAND ARGS...
 """
 
@@ -15,14 +16,31 @@ import xml.etree.ElementTree as ET
 OUR_OBJECT = "_zloop"
 
 
+# A frame of the interpreter running Python code: below it, zloop is only the loop that called that code.
+PYTHON_FRAME = "_PyEval_EvalFrameDefault"
+
+
 def _frames(error):
     for stack in error.iter("stack"):
         for frame in stack.iter("frame"):
             yield frame.findtext("obj", ""), frame.findtext("fn", ""), frame.findtext("file", "")
 
 
+def _stack_frames(stack):
+    return [(frame.findtext("obj", ""), frame.findtext("fn", "")) for frame in stack.iter("frame")]
+
+
 def _is_ours(error):
-    return any(OUR_OBJECT in obj for obj, _, _ in _frames(error))
+    stacks = list(error.iter("stack"))
+    if not stacks:
+        return False
+    for obj, fn in _stack_frames(stacks[0]):
+        if OUR_OBJECT in obj:
+            return True
+        if fn == PYTHON_FRAME:
+            break
+    # With --track-origins, the next stack is where an uninitialised value was allocated.
+    return any(OUR_OBJECT in obj for stack in stacks[1:] for obj, _ in _stack_frames(stack))
 
 
 def _describe(error):
@@ -44,7 +62,7 @@ def main(argv):
         env = dict(os.environ, PYTHONMALLOC="malloc")
         valgrind = [
             "valgrind", "--tool=memcheck", "--leak-check=full", "--show-leak-kinds=definite",
-            "--errors-for-leak-kinds=definite", "--num-callers=30", "--child-silent-after-fork=yes", "--xml=yes", f"--xml-file={xml_path}",
+            "--errors-for-leak-kinds=definite", "--num-callers=30", "--track-origins=yes", "--child-silent-after-fork=yes", "--xml=yes", f"--xml-file={xml_path}",
         ]
         proc = subprocess.run(valgrind + command, env=env)
         tree = ET.parse(xml_path)
