@@ -1,7 +1,9 @@
 /* python/build_info.c — zloop._zloop._build_info(): what this extension was built with, as the compiled code
  * itself knows it (config.h, the library headers) plus the libuv and libevent versions loaded at run time.
  * `python -m zloop info` prints it. */
+#ifdef HAVE_CONFIG_H   /* absent in the C fuzz harness, which links this file alone with the core */
 #include "config.h"
+#endif
 
 #include "../core/zloop.h"
 
@@ -12,6 +14,12 @@
 #include <event2/event.h>
 #endif
 
+#ifndef PACKAGE_VERSION
+#define PACKAGE_VERSION "unknown"
+#endif
+#ifndef ZL_DEFAULT_BACKEND
+#define ZL_DEFAULT_BACKEND "native"   /* as core/backend_registry.c without config.h */
+#endif
 #ifndef ZL_CONFIGURE_ARGS
 #define ZL_CONFIGURE_ARGS ""
 #endif

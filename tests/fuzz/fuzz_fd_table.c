@@ -5,6 +5,9 @@
 #include "zloop.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <unistd.h>
 #include <string.h>
 
 /* python/module.c, linked in: the extension's init, called directly instead of through an import. */
@@ -122,7 +125,7 @@ typedef struct model_side {
 typedef struct model_slot {
     model_side side[2];        /* [0] read, [1] write */
     int registered;
-    int transport_owned;
+    fuzz_item *transport_owner;   /* the transport that adopted the fd (zl_io_adopt_fd) */
 } model_slot;
 
 typedef struct model_ready {
@@ -179,12 +182,12 @@ check_table(void)
                    m->registered);
         if (fd >= io->len) {
             FUZZ_CHECK(m->registered == 0 && !side_set(&m->side[0]) && !side_set(&m->side[1]) &&
-                           !m->transport_owned, "fd %d is past the table (%d) but set", fd, io->len);
+                           m->transport_owner == NULL, "fd %d is past the table (%d) but set", fd, io->len);
             continue;
         }
         zl_io_slot *s = &io->slots[fd];
         FUZZ_CHECK(s->registered == m->registered, "fd %d: registered %d, model %d", fd, s->registered, m->registered);
-        FUZZ_CHECK(s->transport_owned == m->transport_owned, "fd %d: transport_owned differs", fd);
+        FUZZ_CHECK(s->transport_owner == (PyObject *)m->transport_owner, "fd %d: transport_owner differs", fd);
         zl_io_side *sides[2] = {&s->read, &s->write};
         for (int k = 0; k < 2; k++) {
             FUZZ_CHECK(sides[k]->handle == m->side[k].handle, "fd %d side %d: another handle", fd, k);
@@ -243,7 +246,7 @@ keep_handle(PyObject *handle)
 static int
 transport_side_of(int fd, int event)
 {
-    return slots[fd].side[side_index(event)].owner != NULL || slots[fd].transport_owned;
+    return slots[fd].side[side_index(event)].owner != NULL || slots[fd].transport_owner != NULL;
 }
 
 static void
@@ -318,6 +321,14 @@ static void
 op_set_c_side(int fd, int event, fuzz_item *owner, int fail_errno)
 {
     model_slot *m = &slots[fd];
+    if (m->transport_owner != NULL && m->transport_owner != owner) {
+        return;   /* one transport owns an fd at a time; a reused number's takeover is not modelled here */
+    }
+    if (m->transport_owner == NULL) {
+        /* Adopting a number with no C side re-registers what its handles want: the same events, afresh. */
+        FUZZ_CHECK(zl_io_adopt_fd(loop, fd, (PyObject *)owner) == 0, "adopt_fd failed");
+        m->transport_owner = owner;
+    }
     int wanted = m->registered | event;
     int backend_called = wanted != m->registered;
     backend_fail_errno = fail_errno;
@@ -329,14 +340,12 @@ op_set_c_side(int fd, int event, fuzz_item *owner, int fail_errno)
         PyErr_Clear();
         return;
     }
-    FUZZ_CHECK(zl_io_set_transport_owned(loop, fd, 1) == 0, "set_transport_owned failed");
     PyObject *old = m->side[side_index(event)].handle;
     if (old != NULL) {
         FUZZ_CHECK(((zl_handle *)old)->cancelled, "a handle replaced by a C side was not cancelled");
     }
     m->side[side_index(event)] = (model_side){.owner = owner};
     m->registered = wanted;
-    m->transport_owned = 1;
 }
 
 static void
@@ -351,9 +360,9 @@ op_clear_c_side(int fd, int event, int fail_errno)
     backend_fail_errno = 0;
     FUZZ_CHECK(was_set == expect_set, "clear_side says was_set %d, model %d", was_set, expect_set);
     model_clear_side(fd, event, backend_failed);
-    if (m->side[0].owner == NULL && m->side[1].owner == NULL && m->transport_owned) {
-        FUZZ_CHECK(zl_io_set_transport_owned(loop, fd, 0) == 0, "set_transport_owned failed");
-        m->transport_owned = 0;
+    if (m->side[0].owner == NULL && m->side[1].owner == NULL && m->transport_owner != NULL) {
+        zl_io_disown_fd(loop, fd, (PyObject *)m->transport_owner);
+        m->transport_owner = NULL;
     }
 }
 
@@ -557,11 +566,33 @@ noop(PyObject *self, PyObject *args)
 
 static PyMethodDef noop_def = {"noop", noop, METH_VARARGS, NULL};
 
+/* The core grows its table only for an fd that is open (add_reader of a closed number is EBADF at once), so every
+ * number the harness uses is an open file: /dev/null where the process has nothing there. */
+static void
+open_every_fd(void)
+{
+    struct rlimit limit;
+    FUZZ_CHECK(getrlimit(RLIMIT_NOFILE, &limit) == 0, "getrlimit");
+    if (limit.rlim_cur < FD_LIMIT + 64 && limit.rlim_max >= FD_LIMIT + 64) {
+        limit.rlim_cur = FD_LIMIT + 64;
+        FUZZ_CHECK(setrlimit(RLIMIT_NOFILE, &limit) == 0, "setrlimit");
+    }
+    FUZZ_CHECK(limit.rlim_cur >= FD_LIMIT, "RLIMIT_NOFILE is below the harness's %d fds", FD_LIMIT);
+    int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    FUZZ_CHECK(null_fd >= 0, "open /dev/null");
+    for (int fd = 0; fd < FD_LIMIT; fd++) {
+        if (fd != null_fd && fcntl(fd, F_GETFD) < 0) {
+            FUZZ_CHECK(dup2(null_fd, fd) == fd, "dup2 onto fd %d", fd);
+        }
+    }
+}
+
 int
 LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
+    open_every_fd();
     fuzz_python_init();
     PyObject *module = PyInit__zloop();
     FUZZ_CHECK(module != NULL, "zloop._zloop did not initialise");
