@@ -64,6 +64,17 @@ poll_timeout_ns(zl_loop *loop)
     return (int64_t)ceil(delay * 1e9);
 }
 
+/* Statistics on: the poll's time ends where the dispatch's begins. */
+static int
+dispatch_timed(zl_loop *loop, const zl_fired *fired, int count, uint64_t poll_started)
+{
+    uint64_t dispatch_started = zl_ticks();
+    loop->stats.poll_ticks += dispatch_started > poll_started ? dispatch_started - poll_started : 0;
+    int rc = zl_io_dispatch(loop, fired, count);
+    loop->stats.io_ticks += zl_ticks_since(dispatch_started);
+    return rc;
+}
+
 static int
 poll_backend(zl_loop *loop)
 {
@@ -73,6 +84,7 @@ poll_backend(zl_loop *loop)
     }
     const zl_fired *fired = NULL;
     int count;
+    uint64_t poll_started = loop->stats.timing ? zl_ticks() : 0;
     if (timeout_ns == 0) {
         count = loop->ops->poll(loop->backend, 0, &fired);
     } else {
@@ -96,7 +108,14 @@ poll_backend(zl_loop *loop)
         PyErr_SetFromErrno(PyExc_OSError);
         return -1;
     }
-    return count > 0 ? zl_io_dispatch(loop, fired, count) : 0;
+    if (count == 0) {
+        if (loop->stats.timing) {
+            loop->stats.poll_ticks += zl_ticks_since(poll_started);
+        }
+        return 0;
+    }
+    loop->stats.io_events += (uint64_t)count;
+    return loop->stats.timing ? dispatch_timed(loop, fired, count, poll_started) : zl_io_dispatch(loop, fired, count);
 }
 
 static int
@@ -118,6 +137,9 @@ queue_expired_timers(zl_loop *loop)
             loop->timer_cancelled_count--;
             Py_DECREF(timer);
             continue;
+        }
+        if (loop->stats.timing) {
+            zl_loop_stats_timer_due(loop, now - timer->when);
         }
         if (zl_ready_queue_push(&loop->ready, (PyObject *)timer) < 0) {
             return -1;
@@ -148,6 +170,22 @@ run_handle_debug(zl_loop *loop, zl_handle *handle)
 }
 
 static int
+run_handle_plain_or_debug(zl_loop *loop, zl_handle *handle)
+{
+    return loop->debug ? run_handle_debug(loop, handle) : zl_handle_run(handle);
+}
+
+/* Debug mode, statistics timing, or both. */
+static int
+run_handle_instrumented(zl_loop *loop, zl_handle *handle)
+{
+    if (loop->stats.timing) {
+        return zl_loop_stats_run_handle(loop, handle, run_handle_plain_or_debug);
+    }
+    return run_handle_debug(loop, handle);
+}
+
+static int
 run_ready_handles(zl_loop *loop)
 {
     /* Only what is queued now: callbacks scheduled by these callbacks wait for the next iteration. */
@@ -156,7 +194,9 @@ run_ready_handles(zl_loop *loop)
         zl_handle *handle = (zl_handle *)zl_ready_queue_pop(&loop->ready);
         int rc = 0;
         if (!handle->cancelled) {
-            rc = loop->debug ? run_handle_debug(loop, handle) : zl_handle_run(handle);
+            loop->stats.callbacks++;
+            loop->stats.timers_fired += handle->is_timer;
+            rc = (loop->debug | loop->stats.timing) ? run_handle_instrumented(loop, handle) : zl_handle_run(handle);
         }
         Py_DECREF(handle);
         if (rc < 0) {
@@ -169,6 +209,7 @@ run_ready_handles(zl_loop *loop)
 int
 zl_loop_run_once(zl_loop *loop)
 {
+    loop->stats.iterations++;
     drop_cancelled_timers(loop);
     int rc = poll_backend(loop);
     if (rc == 0) {
