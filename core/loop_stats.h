@@ -17,6 +17,7 @@ typedef struct zl_loop_stats {
     uint64_t poll_ticks;              /* blocked in (or spent in) the backend's poll */
     uint64_t io_ticks;                /* dispatching readiness: C transport callbacks, add_reader handles queued */
     uint64_t callback_ticks;          /* running handles */
+    uint64_t mark;                    /* where the last timed part ended: the next one starts there */
     uint64_t slowest_ticks;
     PyObject *slowest_repr;           /* repr of the slowest handle run (str), or NULL */
     uint64_t lag_samples;             /* timers found due while timing */
@@ -47,12 +48,14 @@ zl_ticks(void)
     return zl_ticks_slow();
 }
 
-/* ticks elapsed since `since`, never negative (a counter read on another CPU may lag by a little) */
-static inline uint64_t
-zl_ticks_since(uint64_t since)
+/* Add the ticks since the last mark to *bucket and move the mark: each timed part of an iteration (poll,
+ * dispatch, each handle) runs from where the previous one ended, one counter read per part. */
+static inline void
+zl_loop_stats_lap(zl_loop_stats *stats, uint64_t *bucket)
 {
     uint64_t now = zl_ticks();
-    return now > since ? now - since : 0;
+    *bucket += now > stats->mark ? now - stats->mark : 0;
+    stats->mark = now;
 }
 
 /* Timing on at creation when the environment says so (ZLOOP_STATS=1). */

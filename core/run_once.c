@@ -64,17 +64,6 @@ poll_timeout_ns(zl_loop *loop)
     return (int64_t)ceil(delay * 1e9);
 }
 
-/* Statistics on: the poll's time ends where the dispatch's begins. */
-static int
-dispatch_timed(zl_loop *loop, const zl_fired *fired, int count, uint64_t poll_started)
-{
-    uint64_t dispatch_started = zl_ticks();
-    loop->stats.poll_ticks += dispatch_started > poll_started ? dispatch_started - poll_started : 0;
-    int rc = zl_io_dispatch(loop, fired, count);
-    loop->stats.io_ticks += zl_ticks_since(dispatch_started);
-    return rc;
-}
-
 static int
 poll_backend(zl_loop *loop)
 {
@@ -84,7 +73,6 @@ poll_backend(zl_loop *loop)
     }
     const zl_fired *fired = NULL;
     int count;
-    uint64_t poll_started = loop->stats.timing ? zl_ticks() : 0;
     if (timeout_ns == 0) {
         count = loop->ops->poll(loop->backend, 0, &fired);
     } else {
@@ -100,6 +88,9 @@ poll_backend(zl_loop *loop)
             return -1;
         }
     }
+    if (loop->stats.timing) {
+        zl_loop_stats_lap(&loop->stats, &loop->stats.poll_ticks);   /* since the last handle: the poll */
+    }
     if (count == -EINTR) {
         return PyErr_CheckSignals();
     }
@@ -109,13 +100,14 @@ poll_backend(zl_loop *loop)
         return -1;
     }
     if (count == 0) {
-        if (loop->stats.timing) {
-            loop->stats.poll_ticks += zl_ticks_since(poll_started);
-        }
         return 0;
     }
     loop->stats.io_events += (uint64_t)count;
-    return loop->stats.timing ? dispatch_timed(loop, fired, count, poll_started) : zl_io_dispatch(loop, fired, count);
+    int rc = zl_io_dispatch(loop, fired, count);
+    if (loop->stats.timing) {
+        zl_loop_stats_lap(&loop->stats, &loop->stats.io_ticks);
+    }
+    return rc;
 }
 
 static int
@@ -130,6 +122,7 @@ queue_expired_timers(zl_loop *loop)
         return -1;
     }
     double end_time = now + loop->clock_resolution;
+    size_t ready_before = loop->ready.len;
     while ((head = zl_timer_heap_peek(&loop->timers)) != NULL && head->when < end_time) {
         zl_handle *timer = (zl_handle *)zl_timer_heap_pop(&loop->timers);
         timer->scheduled = 0;
@@ -144,6 +137,9 @@ queue_expired_timers(zl_loop *loop)
         if (zl_ready_queue_push(&loop->ready, (PyObject *)timer) < 0) {
             return -1;
         }
+    }
+    if (loop->stats.timing && loop->ready.len > ready_before) {
+        loop->stats.mark = zl_ticks();   /* queueing timers is not the first callback's time */
     }
     return 0;
 }
@@ -226,6 +222,9 @@ zl_loop_run_once(zl_loop *loop)
 int
 zl_loop_run_until_stopped(zl_loop *loop)
 {
+    if (loop->stats.timing) {
+        loop->stats.mark = zl_ticks();   /* timed laps run from here, not from when the loop last ran */
+    }
     for (;;) {
         if (loop->backend == NULL) {
             PyErr_SetString(PyExc_RuntimeError, "Event loop is closed");
