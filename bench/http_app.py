@@ -3,7 +3,8 @@ most of what a request costs.
 
     GET /plaintext  -> "Hello, World!" (text/plain)
     GET /json       -> {"message": "Hello, World!"} (application/json, encoded per request)
-    GET /loop       -> the class of the running event loop and, for zloop, its backend (the harness checks it)
+    GET /loop       -> the class of the running event loop and, for zloop, its backend and whether loop.stats()
+                       times (the harness checks them)
 """
 
 import asyncio
@@ -17,8 +18,10 @@ def _loop_description():
     loop = asyncio.get_running_loop()
     cls = type(loop)
     get_backend = getattr(loop, "get_backend", None)
+    stats = getattr(loop, "stats", None)
     return {"loop": f"{cls.__module__}.{cls.__qualname__}",
-            "backend": get_backend() if get_backend is not None else None}
+            "backend": get_backend() if get_backend is not None else None,
+            "stats_timing": stats()["timing"] if stats is not None else None}
 
 
 async def _respond(send, body, content_type, status=200):

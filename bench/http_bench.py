@@ -5,7 +5,8 @@
 
 Loops: asyncio (uvicorn --loop asyncio), uvloop (--loop uvloop), rloop (--loop rloop:new_event_loop) and zloop on
 each compiled backend (--loop zloop:new_event_loop with ZLOOP_BACKEND=<backend>); a peer that does not import is
-left out with a note. For every round (outermost; the loop order rotated each round), loop and endpoint: a fresh
+left out with a note. Asked for by name only, zloop:<backend>+stats is that backend with loop.stats() timing on
+(ZLOOP_STATS=1): what the timings cost a real server. For every round (outermost; the loop order rotated each round), loop and endpoint: a fresh
 uvicorn process (one worker, no access log) on a free loopback port; the harness asks GET /loop which loop class
 and backend serve it and fails the figure if it is not the one asked for; one short wrk warm-up; then user+sys
 CPU of the server process (/proc/PID/stat) is read, `wrk -t1 -c C -d D` runs, the CPU is read again. Figures:
@@ -52,8 +53,9 @@ def uvicorn_loop(spec):
         return "uvloop", {}, "uvloop.", None
     if spec == "rloop":
         return "rloop:new_event_loop", {}, "rloop.", None
-    backend = spec.partition(":")[2]
-    return "zloop:new_event_loop", {"ZLOOP_BACKEND": backend}, "zloop.", backend
+    backend, _, variant = spec.partition(":")[2].partition("+")
+    stats = "1" if variant == "stats" else "0"
+    return "zloop:new_event_loop", {"ZLOOP_BACKEND": backend, "ZLOOP_STATS": stats}, "zloop.", backend
 
 
 def available_loops():
@@ -74,7 +76,8 @@ def select_loops(arg):
     for item in (s.strip() for s in arg.split(",") if s.strip()):
         matches = [s for s in avail if s.startswith("zloop:")] if item == "zloop" else [item]
         for match in matches:
-            if match not in avail:
+            base, _, variant = match.partition("+")
+            if base not in avail or variant not in ("", "stats") or (variant and not base.startswith("zloop:")):
                 raise SystemExit(f"http_bench.py: loop {match!r} is not available here ({', '.join(avail)})")
             if match not in chosen:
                 chosen.append(match)
@@ -125,7 +128,8 @@ class Server:
         else:
             raise FigureError(f"server did not answer within {STARTUP_LIMIT:g} s")
         if not served_by["loop"].startswith(self.expect_class) or (
-                self.expect_backend is not None and served_by["backend"] != self.expect_backend):
+                self.expect_backend is not None and (served_by["backend"], served_by["stats_timing"])
+                != (self.expect_backend, self.spec.endswith("+stats"))):
             raise FigureError(f"asked for {self.spec}, served by {served_by}")
         return served_by
 
