@@ -467,7 +467,7 @@ loop_init(zl_loop *self, PyObject *args, PyObject *kwds)
     self->ops = ops;
     self->clock_resolution = loop_clock_resolution();
     self->slow_callback_duration = 0.1;
-    self->stats.timing = zl_loop_stats_env_default();
+    zl_loop_stats_init(&self->stats);
     return 0;
 }
 

@@ -83,15 +83,15 @@ seconds_per_tick(void)
     return measured;
 }
 
-int
-zl_loop_stats_env_default(void)
+void
+zl_loop_stats_init(zl_loop_stats *stats)
 {
     const char *value = getenv("ZLOOP_STATS");
-    int on = value != NULL && value[0] != '\0' && strcmp(value, "0") != 0;
-    if (on) {
+    stats->timing = value != NULL && value[0] != '\0' && strcmp(value, "0") != 0;
+    if (stats->timing) {
         zl_ticks_init();
+        stats->mark = zl_ticks();
     }
-    return on;
 }
 
 void

@@ -58,8 +58,8 @@ zl_loop_stats_lap(zl_loop_stats *stats, uint64_t *bucket)
     stats->mark = now;
 }
 
-/* Timing on at creation when the environment says so (ZLOOP_STATS=1). */
-int zl_loop_stats_env_default(void);
+/* A new loop's statistics: timing on when the environment says so (ZLOOP_STATS=1, anything but "" and "0"). */
+void zl_loop_stats_init(zl_loop_stats *stats);
 
 /* Drop the owned objects (the slowest callback's repr). */
 void zl_loop_stats_clear(zl_loop_stats *stats);

@@ -303,6 +303,19 @@ def test_environment_variable_switches_timing_on(backend, value, timing):
     assert done.stdout.strip() == str(timing)
 
 
+def test_timing_from_the_environment_starts_at_creation(backend):
+    # One iteration straight after creation (no run_forever): its poll lap starts at the loop's creation, not at 0.
+    code = ("import zloop; loop = zloop.new_event_loop(); loop.call_soon(lambda: None); "
+            "loop._run_once(); s = loop.stats(); print(s['iterations'], s['callbacks'], s['poll_seconds']); "
+            "loop.close()")
+    env = python_env({"ZLOOP_BACKEND": backend, "ZLOOP_STATS": "1"})
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    iterations, callbacks, poll_seconds = done.stdout.split()
+    assert (iterations, callbacks) == ("1", "1")
+    assert 0.0 <= float(poll_seconds) < 5.0
+
+
 PROGRAM = textwrap.dedent("""
     import asyncio, sys
 
