@@ -6,13 +6,15 @@
 Loops: asyncio (uvicorn --loop asyncio), uvloop (--loop uvloop), rloop (--loop rloop:new_event_loop) and zloop on
 each compiled backend (--loop zloop:new_event_loop with ZLOOP_BACKEND=<backend>); a peer that does not import is
 left out with a note. Asked for by name only, zloop:<backend>+stats is that backend with loop.stats() timing on
-(ZLOOP_STATS=1): what the timings cost a real server. For every round (outermost; the loop order rotated each round), loop and endpoint: a fresh
-uvicorn process (one worker, no access log) on a free loopback port; the harness asks GET /loop which loop class
-and backend serve it and fails the figure if it is not the one asked for; one short wrk warm-up; then user+sys
-CPU of the server process (/proc/PID/stat) is read, `wrk -t1 -c C -d D` runs, the CPU is read again. Figures:
-server CPU per request (the CPU delta over wrk's request count) and wrk's requests/s. Any non-2xx answer, socket
-error or timeout fails the figure. Client and server share the machine's cores, so requests/s depends on how the
-kernel schedules them; CPU per request is the steadier figure.
+(ZLOOP_STATS=1): what the timings cost a real server.
+
+For every round (outermost; the loop order rotated each round), loop and endpoint: a fresh uvicorn process (one
+worker, no access log) on a free loopback port; the harness asks GET /loop which loop class, backend and
+statistics setting serve it and fails the figure if it is not the one asked for; one short wrk warm-up; then
+user+sys CPU of the server process (/proc/PID/stat) is read, `wrk -t1 -c C -d D` runs, the CPU is read again.
+Figures: server CPU per request (the CPU delta over wrk's request count) and wrk's requests/s. Any non-2xx answer,
+socket error or timeout fails the figure. Client and server share the machine's cores, so requests/s depends on
+how the kernel schedules them; CPU per request is the steadier figure.
 """
 
 import argparse

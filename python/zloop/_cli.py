@@ -1,4 +1,5 @@
-"""python -m zloop: info | run [--backend B] [--stats] (script.py | -m module) [args...] | bench [--seconds S] [--loops ...]"""
+"""python -m zloop: info | run [--backend B] [--stats] (script.py | -m module) [args...] |
+bench [--seconds S] [--loops ...]"""
 
 import argparse
 import asyncio
