@@ -102,10 +102,33 @@ zl_loop_stats_clear(zl_loop_stats *stats)
 
 /* ------------------------------------------------------------------ timing a handle */
 
-/* What the slowest callback was: the handle's repr, or the callback's once the handle let it go. */
+/* The task a callback steps (Task.__step, _asyncio's TaskStepMethWrapper: __self__ is the task), or NULL. */
+static PyObject *
+stepped_task(PyObject *callback)
+{
+    PyObject *owner = PyObject_GetAttrString(callback, "__self__");
+    if (owner == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    if (zl_global.task_type == NULL || !PyObject_TypeCheck(owner, (PyTypeObject *)zl_global.task_type)) {
+        Py_DECREF(owner);
+        return NULL;
+    }
+    return owner;
+}
+
+/* What the slowest callback was: for a task's step the task's repr (as asyncio's slow-callback warning says it),
+ * else the handle's repr, or the callback's once the handle let it go. */
 static PyObject *
 describe_handle(zl_handle *handle, PyObject *callback)
 {
+    PyObject *task = stepped_task(callback);
+    if (task != NULL) {
+        PyObject *text = PyObject_Repr(task);
+        Py_DECREF(task);
+        return text;
+    }
     if (handle->callback != NULL) {
         return PyObject_Repr((PyObject *)handle);
     }

@@ -203,6 +203,17 @@ def test_switching_timing_off_keeps_the_figures_and_stops_adding(loop):
         assert after[key] == timed[key]
 
 
+async def slow_coroutine():
+    busy(0.03)
+
+
+def test_a_slow_task_step_is_named_by_its_task(loop):
+    loop.set_stats(True)
+    loop.run_until_complete(loop.create_task(slow_coroutine(), name="the-slow-one"))
+    slowest = loop.stats()["slowest_callback"]
+    assert slowest.startswith("<Task") and "the-slow-one" in slowest and "slow_coroutine" in slowest
+
+
 def test_slowest_callback_that_cancels_its_own_handle(loop):
     loop.set_stats(True)
     handles = []
