@@ -79,6 +79,7 @@ def main():
     envs = {name: config_env(name, args.baseline) for name in configs}
     for name in configs:
         check_config(name, envs[name], args.loop.partition(":")[2])
+    info = _harness.machine_info()
     started = time.monotonic()
     figures = {row: {name: [] for name in configs} for row in rows}
     failures = []
@@ -105,7 +106,6 @@ def main():
         if args.baseline:
             line += f"{percent(cell['timing off'], cell['baseline']):>15}"
         print(line)
-    info = _harness.machine_info()
     info["loadavg_at_end"] = os.getloadavg()
     config = {"loop": args.loop, "rows": rows, "rounds": args.rounds, "scale": args.scale, "baseline": args.baseline}
     return _harness.write_json(args.json, "stats_overhead", info, config, started,
