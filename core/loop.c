@@ -497,6 +497,7 @@ loop_init(zl_loop *self, PyObject *args, PyObject *kwds)
     self->wake_only_fd = -1;
     self->clock_resolution = loop_clock_resolution();
     self->slow_callback_duration = 0.1;
+    zl_loop_stats_init(&self->stats);
     return 0;
 }
 
@@ -539,6 +540,7 @@ loop_dealloc(zl_loop *self)
     zl_ready_queue_free(&self->ready_later);
     zl_timer_heap_free(&self->timers);
     zl_ready_queue_free(&self->timers_due);
+    zl_loop_stats_clear(&self->stats);
     PyMem_Free(self->io.slots);
     self->io.slots = NULL;
     PyTypeObject *type = Py_TYPE(self);
@@ -664,6 +666,9 @@ static PyMethodDef loop_methods[] = {
     {"get_debug", (PyCFunction)loop_get_debug, METH_NOARGS, "True in debug mode."},
     {"_set_debug_flag", (PyCFunction)loop_set_debug, METH_O, "Set the C core's debug flag."},
     {"get_backend", (PyCFunction)loop_get_backend, METH_NOARGS, "The name of the I/O backend this loop uses."},
+    {"stats", (PyCFunction)zl_loop_stats_dict, METH_NOARGS,
+     "The loop's statistics as a dict: counters always, timings while set_stats(True) (see docs/usage.md)."},
+    {"set_stats", (PyCFunction)zl_loop_set_stats, METH_O, "set_stats(flag): time polls and callbacks (True/False)."},
     {"add_reader", (PyCFunction)(void (*)(void))loop_add_reader, METH_FASTCALL,
      "add_reader(fd, callback, *args) -> Handle"},
     {"add_writer", (PyCFunction)(void (*)(void))loop_add_writer, METH_FASTCALL,

@@ -105,6 +105,9 @@ poll_backend(zl_loop *loop)
             return -1;
         }
     }
+    if (loop->stats.timing) {
+        zl_loop_stats_lap(&loop->stats, &loop->stats.poll_ticks);   /* since the last handle: the poll */
+    }
     if (count == -EINTR) {
         return PyErr_CheckSignals();
     }
@@ -113,7 +116,15 @@ poll_backend(zl_loop *loop)
         PyErr_SetFromErrno(PyExc_OSError);
         return -1;
     }
-    return count > 0 ? zl_io_dispatch(loop, fired, count) : 0;
+    if (count == 0) {
+        return 0;
+    }
+    loop->stats.io_events += (uint64_t)count;
+    int rc = zl_io_dispatch(loop, fired, count);
+    if (loop->stats.timing) {
+        zl_loop_stats_lap(&loop->stats, &loop->stats.io_ticks);
+    }
+    return rc;
 }
 
 /* The next timer due before end_time, from the heap or the due queue, whichever comes first in (deadline,
@@ -146,6 +157,7 @@ queue_expired_timers(zl_loop *loop)
         return -1;
     }
     double end_time = now + loop->clock_resolution;
+    size_t ready_before = loop->ready.len;
     zl_handle *timer;
     while ((timer = pop_next_due_timer(loop, end_time)) != NULL) {
         if (timer->cancelled) {
@@ -157,9 +169,15 @@ queue_expired_timers(zl_loop *loop)
             continue;
         }
         timer->scheduled = 0;
+        if (loop->stats.timing && isfinite(timer->when)) {   /* a NaN or infinite deadline has no lag */
+            zl_loop_stats_timer_due(loop, now - timer->when);
+        }
         if (zl_ready_queue_push(&loop->ready, (PyObject *)timer) < 0) {
             return -1;
         }
+    }
+    if (loop->stats.timing && loop->ready.len > ready_before) {
+        loop->stats.mark = zl_ticks();   /* queueing timers is not the first callback's time */
     }
     return 0;
 }
@@ -186,6 +204,22 @@ run_handle_debug(zl_loop *loop, zl_handle *handle)
 }
 
 static int
+run_handle_plain_or_debug(zl_loop *loop, zl_handle *handle)
+{
+    return loop->debug ? run_handle_debug(loop, handle) : zl_handle_run(handle);
+}
+
+/* Debug mode, statistics timing, or both. */
+static int
+run_handle_instrumented(zl_loop *loop, zl_handle *handle)
+{
+    if (loop->stats.timing) {
+        return zl_loop_stats_run_handle(loop, handle, run_handle_plain_or_debug);
+    }
+    return run_handle_debug(loop, handle);
+}
+
+static int
 run_ready_handles(zl_loop *loop)
 {
     /* Only what is queued now: callbacks scheduled by these callbacks wait for the next iteration. */
@@ -194,7 +228,9 @@ run_ready_handles(zl_loop *loop)
         zl_handle *handle = (zl_handle *)zl_ready_queue_pop(&loop->ready);
         int rc = 0;
         if (!handle->cancelled) {
-            rc = loop->debug ? run_handle_debug(loop, handle) : zl_handle_run(handle);
+            loop->stats.callbacks++;
+            loop->stats.timers_fired += handle->is_timer;
+            rc = (loop->debug | loop->stats.timing) ? run_handle_instrumented(loop, handle) : zl_handle_run(handle);
         }
         zl_handle_release((PyObject *)handle);
         if (rc < 0) {
@@ -207,6 +243,7 @@ run_ready_handles(zl_loop *loop)
 int
 zl_loop_run_once(zl_loop *loop)
 {
+    loop->stats.iterations++;
     drop_cancelled_timers(loop);
     int rc = poll_backend(loop);
     if (rc == 0) {
@@ -223,6 +260,9 @@ zl_loop_run_once(zl_loop *loop)
 int
 zl_loop_run_until_stopped(zl_loop *loop)
 {
+    if (loop->stats.timing) {
+        loop->stats.mark = zl_ticks();   /* timed laps run from here, not from when the loop last ran */
+    }
     for (;;) {
         if (loop->backend == NULL) {
             PyErr_SetString(PyExc_RuntimeError, "Event loop is closed");

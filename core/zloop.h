@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "backend.h"
+#include "loop_stats.h"
 #include "ready_queue.h"
 #include "timer_heap.h"
 
@@ -118,6 +119,7 @@ struct zl_loop {
                                          signal handlers), or -1: see run_once.c */
     volatile int polling;             /* blocked in the backend's poll, GIL released */
     volatile int wake_pending;        /* a wake() was sent for this poll */
+    zl_loop_stats stats;              /* loop.stats(): counters, and timings while stats.timing (loop_stats.c) */
 };
 
 extern PyTypeObject zl_loop_type;
@@ -152,6 +154,13 @@ void zl_loop_timer_cancelled(zl_loop *loop);
 
 /* RuntimeError('Event loop is closed') when it is; -1 then. */
 int zl_loop_check_closed(zl_loop *loop);
+
+/* loop statistics (core/loop_stats.c): loop.stats(), loop.set_stats(flag); timing one handle's run with `run`
+ * (the plain or the debug runner); a timer found due `late` seconds after its deadline */
+PyObject *zl_loop_stats_dict(zl_loop *loop, PyObject *ignored);
+PyObject *zl_loop_set_stats(zl_loop *loop, PyObject *enabled);
+int zl_loop_stats_run_handle(zl_loop *loop, zl_handle *handle, int (*run)(zl_loop *, zl_handle *));
+void zl_loop_stats_timer_due(zl_loop *loop, double late);
 
 /* loop.create_task and create_future (core/task_create.c) */
 PyObject *zl_loop_create_task(zl_loop *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);

@@ -5,7 +5,7 @@ set -eu
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 
-DEB_PACKAGES="autoconf automake libtool pkg-config make gcc libuv1-dev libevent-dev valgrind"
+DEB_PACKAGES="autoconf automake libtool pkg-config make gcc libuv1-dev libevent-dev valgrind wrk"
 missing=""
 for pkg in $DEB_PACKAGES; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"
@@ -18,7 +18,7 @@ if [ -n "$missing" ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
 fi
 
-if ! "$PYTHON" -c 'import pytest, uvloop, cryptography, uvicorn, websockets, aiohttp, httpx, hypercorn, fastapi' 2>/dev/null; then
+if ! "$PYTHON" -c 'import pytest, uvloop, cryptography, uvicorn, httptools, websockets, aiohttp, httpx, hypercorn, fastapi, prometheus_client' 2>/dev/null; then
     echo "bootstrap: installing Python packages from requirements-dev.txt"
     "$PYTHON" -m pip install -q --disable-pip-version-check -r requirements-dev.txt
 fi

@@ -152,7 +152,7 @@ def run_forever(loop):
 def python_env(extra=None):
     """Environment for a child Python: imports this zloop, no inherited asyncio debug settings."""
     env = dict(os.environ)
-    for key in ("PYTHONASYNCIODEBUG", "PYTHONDEVMODE", "ZLOOP_BACKEND", "PYTHONWARNINGS"):
+    for key in ("PYTHONASYNCIODEBUG", "PYTHONDEVMODE", "ZLOOP_BACKEND", "ZLOOP_STATS", "PYTHONWARNINGS"):
         env.pop(key, None)
     # Under valgrind the child is not traced: keep its preload libraries out of the child.
     preload = [p for p in env.get("LD_PRELOAD", "").split(":") if p and "vgpreload" not in p]

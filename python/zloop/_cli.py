@@ -1,4 +1,5 @@
-"""python -m zloop: info | run [--backend B] (script.py | -m module) [args...] | bench [--seconds S] [--loops ...]"""
+"""python -m zloop: info | run [--backend B] [--stats] (script.py | -m module) [args...] |
+bench [--seconds S] [--loops ...]"""
 
 import argparse
 import asyncio
@@ -15,8 +16,11 @@ USAGE = """usage: python -m zloop COMMAND ...
 
 commands:
   info                                   zloop's version, build options, backends, libuv/libevent versions, Python
-  run [--backend B] script.py [args]     run a program with zloop as asyncio's event loop
-  run [--backend B] -m module [args]     the same for a module, like python -m
+  run [--backend B] [--stats] script.py [args]
+                                         run a program with zloop as asyncio's event loop;
+                                         --stats: time every loop and print loop.stats() at exit
+  run [--backend B] [--stats] -m module [args]
+                                         the same for a module, like python -m
   bench [--seconds S] [--loops L,...]    a quick scheduling comparison: asyncio, uvloop, zloop's backends
 """
 
@@ -91,11 +95,12 @@ def check_backend(name):
     return name
 
 
-RUN_USAGE = "usage: python -m zloop run [--backend B] (script.py | -m module) [args...]"
+RUN_USAGE = "usage: python -m zloop run [--backend B] [--stats] (script.py | -m module) [args...]"
 
 
-def parse_run(argv):
-    """(backend or None, 'script' or 'module', target, program args). Options stop at the target, like python's."""
+def parse_run(argv, options=None):
+    """(backend or None, 'script' or 'module', target, program args). Options stop at the target, like python's;
+    --stats sets options["stats"] when options is given."""
     backend = None
     i = 0
     while i < len(argv):
@@ -103,7 +108,9 @@ def parse_run(argv):
         if arg in ("-h", "--help"):
             raise SystemExit(print(RUN_USAGE + "\n\nRuns the program with zloop as asyncio's event loop: "
                                    "asyncio.run, asyncio.new_event_loop and the event loop policy give zloop "
-                                   "loops on backend B\n(default: $ZLOOP_BACKEND, else the build's default)."))
+                                   "loops on backend B\n(default: $ZLOOP_BACKEND, else the build's default). "
+                                   "--stats times every zloop loop the program makes and prints\nits loop.stats() "
+                                   "on stderr when the program ends."))
         if arg == "--backend" or arg.startswith("--backend="):
             if arg == "--backend":
                 if i + 1 == len(argv):
@@ -113,6 +120,10 @@ def parse_run(argv):
             else:
                 backend = arg.split("=", 1)[1]
             check_backend(backend)
+        elif arg == "--stats":
+            if options is None:
+                raise UsageError("--stats is not taken here\n" + RUN_USAGE)
+            options["stats"] = True
         elif arg == "-m" or (arg.startswith("-m") and len(arg) > 2):
             module = argv[i + 1] if arg == "-m" and i + 1 < len(argv) else arg[2:]
             if not module:
@@ -137,13 +148,56 @@ def _install_loop():
         asyncio.set_event_loop_policy(EventLoopPolicy())
 
 
+STATS_ORDER = ("iterations", "callbacks", "timers_fired", "io_events", "poll_seconds", "io_seconds",
+               "callback_seconds", "slowest_callback_seconds", "slowest_callback", "lag_samples", "lag_mean_seconds",
+               "lag_max_seconds")
+
+
+def format_stats(loop, number):
+    """A loop's stats() as lines of text, for --stats."""
+    stats = loop.stats()
+    state = "closed" if loop.is_closed() else "open"
+    lines = [f"zloop stats: loop {number} ({loop.get_backend()}, {state})"]
+    for key in STATS_ORDER:
+        value = stats[key]
+        text = f"{value:.6f}" if isinstance(value, float) else str(value)
+        lines.append(f"  {key:25} {text}")
+    return "\n".join(lines)
+
+
+def _report_stats(loops, out):
+    if not loops:
+        print("zloop stats: the program made no zloop loop", file=out)
+    for number, loop in enumerate(loops, 1):
+        print(format_stats(loop, number), file=out)
+    out.flush()
+
+
 def cmd_run(argv):
-    backend, kind, target, args = parse_run(argv)
+    options = {"stats": False}
+    backend, kind, target, args = parse_run(argv, options)
     if backend is not None:
         os.environ["ZLOOP_BACKEND"] = backend   # read by each new loop; child processes inherit it
     if kind == "script" and not os.path.exists(target):
         raise UsageError(f"can't open file {target!r}: no such file")
     _install_loop()
+    if not options["stats"]:
+        return _run_target(kind, target, args)
+    from ._loop import _loop_observers
+    loops = []
+
+    def observe(loop):   # every zloop loop made in this process, whoever makes it (uvicorn's factory too)
+        loop.set_stats(True)
+        loops.append(loop)
+    _loop_observers.append(observe)
+    try:
+        return _run_target(kind, target, args)
+    finally:
+        _loop_observers.remove(observe)
+        _report_stats(loops, sys.stderr)
+
+
+def _run_target(kind, target, args):
     if kind == "script":
         sys.argv = [target, *args]
         sys.path[0] = os.path.dirname(os.path.abspath(target))

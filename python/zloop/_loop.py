@@ -28,6 +28,7 @@ _PY312 = sys.version_info >= (3, 12)
 
 # Loops alive in this process, so a forked child can re-create their kernel state.
 _live_loops = weakref.WeakSet()
+_loop_observers = []   # callables given each new Loop (python -m zloop run --stats keeps them to report)
 
 
 def _run_until_complete_cb(fut):
@@ -61,6 +62,8 @@ class Loop(LoopCore, NetworkingMixin, DatagramMixin, PipeMixin, SubprocessMixin,
         self._coroutine_origin_tracking_saved_depth = None
         self.set_debug(coroutines._is_debug_mode())
         _live_loops.add(self)
+        for observe in _loop_observers:
+            observe(self)
 
     def __repr__(self):
         return (f"<{type(self).__name__} running={self.is_running()} closed={self.is_closed()} "

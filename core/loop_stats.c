@@ -1,0 +1,252 @@
+/* core/loop_stats.c — loop statistics: the tick clock and its calibration, timing a handle's run and keeping the
+ * slowest, loop.stats() (the figures as a dict of plain numbers) and loop.set_stats(). */
+#include "zloop.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
+
+int zl_ticks_from_counter = -1;   /* -1 until zl_ticks_init decided */
+
+/* ------------------------------------------------------------------ the tick clock */
+
+static uint64_t
+monotonic_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t
+zl_ticks_slow(void)
+{
+    return monotonic_ns();
+}
+
+/* The cycle counter only where its rate is constant: x86-64 with an invariant TSC, arm64's generic timer. */
+static int
+counter_is_invariant(void)
+{
+#if defined(__x86_64__)
+    unsigned int eax, ebx, ecx, edx;
+    if (!__get_cpuid(0x80000007, &eax, &ebx, &ecx, &edx)) {
+        return 0;
+    }
+    return (edx >> 8) & 1;
+#elif defined(__aarch64__)
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+/* The calibration anchor: a tick count and CLOCK_MONOTONIC read together when timing was first switched on. */
+static uint64_t anchor_ticks;
+static uint64_t anchor_ns;
+
+static void
+zl_ticks_init(void)
+{
+    if (zl_ticks_from_counter >= 0) {
+        return;
+    }
+    zl_ticks_from_counter = counter_is_invariant();
+    anchor_ns = monotonic_ns();
+    anchor_ticks = zl_ticks();
+}
+
+/* Seconds per tick, measured once over the time since the anchor (at least 2 ms: waits for the rest the first
+ * time), then kept, so that figures read twice convert alike. */
+static double
+seconds_per_tick(void)
+{
+    static double measured;
+    if (zl_ticks_from_counter <= 0) {   /* CLOCK_MONOTONIC nanoseconds (or timing never switched on) */
+        return 1e-9;
+    }
+    if (measured > 0.0) {
+        return measured;
+    }
+    uint64_t elapsed_ns = monotonic_ns() - anchor_ns;
+    if (elapsed_ns < 2000000) {
+        struct timespec pause = {0, (long)(2000000 - elapsed_ns)};
+        nanosleep(&pause, NULL);
+    }
+    uint64_t ticks = zl_ticks() - anchor_ticks;
+    elapsed_ns = monotonic_ns() - anchor_ns;
+    measured = ticks > 0 ? (double)elapsed_ns * 1e-9 / (double)ticks : 1e-9;
+    return measured;
+}
+
+void
+zl_loop_stats_init(zl_loop_stats *stats)
+{
+    const char *value = getenv("ZLOOP_STATS");
+    stats->timing = value != NULL && value[0] != '\0' && strcmp(value, "0") != 0;
+    if (stats->timing) {
+        zl_ticks_init();
+        stats->mark = zl_ticks();
+    }
+}
+
+void
+zl_loop_stats_clear(zl_loop_stats *stats)
+{
+    Py_CLEAR(stats->slowest_repr);
+}
+
+/* ------------------------------------------------------------------ timing a handle */
+
+/* The task a callback steps (Task.__step, _asyncio's TaskStepMethWrapper: __self__ is the task), or NULL. */
+static PyObject *
+stepped_task(PyObject *callback)
+{
+    PyObject *owner = PyObject_GetAttrString(callback, "__self__");
+    if (owner == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    if (zl_global.task_type == NULL || !PyObject_TypeCheck(owner, (PyTypeObject *)zl_global.task_type)) {
+        Py_DECREF(owner);
+        return NULL;
+    }
+    return owner;
+}
+
+/* What the slowest callback was: for a task's step the task's repr (as asyncio's slow-callback warning says it),
+ * else the handle's repr, or the callback's once the handle let it go. */
+static PyObject *
+describe_handle(zl_handle *handle, PyObject *callback)
+{
+    PyObject *task = stepped_task(callback);
+    if (task != NULL) {
+        PyObject *text = PyObject_Repr(task);
+        Py_DECREF(task);
+        return text;
+    }
+    if (handle->callback != NULL) {
+        return PyObject_Repr((PyObject *)handle);
+    }
+    return PyUnicode_FromFormat("<%s %R>", Py_TYPE(handle)->tp_name, callback);
+}
+
+static void
+record_slowest(zl_loop *loop, zl_handle *handle, PyObject *callback, uint64_t took)
+{
+    loop->stats.slowest_ticks = took;
+    PyObject *exc = zl_err_fetch();   /* the run may have left SystemExit pending: keep it */
+    PyObject *text = describe_handle(handle, callback);
+    if (text == NULL) {
+        PyErr_Clear();   /* a repr that raised still leaves the duration */
+    }
+    Py_XSETREF(loop->stats.slowest_repr, text);
+    zl_err_restore(exc);
+}
+
+int
+zl_loop_stats_run_handle(zl_loop *loop, zl_handle *handle, int (*run)(zl_loop *, zl_handle *))
+{
+    PyObject *callback = handle->callback;
+    Py_XINCREF(callback);
+    int rc = run(loop, handle);
+    uint64_t now = zl_ticks();
+    uint64_t took = now > loop->stats.mark ? now - loop->stats.mark : 0;   /* one counter read per handle */
+    loop->stats.mark = now;
+    loop->stats.callback_ticks += took;
+    if (took > loop->stats.slowest_ticks && callback != NULL) {
+        record_slowest(loop, handle, callback, took);
+        loop->stats.mark = zl_ticks();   /* the repr's time is nobody's callback */
+    }
+    Py_XDECREF(callback);
+    return rc;
+}
+
+void
+zl_loop_stats_timer_due(zl_loop *loop, double late)
+{
+    if (late < 0.0 || late != late) {   /* due within the clock's resolution, or a NaN from a mocked clock */
+        late = 0.0;
+    }
+    loop->stats.lag_samples++;
+    loop->stats.lag_sum += late;
+    if (late > loop->stats.lag_max) {
+        loop->stats.lag_max = late;
+    }
+}
+
+/* ------------------------------------------------------------------ Python API */
+
+static int
+set_item(PyObject *dict, const char *key, PyObject *value)
+{
+    if (value == NULL) {
+        return -1;
+    }
+    int rc = PyDict_SetItemString(dict, key, value);
+    Py_DECREF(value);
+    return rc;
+}
+
+static int
+fill_counters(PyObject *dict, const zl_loop_stats *stats)
+{
+    return set_item(dict, "iterations", PyLong_FromUnsignedLongLong(stats->iterations)) < 0 ||
+           set_item(dict, "callbacks", PyLong_FromUnsignedLongLong(stats->callbacks)) < 0 ||
+           set_item(dict, "timers_fired", PyLong_FromUnsignedLongLong(stats->timers_fired)) < 0 ||
+           set_item(dict, "io_events", PyLong_FromUnsignedLongLong(stats->io_events)) < 0
+               ? -1 : 0;
+}
+
+static int
+fill_timings(PyObject *dict, const zl_loop_stats *stats)
+{
+    double tick = stats->poll_ticks || stats->io_ticks || stats->callback_ticks ? seconds_per_tick() : 1e-9;
+    double lag_mean = stats->lag_samples ? stats->lag_sum / (double)stats->lag_samples : 0.0;
+    return set_item(dict, "timing", PyBool_FromLong(stats->timing)) < 0 ||
+           set_item(dict, "poll_seconds", PyFloat_FromDouble((double)stats->poll_ticks * tick)) < 0 ||
+           set_item(dict, "io_seconds", PyFloat_FromDouble((double)stats->io_ticks * tick)) < 0 ||
+           set_item(dict, "callback_seconds", PyFloat_FromDouble((double)stats->callback_ticks * tick)) < 0 ||
+           set_item(dict, "slowest_callback", zl_ref_or_none(stats->slowest_repr)) < 0 ||
+           set_item(dict, "slowest_callback_seconds", PyFloat_FromDouble((double)stats->slowest_ticks * tick)) < 0 ||
+           set_item(dict, "lag_samples", PyLong_FromUnsignedLongLong(stats->lag_samples)) < 0 ||
+           set_item(dict, "lag_mean_seconds", PyFloat_FromDouble(lag_mean)) < 0 ||
+           set_item(dict, "lag_max_seconds", PyFloat_FromDouble(stats->lag_max)) < 0
+               ? -1 : 0;
+}
+
+PyObject *
+zl_loop_stats_dict(zl_loop *loop, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *dict = PyDict_New();
+    if (dict == NULL) {
+        return NULL;
+    }
+    if (fill_counters(dict, &loop->stats) < 0 || fill_timings(dict, &loop->stats) < 0) {
+        Py_DECREF(dict);
+        return NULL;
+    }
+    return dict;
+}
+
+PyObject *
+zl_loop_set_stats(zl_loop *loop, PyObject *enabled)
+{
+    if (!PyBool_Check(enabled)) {
+        PyErr_Format(PyExc_TypeError, "set_stats() takes True or False, not %.100s", Py_TYPE(enabled)->tp_name);
+        return NULL;
+    }
+    if (zl_loop_check_closed(loop) < 0) {
+        return NULL;
+    }
+    if (enabled == Py_True) {
+        zl_ticks_init();
+        loop->stats.mark = zl_ticks();   /* switched on by a callback: the next handle times from here */
+    }
+    loop->stats.timing = enabled == Py_True;
+    Py_RETURN_NONE;
+}
