@@ -462,6 +462,58 @@ def test_install_then_asyncio_run(restore_policy):
     assert asyncio.run(main()) is zloop.Loop
 
 
+def _lookup_warnings(lookup):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        lookup()
+    return [(w.category, str(w.message)) for w in caught]
+
+
+def test_policy_class_warns_exactly_where_asyncios_does():
+    # 3.14 deprecates asyncio's policy classes (removal in 3.16): looking one up warns; before 3.14 nothing does.
+    stock = _lookup_warnings(lambda: asyncio.DefaultEventLoopPolicy)
+    ours = _lookup_warnings(lambda: zloop.EventLoopPolicy)
+    assert [category for category, _ in ours] == [category for category, _ in stock]
+    for (_, stock_text), (_, our_text) in zip(stock, ours):
+        assert stock_text.replace("asyncio.DefaultEventLoopPolicy", "zloop.EventLoopPolicy") == our_text
+    assert ("EventLoopPolicy" in zloop.__all__) == (not stock)
+
+
+def test_install_warns_once_where_asyncio_policies_are_deprecated(restore_policy):
+    stock = _lookup_warnings(lambda: asyncio.set_event_loop_policy(None))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        zloop.install()
+    assert [w.category for w in caught] == [w[0] for w in stock]
+    # Blamed on the caller, as asyncio's own warning is.
+    assert all(w.filename == __file__ for w in caught), [(w.filename, str(w.message)) for w in caught]
+
+
+def test_zloop_run_has_asyncio_runs_signature():
+    import inspect
+    ours = inspect.signature(zloop.run).parameters
+    stock = inspect.signature(asyncio.run).parameters
+    # Python 3.11's asyncio.run has no loop_factory yet; zloop.run takes one there too.
+    assert [(p.name, p.kind, p.default) for p in ours.values() if p.name in stock] == \
+        [(p.name, p.kind, p.default) for p in stock.values()]
+    assert list(ours) == ["main", "debug", "loop_factory"]
+
+
+@pytest.mark.zloop_only
+def test_zloop_run_with_a_loop_factory(backend):
+    made = []
+
+    def factory():
+        made.append(zloop.new_event_loop(backend=backend))
+        return made[-1]
+
+    async def main():
+        return asyncio.get_running_loop()
+
+    assert zloop.run(main(), loop_factory=factory) is made[0]
+    assert len(made) == 1 and made[0].is_closed() and made[0].get_backend() == backend
+
+
 # ------------------------------------------------------------------ asyncio helpers built on the loop API
 
 
