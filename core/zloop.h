@@ -33,6 +33,8 @@ typedef struct zl_handle {
     unsigned char running;            /* its callback is executing: cancel leaves the arguments alone */
     unsigned char is_timer;
     unsigned char scheduled;          /* timers: sitting in the loop's heap */
+    unsigned char threadsafe;         /* from call_soon_threadsafe: other threads wait while it runs (3.14) */
+    unsigned long run_thread;         /* threadsafe handles: the thread running the callback */
     double when;                      /* timers: deadline */
     PyObject *when_given;             /* call_at(when) given as an int: when() returns it, as asyncio keeps it */
 } zl_handle;
