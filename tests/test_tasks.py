@@ -611,3 +611,31 @@ def test_shield_and_cancel_in_flight(loop, run):
         return await inner_task
 
     assert run(main()) == "inner"
+
+
+def test_tasks_run_when_asyncio_uses_its_pure_python_running_loop(loop, backend, monkeypatch):
+    # CPython's TestPyGetEventLoop swaps in asyncio's pure-Python running-loop functions and Task/Future classes;
+    # the loop must still run its tasks (zloop's C tasks read _asyncio's own record of the running loop).
+    from asyncio import events, futures, tasks
+    if not hasattr(events, "_py__set_running_loop") or not hasattr(tasks, "_PyTask"):
+        pytest.skip("no pure-Python asyncio running-loop functions here")
+    if backend == "asyncio" and sys.version_info < (3, 14):
+        pytest.skip("stock ensure_future asks the pure-Python get_event_loop, which has no loop set here before 3.14")
+    for name in ("_get_running_loop", "_set_running_loop", "get_running_loop", "get_event_loop"):
+        monkeypatch.setattr(events, name, getattr(events, "_py_" + name))
+    monkeypatch.setattr(asyncio, "Task", tasks._PyTask)
+    monkeypatch.setattr(tasks, "Task", tasks._PyTask)
+    monkeypatch.setattr(asyncio, "Future", futures._PyFuture)
+    monkeypatch.setattr(futures, "Future", futures._PyFuture)
+
+    async def main():
+        await asyncio.sleep(0.001)
+        child = asyncio.ensure_future(asyncio.sleep(0, result="child"))
+        return events.get_running_loop(), await child
+
+    rescue = loop.call_later(TIMEOUT, loop.stop)   # a task that never runs must fail the test, not hang it
+    try:
+        assert loop.run_until_complete(main()) == (loop, "child")
+    finally:
+        rescue.cancel()
+    assert events._get_running_loop() is None

@@ -26,6 +26,17 @@ from ._zloop import LoopCore
 _PY311 = sys.version_info >= (3, 11)
 _PY312 = sys.version_info >= (3, 12)
 
+# The C Task (which zloop's create_task makes) reads the running loop from _asyncio's own record. Code that swaps
+# asyncio's _set_running_loop for the pure-Python one (CPython's own tests do) must not leave that record empty.
+_C_SET_RUNNING_LOOP = getattr(events, "_c__set_running_loop", None)
+
+
+def _set_running_loop(loop):
+    events._set_running_loop(loop)
+    if _C_SET_RUNNING_LOOP is not None and events._set_running_loop is not _C_SET_RUNNING_LOOP:
+        _C_SET_RUNNING_LOOP(loop)
+
+
 # Loops alive in this process, so a forked child can re-create their kernel state.
 _live_loops = weakref.WeakSet()
 
@@ -95,12 +106,12 @@ class Loop(LoopCore, NetworkingMixin, DatagramMixin, PipeMixin, SubprocessMixin,
             self._thread_id = threading.get_ident()
             sys.set_asyncgen_hooks(firstiter=self._asyncgen_firstiter_hook,
                                    finalizer=self._asyncgen_finalizer_hook)
-            events._set_running_loop(self)
+            _set_running_loop(self)
             self._run_until_stopped()
         finally:
             self._stopping = False
             self._thread_id = None
-            events._set_running_loop(None)
+            _set_running_loop(None)
             self._set_coroutine_origin_tracking(False)
             sys.set_asyncgen_hooks(*old_agen_hooks)
             self._restore_signal_wakeup(old_wakeup_fd)
