@@ -137,9 +137,12 @@ def install_policy_factory(factory):
     module resets the policy to None) build loops with the chosen factory;
     this also covers asyncio.new_event_loop(), asyncio.run() and Runner."""
     import asyncio
-    policy_cls = asyncio.DefaultEventLoopPolicy
+    from asyncio import events, unix_events
+    # 3.14+ deprecates the public names (they warn); the private ones are the same objects.
+    policy_cls = getattr(unix_events, "_DefaultEventLoopPolicy", None) or \
+        asyncio.DefaultEventLoopPolicy
     policy_cls._loop_factory = staticmethod(factory)
-    asyncio.set_event_loop_policy(None)
+    getattr(events, "_set_event_loop_policy", asyncio.set_event_loop_policy)(None)
 
 
 class _ClosedLoopStub:
