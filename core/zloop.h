@@ -176,6 +176,8 @@ typedef struct zl_state {
     PyObject *format_handle;          /* zloop._hooks.format_handle_repr(handle) -> str */
     PyObject *check_callback;         /* zloop._hooks.check_callback(callback, method_name) (debug mode) */
     PyObject *task_type;              /* asyncio.Task (the C _asyncio.Task where available) */
+    PyObject *tasks_namespace;        /* vars(asyncio.tasks): create_task follows a swapped-in tasks.Task */
+    PyObject *str_Task;               /* "Task" (interned) */
     PyObject *set_result_unless_cancelled;  /* asyncio.futures._set_result_unless_cancelled */
     PyObject *transport_fatal_error;  /* zloop._hooks.transport_fatal_error(transport, exc, message) */
     PyObject *transport_protocol_error; /* zloop._hooks.transport_protocol_error(transport, exc, message) */

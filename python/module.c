@@ -40,6 +40,7 @@ static const struct {
     {"format_handle", &zl_global.format_handle},
     {"check_callback", &zl_global.check_callback},
     {"task_type", &zl_global.task_type},
+    {"tasks_namespace", &zl_global.tasks_namespace},
     {"future_type", &zl_global.future_type},
     {"set_result_unless_cancelled", &zl_global.set_result_unless_cancelled},
     {"transport_fatal_error", &zl_global.transport_fatal_error},
@@ -137,7 +138,8 @@ PyInit__zloop(void)
     if (zl_global.str_context == NULL) {
         zl_global.str_context = PyUnicode_InternFromString("context");
         zl_global.str_name = PyUnicode_InternFromString("name");
-        if (zl_global.str_context == NULL || zl_global.str_name == NULL) {
+        zl_global.str_Task = PyUnicode_InternFromString("Task");
+        if (zl_global.str_context == NULL || zl_global.str_name == NULL || zl_global.str_Task == NULL) {
             goto error;
         }
     }

@@ -639,3 +639,26 @@ def test_tasks_run_when_asyncio_uses_its_pure_python_running_loop(loop, backend,
     finally:
         rescue.cancel()
     assert events._get_running_loop() is None
+
+
+def test_create_task_makes_a_swapped_in_task_class(loop, monkeypatch):
+    # Stock create_task looks asyncio.tasks.Task up on every call; CPython's tests swap in the pure-Python Task
+    # and then expect all_tasks() (the pure-Python one, which sees only those) to list the loop's tasks.
+    from asyncio import tasks
+    if not hasattr(tasks, "_PyTask"):
+        pytest.skip("no pure-Python Task here")
+    monkeypatch.setattr(tasks, "Task", tasks._PyTask)
+
+    async def main():
+        task = loop.create_task(asyncio.sleep(0, result="done"), name="swapped")
+        return type(task), task.get_name(), await task
+
+    rescue = loop.call_later(TIMEOUT, loop.stop)   # (no wait_for: asyncio.timeout needs the C current task)
+    try:
+        assert loop.run_until_complete(main()) == (tasks._PyTask, "swapped", "done")
+    finally:
+        rescue.cancel()
+    monkeypatch.undo()
+    task = loop.create_task(asyncio.sleep(0))
+    assert type(task) is tasks.Task
+    loop.run_until_complete(task)

@@ -119,6 +119,7 @@ _zloop._set_hooks(
     format_handle=format_handle,
     check_callback=check_callback,
     task_type=tasks.Task,
+    tasks_namespace=vars(tasks),
     future_type=futures.Future,
     set_result_unless_cancelled=futures._set_result_unless_cancelled,
     transport_fatal_error=transport_fatal_error,
