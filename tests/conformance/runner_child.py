@@ -2,7 +2,7 @@
 under a chosen event loop and streams per-test results to the parent.
 
 Run only by run.py (one process per module, restarted after a hang/crash).
-Must stay importable by every CPython 3.9-3.13 (no 3.10+ syntax).
+Must stay importable by every CPython 3.9-3.15 (no 3.10+ syntax).
 
 Protocol: one JSON object per line on --event-fd:
   {"ev": "list", "ids": [...], "dropped": [...], "loop_type": "...",
