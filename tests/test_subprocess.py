@@ -613,10 +613,12 @@ def test_terminate_and_send_signal(loop, run, watch_mode):
         proc = await asyncio.create_subprocess_exec("sleep", "30")
         proc.terminate()
         first = await proc.wait()
+        # Short sleeps: a signal that lands between the interpreter's signal check and the sleep's system call
+        # does not interrupt that sleep (seen with Python 3.14), so one long sleep could outlast the test.
         code = ("import signal, sys, time\n"
                 "signal.signal(signal.SIGHUP, lambda *a: sys.exit(5))\n"
                 "print('ready', flush=True)\n"
-                "time.sleep(30)\n")
+                "for _ in range(300): time.sleep(0.1)\n")
         proc = await asyncio.create_subprocess_exec(PY, "-c", code, stdout=PIPE)
         assert await proc.stdout.readline() == b"ready\n"
         proc.send_signal(signal.SIGHUP)
