@@ -3,6 +3,7 @@
 #include "zloop.h"
 
 #include <structmember.h>
+#include <time.h>
 
 #define ZL_HANDLE_FREELIST_MAX 256
 
@@ -66,6 +67,8 @@ handle_alloc(int is_timer)
     handle->is_timer = is_timer != 0;
     handle->context_untracked = 0;
     handle->scheduled = 0;
+    handle->threadsafe = 0;
+    handle->run_thread = 0;
     handle->when = 0.0;
     handle->seq = 0;
     handle->when_given = NULL;
@@ -262,6 +265,9 @@ zl_handle_run(zl_handle *handle)
     Py_INCREF(callback);
     Py_INCREF(handle);
     handle->running = 1;
+    if (handle->threadsafe) {
+        handle->run_thread = PyThread_get_thread_ident();
+    }
     PyObject *context = handle->context;
     PyObject *res = NULL;
     if (PyContext_Enter(context) == 0) {
@@ -308,11 +314,29 @@ zl_handle_cancel(zl_handle *handle)
     }
 }
 
+/* A call_soon_threadsafe handle asked about from another thread while its callback runs: wait (GIL released)
+ * until the callback is done, as asyncio 3.14's _ThreadSafeHandle does with its lock; its own thread never waits. */
+static void
+handle_wait_for_running_callback(zl_handle *handle)
+{
+    if (!handle->threadsafe) {
+        return;
+    }
+    unsigned long me = PyThread_get_thread_ident();
+    while (handle->running && handle->run_thread != me) {
+        Py_BEGIN_ALLOW_THREADS
+        struct timespec pause = {0, 500 * 1000};
+        nanosleep(&pause, NULL);
+        Py_END_ALLOW_THREADS
+    }
+}
+
 /* ------------------------------------------------------------------ Python API */
 
 static PyObject *
 handle_py_cancel(zl_handle *handle, PyObject *Py_UNUSED(ignored))
 {
+    handle_wait_for_running_callback(handle);
     zl_handle_cancel(handle);
     Py_RETURN_NONE;
 }
@@ -320,6 +344,7 @@ handle_py_cancel(zl_handle *handle, PyObject *Py_UNUSED(ignored))
 static PyObject *
 handle_py_cancelled(zl_handle *handle, PyObject *Py_UNUSED(ignored))
 {
+    handle_wait_for_running_callback(handle);
     return PyBool_FromLong(handle->cancelled);
 }
 

@@ -153,6 +153,7 @@ loop_schedule_soon(zl_loop *self, const char *method, PyObject *const *args, Py_
     if (handle == NULL) {
         return NULL;
     }
+    handle->threadsafe = (unsigned char)threadsafe;
     Py_INCREF(handle);
     if (zl_loop_schedule(self, (PyObject *)handle) < 0) {
         Py_DECREF(handle);

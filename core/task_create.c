@@ -23,13 +23,29 @@ create_task_direct(zl_loop *self, PyObject *coro, PyObject *name, PyObject *cont
     return PyObject_Vectorcall(zl_global.task_type, call_args, 1, kwnames);
 }
 
+/* Whether asyncio.tasks.Task is still the type the fast path makes. Stock create_task looks tasks.Task up on every
+ * call, and code that swaps it (CPython's tests swap in the pure-Python Task) must get the same from zloop. */
+static int
+task_type_is_current(void)
+{
+    if (zl_global.tasks_namespace == NULL) {
+        return 1;
+    }
+    PyObject *current = PyDict_GetItemWithError(zl_global.tasks_namespace, zl_global.str_Task);   /* borrowed */
+    if (current == NULL) {
+        PyErr_Clear();   /* the Python path reports a missing tasks.Task */
+    }
+    return current == zl_global.task_type;
+}
+
 PyObject *
 zl_loop_create_task(zl_loop *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     if (zl_loop_check_closed(self) < 0) {
         return NULL;
     }
-    if (self->task_factory != NULL || self->debug || nargs != 1 || zl_global.task_type == NULL) {
+    if (self->task_factory != NULL || self->debug || nargs != 1 || zl_global.task_type == NULL ||
+        !task_type_is_current()) {
         return create_task_slow(self, args, nargs, kwnames);
     }
     PyObject *name = Py_None;

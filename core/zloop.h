@@ -41,7 +41,9 @@ typedef struct zl_handle {
     unsigned char running;            /* its callback is executing: cancel leaves the arguments alone */
     unsigned char is_timer : 1;
     unsigned char context_untracked : 1; /* the copied context is not tracked by the GC (handle_gc.h) */
+    unsigned char threadsafe : 1;     /* from call_soon_threadsafe: other threads wait while it runs (3.14) */
     unsigned char scheduled;          /* timers: ZL_TIMER_IN_HEAP or ZL_TIMER_DUE while the loop holds them */
+    unsigned long run_thread;         /* threadsafe handles: the thread running the callback */
     double when;                      /* timers: deadline */
     uint64_t seq;                     /* timers in the due queue: their place in scheduling order */
     PyObject *when_given;             /* call_at(when) given as an int: when() returns it, as asyncio keeps it */
@@ -198,6 +200,8 @@ typedef struct zl_state {
     PyObject *format_handle;          /* zloop._hooks.format_handle_repr(handle) -> str */
     PyObject *check_callback;         /* zloop._hooks.check_callback(callback, method_name) (debug mode) */
     PyObject *task_type;              /* asyncio.Task (the C _asyncio.Task where available) */
+    PyObject *tasks_namespace;        /* vars(asyncio.tasks): create_task follows a swapped-in tasks.Task */
+    PyObject *str_Task;               /* "Task" (interned) */
     PyObject *set_result_unless_cancelled;  /* asyncio.futures._set_result_unless_cancelled */
     PyObject *transport_fatal_error;  /* zloop._hooks.transport_fatal_error(transport, exc, message) */
     PyObject *transport_protocol_error; /* zloop._hooks.transport_protocol_error(transport, exc, message) */

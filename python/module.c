@@ -40,6 +40,7 @@ static const struct {
     {"format_handle", &zl_global.format_handle},
     {"check_callback", &zl_global.check_callback},
     {"task_type", &zl_global.task_type},
+    {"tasks_namespace", &zl_global.tasks_namespace},
     {"future_type", &zl_global.future_type},
     {"set_result_unless_cancelled", &zl_global.set_result_unless_cancelled},
     {"transport_fatal_error", &zl_global.transport_fatal_error},
@@ -109,14 +110,6 @@ static PyMethodDef module_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef zloop_module = {
-    PyModuleDef_HEAD_INIT,
-    .m_name = "zloop._zloop",
-    .m_doc = "The C core of zloop: loop, handles, timers and I/O backends.",
-    .m_size = -1,
-    .m_methods = module_methods,
-};
-
 static int
 module_add_type(PyObject *module, const char *name, PyTypeObject *type)
 {
@@ -131,18 +124,25 @@ module_add_type(PyObject *module, const char *name, PyTypeObject *type)
     return 0;
 }
 
-PyMODINIT_FUNC
-PyInit__zloop(void)
+/* Multi-phase initialisation (PEP 489). The core still keeps process-wide state (zl_global, free lists), so the
+ * module says so: the main interpreter only (an import in any subinterpreter raises ImportError), and the GIL is
+ * needed (never tested without one). */
+static int
+module_exec(PyObject *module)
 {
-    PyObject *module = PyModule_Create(&zloop_module);
-    if (module == NULL) {
-        return NULL;
+    if (PyInterpreterState_Get() != PyInterpreterState_Main()) {
+        /* The slot below stops isolated subinterpreters only; a legacy one would overwrite zl_global's hooks with
+         * its own objects under the main interpreter's loops. */
+        PyErr_SetString(PyExc_ImportError,
+                        "zloop._zloop does not support loading in subinterpreters (its C state is process-wide)");
+        return -1;
     }
     if (zl_global.str_context == NULL) {
         zl_global.str_context = PyUnicode_InternFromString("context");
         zl_global.str_name = PyUnicode_InternFromString("name");
-        if (zl_global.str_context == NULL || zl_global.str_name == NULL) {
-            goto error;
+        zl_global.str_Task = PyUnicode_InternFromString("Task");
+        if (zl_global.str_context == NULL || zl_global.str_name == NULL || zl_global.str_Task == NULL) {
+            return -1;
         }
     }
     if (zl_global.kwnames_loop_name == NULL) {
@@ -151,17 +151,39 @@ PyInit__zloop(void)
         zl_global.kwnames_loop_name_context = Py_BuildValue("(sss)", "loop", "name", "context");
         if (zl_global.kwnames_loop == NULL || zl_global.kwnames_loop_name == NULL ||
             zl_global.kwnames_loop_name_context == NULL) {
-            goto error;
+            return -1;
         }
     }
     if (module_add_type(module, "LoopCore", &zl_loop_type) < 0 ||
         module_add_type(module, "Handle", &zl_handle_type) < 0 ||
         module_add_type(module, "TimerHandle", &zl_timer_handle_type) < 0) {
-        goto error;
+        return -1;
     }
-    return module;
+    return 0;
+}
 
-error:
-    Py_DECREF(module);
-    return NULL;
+static PyModuleDef_Slot module_slots[] = {
+    {Py_mod_exec, module_exec},
+#ifdef Py_mod_multiple_interpreters
+    {Py_mod_multiple_interpreters, Py_MOD_MULTIPLE_INTERPRETERS_NOT_SUPPORTED},
+#endif
+#ifdef Py_mod_gil
+    {Py_mod_gil, Py_MOD_GIL_USED},
+#endif
+    {0, NULL},
+};
+
+static struct PyModuleDef zloop_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "zloop._zloop",
+    .m_doc = "The C core of zloop: loop, handles, timers and I/O backends.",
+    .m_size = 0,
+    .m_methods = module_methods,
+    .m_slots = module_slots,
+};
+
+PyMODINIT_FUNC
+PyInit__zloop(void)
+{
+    return PyModuleDef_Init(&zloop_module);
 }

@@ -5,6 +5,7 @@ import asyncio
 import io
 import os
 import socket
+import sys
 
 import pytest
 
@@ -108,6 +109,36 @@ def test_sendfile_fallback_for_objects_without_fd(loop):
         return sent, await finish(*pair)
     sent, received = run(loop, main())
     assert sent == len(data) - 7 and received == data[7:]
+
+
+@pytest.mark.parametrize("kind", ["tcp", "tls"])
+def test_sendfile_from_the_end_of_the_file_moves_the_position_there(loop, data_file, kind):
+    # Nothing to send at offset == size: asyncio 3.14+ leaves the position at offset + sent all the same; before,
+    # os.sendfile left it alone when nothing was sent (the read-and-send fallback of TLS sought the offset).
+    fp, data = data_file
+    fp.seek(123)
+
+    async def main():
+        pair = await open_pair(loop, kind)
+        sent = await loop.sendfile(pair[1], fp, len(data))
+        return sent, fp.tell(), await finish(*pair)
+    moved = sys.version_info >= (3, 14) or kind == "tls"
+    assert run(loop, main()) == (0, len(data) if moved else 123, b"")
+
+
+def test_sendfile_fallback_at_offset_0_from_a_moved_position(loop):
+    # asyncio 3.14+ seeks to the offset even when it is 0; before 3.14 it read on from the current position.
+    data = os.urandom(10000)
+    source = io.BytesIO(data)
+    source.seek(10)
+
+    async def main():
+        pair = await open_pair(loop, "tcp")
+        sent = await loop.sendfile(pair[1], source, 0)
+        return sent, await finish(*pair)
+    expected = data if sys.version_info >= (3, 14) else data[10:]
+    assert run(loop, main()) == (len(expected), expected)
+    assert source.tell() == len(expected)   # offset + sent
 
 
 def test_sendfile_without_fallback(loop):

@@ -240,6 +240,34 @@ def test_serve_forever(loop):
     run(loop, main())
 
 
+def test_cancelled_serve_forever_closes_its_clients_from_3_14(loop):
+    # asyncio 3.14+: cancelling serve_forever (Ctrl-C) closes the accepted connections, so that it ends although a
+    # client hangs on; before, it closed only the listener and then waited for such a client forever.
+    async def main():
+        connected = loop.create_future()
+
+        class Hanging(asyncio.Protocol):
+            def connection_made(self, transport):
+                connected.set_result(transport)
+
+        server = await loop.create_server(Hanging, "127.0.0.1", 0, start_serving=False)
+        serving = loop.create_task(server.serve_forever())
+        await asyncio.sleep(0)   # serve_forever starts listening
+        client = socket.create_connection(server.sockets[0].getsockname())
+        try:
+            transport = await connected
+            serving.cancel()
+            done, _ = await asyncio.wait([serving], timeout=2)
+            return bool(done), transport.is_closing()
+        finally:
+            client.close()
+            if not serving.done():
+                await asyncio.wait([serving], timeout=5)
+    closes = sys.version_info >= (3, 14)
+    ends = closes or not PY312   # before 3.12, wait_closed() did not wait for the clients at all
+    assert run(loop, main()) == (ends, closes)
+
+
 def test_close_and_abort_clients(loop):
     async def main():
         server = await loop.create_server(EchoServer, "127.0.0.1", 0)

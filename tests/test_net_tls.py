@@ -302,3 +302,65 @@ def test_cancelled_tls_connect_leaves_nothing(loop):
         await asyncio.sleep(0.05)
     with no_fd_leak(loop):
         run(loop, main())
+
+
+def test_server_start_tls_takes_the_client_hello_the_stream_already_buffered(loop):
+    # asyncio 3.14+ (gh-142352): the ClientHello that reached the StreamReader before start_tls() is handed to TLS;
+    # before 3.14 it stayed in the reader and the handshake never completed.
+    import sys
+    if sys.version_info < (3, 14):
+        pytest.skip("asyncio hands the buffered ClientHello to TLS from 3.14 on")
+    buffered = []
+
+    async def handler(reader, writer):
+        await asyncio.sleep(0.2)                 # the client's ClientHello arrives meanwhile
+        buffered.append(len(reader._buffer))
+        await writer.start_tls(server_context())
+        line = await reader.readline()
+        writer.write(b"pong:" + line)
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+
+    async def main():
+        server = await asyncio.start_server(handler, "127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname())
+        await writer.start_tls(client_context(), server_hostname="localhost")
+        writer.write(b"ping\n")
+        answer = await reader.readline()
+        writer.close()
+        await writer.wait_closed()
+        await close_server(server)
+        return answer
+
+    assert run(loop, main()) == b"pong:ping\n"
+    assert buffered and buffered[0] > 0, "the ClientHello was not buffered before start_tls: the test proved nothing"
+
+
+def test_failed_start_tls_leaves_no_reference_cycle_to_the_transport(loop):
+    # A start_tls whose handshake fails leaves nothing that keeps the raw transport alive once the caller drops
+    # it, even with the cyclic GC off (asyncio 3.14+, gh-159049).
+    import gc
+    import sys
+    import weakref
+    if sys.version_info < (3, 14):
+        pytest.skip("asyncio's SSLProtocol itself kept such cycles before 3.14")
+    strict = ssl.create_default_context()        # does not trust the test certificate
+    refs = []
+
+    async def main():
+        server, address = await tls_echo_server(loop)
+        transport, protocol = await loop.create_connection(asyncio.Protocol, *address)
+        refs.append(weakref.ref(transport))
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await loop.start_tls(transport, protocol, strict, server_hostname="localhost")
+        del transport, protocol
+        await close_server(server)
+
+    gc.collect()
+    gc.disable()
+    try:
+        run(loop, main())
+        assert [ref() for ref in refs] == [None]
+    finally:
+        gc.enable()

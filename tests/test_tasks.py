@@ -462,6 +462,58 @@ def test_install_then_asyncio_run(restore_policy):
     assert asyncio.run(main()) is zloop.Loop
 
 
+def _lookup_warnings(lookup):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        lookup()
+    return [(w.category, str(w.message)) for w in caught]
+
+
+def test_policy_class_warns_exactly_where_asyncios_does():
+    # 3.14 deprecates asyncio's policy classes (removal in 3.16): looking one up warns; before 3.14 nothing does.
+    stock = _lookup_warnings(lambda: asyncio.DefaultEventLoopPolicy)
+    ours = _lookup_warnings(lambda: zloop.EventLoopPolicy)
+    assert [category for category, _ in ours] == [category for category, _ in stock]
+    for (_, stock_text), (_, our_text) in zip(stock, ours):
+        assert stock_text.replace("asyncio.DefaultEventLoopPolicy", "zloop.EventLoopPolicy") == our_text
+    assert ("EventLoopPolicy" in zloop.__all__) == (not stock)
+
+
+def test_install_warns_once_where_asyncio_policies_are_deprecated(restore_policy):
+    stock = _lookup_warnings(lambda: asyncio.set_event_loop_policy(None))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        zloop.install()
+    assert [w.category for w in caught] == [w[0] for w in stock]
+    # Blamed on the caller, as asyncio's own warning is.
+    assert all(w.filename == __file__ for w in caught), [(w.filename, str(w.message)) for w in caught]
+
+
+def test_zloop_run_has_asyncio_runs_signature():
+    import inspect
+    ours = inspect.signature(zloop.run).parameters
+    stock = inspect.signature(asyncio.run).parameters
+    # Python 3.11's asyncio.run has no loop_factory yet; zloop.run takes one there too.
+    assert [(p.name, p.kind, p.default) for p in ours.values() if p.name in stock] == \
+        [(p.name, p.kind, p.default) for p in stock.values()]
+    assert list(ours) == ["main", "debug", "loop_factory"]
+
+
+@pytest.mark.zloop_only
+def test_zloop_run_with_a_loop_factory(backend):
+    made = []
+
+    def factory():
+        made.append(zloop.new_event_loop(backend=backend))
+        return made[-1]
+
+    async def main():
+        return asyncio.get_running_loop()
+
+    assert zloop.run(main(), loop_factory=factory) is made[0]
+    assert len(made) == 1 and made[0].is_closed() and made[0].get_backend() == backend
+
+
 # ------------------------------------------------------------------ asyncio helpers built on the loop API
 
 
@@ -559,3 +611,54 @@ def test_shield_and_cancel_in_flight(loop, run):
         return await inner_task
 
     assert run(main()) == "inner"
+
+
+def test_tasks_run_when_asyncio_uses_its_pure_python_running_loop(loop, backend, monkeypatch):
+    # CPython's TestPyGetEventLoop swaps in asyncio's pure-Python running-loop functions and Task/Future classes;
+    # the loop must still run its tasks (zloop's C tasks read _asyncio's own record of the running loop).
+    from asyncio import events, futures, tasks
+    if not hasattr(events, "_py__set_running_loop") or not hasattr(tasks, "_PyTask"):
+        pytest.skip("no pure-Python asyncio running-loop functions here")
+    if backend == "asyncio" and sys.version_info < (3, 14):
+        pytest.skip("stock ensure_future asks the pure-Python get_event_loop, which has no loop set here before 3.14")
+    for name in ("_get_running_loop", "_set_running_loop", "get_running_loop", "get_event_loop"):
+        monkeypatch.setattr(events, name, getattr(events, "_py_" + name))
+    monkeypatch.setattr(asyncio, "Task", tasks._PyTask)
+    monkeypatch.setattr(tasks, "Task", tasks._PyTask)
+    monkeypatch.setattr(asyncio, "Future", futures._PyFuture)
+    monkeypatch.setattr(futures, "Future", futures._PyFuture)
+
+    async def main():
+        await asyncio.sleep(0.001)
+        child = asyncio.ensure_future(asyncio.sleep(0, result="child"))
+        return events.get_running_loop(), await child
+
+    rescue = loop.call_later(TIMEOUT, loop.stop)   # a task that never runs must fail the test, not hang it
+    try:
+        assert loop.run_until_complete(main()) == (loop, "child")
+    finally:
+        rescue.cancel()
+    assert events._get_running_loop() is None
+
+
+def test_create_task_makes_a_swapped_in_task_class(loop, monkeypatch):
+    # Stock create_task looks asyncio.tasks.Task up on every call; CPython's tests swap in the pure-Python Task
+    # and then expect all_tasks() (the pure-Python one, which sees only those) to list the loop's tasks.
+    from asyncio import tasks
+    if not hasattr(tasks, "_PyTask"):
+        pytest.skip("no pure-Python Task here")
+    monkeypatch.setattr(tasks, "Task", tasks._PyTask)
+
+    async def main():
+        task = loop.create_task(asyncio.sleep(0, result="done"), name="swapped")
+        return type(task), task.get_name(), await task
+
+    rescue = loop.call_later(TIMEOUT, loop.stop)   # (no wait_for: asyncio.timeout needs the C current task)
+    try:
+        assert loop.run_until_complete(main()) == (tasks._PyTask, "swapped", "done")
+    finally:
+        rescue.cancel()
+    monkeypatch.undo()
+    task = loop.create_task(asyncio.sleep(0))
+    assert type(task) is tasks.Task
+    loop.run_until_complete(task)

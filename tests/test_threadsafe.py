@@ -1,11 +1,13 @@
 # tests/test_threadsafe.py — call_soon_threadsafe: wakes a loop blocked in its poll (with no timers at all, or
-# only far ones) promptly; many threads x many calls are all delivered, in order per thread.
+# only far ones) promptly; many threads x many calls are all delivered, in order per thread; a threadsafe handle
+# asked from another thread while its callback runs waits for the callback (asyncio 3.14's _ThreadSafeHandle).
 #
 # A loop whose wake-up is broken would block forever, so every test keeps a rescue channel: a socket the loop
 # watches, written to if the expected wake-up does not come in time. The bounds are generous (WAKE_BOUND,
 # 5 s natively) and only check that the wake-up happens, never how fast.
 
 import socket
+import sys
 import threading
 import time
 
@@ -202,3 +204,65 @@ def test_threadsafe_from_the_loop_thread_itself(loop, run_forever):
     loop.call_soon(lambda: loop.call_soon(loop.stop))
     run_forever()
     assert seen == ["self"]
+
+
+def _ask_while_running(loop, run_forever, ask):
+    """call_soon_threadsafe a slow callback from a thread, then ask(handle) there once the callback has started;
+    returns (what ask returned, whether the callback had finished by then, how often the callback ran)."""
+    started, finished = threading.Event(), threading.Event()
+    ran = []
+    answer = {}
+
+    def slow_callback():
+        started.set()
+        ran.append(1)
+        time.sleep(0.2)
+        finished.set()
+
+    def other_thread():
+        try:
+            handle = loop.call_soon_threadsafe(slow_callback)
+            if started.wait(TIMEOUT):
+                answer["value"] = ask(handle)
+                answer["finished"] = finished.is_set()
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+
+    t = threading.Thread(target=other_thread)
+    t.start()
+    run_forever(TIMEOUT * 2)
+    t.join(TIMEOUT)
+    return answer.get("value"), answer.get("finished"), len(ran)
+
+
+def _needs_threadsafe_handles(backend):
+    if backend == "asyncio" and sys.version_info < (3, 14):
+        pytest.skip("asyncio's call_soon_threadsafe handle locks against other threads from 3.14 on")
+
+
+def test_threadsafe_handle_cancel_from_another_thread_waits_for_the_running_callback(loop, run_forever, backend):
+    _needs_threadsafe_handles(backend)
+    _, finished, runs = _ask_while_running(loop, run_forever, lambda handle: handle.cancel())
+    assert (finished, runs) == (True, 1)
+
+
+def test_threadsafe_handle_cancelled_from_another_thread_waits_for_the_running_callback(loop, run_forever, backend):
+    _needs_threadsafe_handles(backend)
+    cancelled, finished, runs = _ask_while_running(loop, run_forever, lambda handle: handle.cancelled())
+    assert (cancelled, finished, runs) == (False, True, 1)
+
+
+def test_threadsafe_handle_cancelled_by_its_own_callback_runs_to_the_end(loop, run_forever):
+    handles = []
+    seen = []
+
+    def callback():
+        handles[0].cancel()            # the callback's own thread: must not wait for itself
+        seen.append(handles[0].cancelled())
+        loop.stop()
+
+    t = threading.Thread(target=lambda: handles.append(loop.call_soon_threadsafe(callback)))
+    t.start()
+    t.join(TIMEOUT)
+    run_forever()
+    assert seen == [True]

@@ -12,6 +12,8 @@ from . import _zloop
 
 
 # Python 3.13 shows a callback's arguments only when told the loop is in debug mode.
+# asyncio.iscoroutinefunction warns from 3.14 on; asyncio itself calls the private twin (same test, no warning).
+iscoroutinefunction = getattr(coroutines, "_iscoroutinefunction", coroutines.iscoroutinefunction)
 _FORMAT_TAKES_DEBUG = "debug" in inspect.signature(format_helpers._format_callback_source).parameters
 
 
@@ -76,7 +78,7 @@ def extract_stack():
 
 
 def check_callback(callback, method):
-    if coroutines.iscoroutine(callback) or coroutines.iscoroutinefunction(callback):
+    if coroutines.iscoroutine(callback) or iscoroutinefunction(callback):
         raise TypeError(f"coroutines cannot be used with {method}()")
     if not callable(callback):
         raise TypeError(f"a callable object was expected by {method}(), got {callback!r}")
@@ -117,6 +119,7 @@ _zloop._set_hooks(
     format_handle=format_handle,
     check_callback=check_callback,
     task_type=tasks.Task,
+    tasks_namespace=vars(tasks),
     future_type=futures.Future,
     set_result_unless_cancelled=futures._set_result_unless_cancelled,
     transport_fatal_error=transport_fatal_error,

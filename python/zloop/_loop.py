@@ -26,6 +26,17 @@ from ._zloop import LoopCore
 _PY311 = sys.version_info >= (3, 11)
 _PY312 = sys.version_info >= (3, 12)
 
+# The C Task (which zloop's create_task makes) reads the running loop from _asyncio's own record. Code that swaps
+# asyncio's _set_running_loop for the pure-Python one (CPython's own tests do) must not leave that record empty.
+_C_SET_RUNNING_LOOP = getattr(events, "_c__set_running_loop", None)
+
+
+def _set_running_loop(loop):
+    events._set_running_loop(loop)
+    if _C_SET_RUNNING_LOOP is not None and events._set_running_loop is not _C_SET_RUNNING_LOOP:
+        _C_SET_RUNNING_LOOP(loop)
+
+
 # Loops alive in this process, so a forked child can re-create their kernel state.
 _live_loops = weakref.WeakSet()
 _loop_observers = []   # callables given each new Loop (python -m zloop run --stats keeps them to report)
@@ -98,12 +109,12 @@ class Loop(LoopCore, NetworkingMixin, DatagramMixin, PipeMixin, SubprocessMixin,
             self._thread_id = threading.get_ident()
             sys.set_asyncgen_hooks(firstiter=self._asyncgen_firstiter_hook,
                                    finalizer=self._asyncgen_finalizer_hook)
-            events._set_running_loop(self)
+            _set_running_loop(self)
             self._run_until_stopped()
         finally:
             self._stopping = False
             self._thread_id = None
-            events._set_running_loop(None)
+            _set_running_loop(None)
             self._set_coroutine_origin_tracking(False)
             sys.set_asyncgen_hooks(*old_agen_hooks)
             self._restore_signal_wakeup(old_wakeup_fd)
@@ -453,7 +464,7 @@ class Loop(LoopCore, NetworkingMixin, DatagramMixin, PipeMixin, SubprocessMixin,
 
     def add_signal_handler(self, sig, callback, *args):
         """Run callback(*args) in the loop when signal sig arrives (main thread only)."""
-        if coroutines.iscoroutine(callback) or coroutines.iscoroutinefunction(callback):
+        if coroutines.iscoroutine(callback) or _hooks.iscoroutinefunction(callback):
             raise TypeError("coroutines cannot be used with add_signal_handler()")
         self._check_signal(sig)
         self._check_closed()
@@ -529,34 +540,50 @@ def new_event_loop(backend=None):
     return Loop(backend)
 
 
-class EventLoopPolicy(events.BaseDefaultEventLoopPolicy):
-    """An asyncio event loop policy whose loops are zloop loops."""
+# asyncio's policy system: public through 3.13; deprecated in 3.14 (the base class went private, removal in 3.16).
+_POLICY_BASE = getattr(events, "BaseDefaultEventLoopPolicy", None) or getattr(events, "_BaseDefaultEventLoopPolicy", None)
+POLICY_DEPRECATED = not hasattr(events, "BaseDefaultEventLoopPolicy")
+POLICY_REMOVAL = "slated for removal in Python 3.16"
 
-    def _loop_factory(self):
-        return new_event_loop()
+if _POLICY_BASE is not None:
+    class EventLoopPolicy(_POLICY_BASE):
+        """An asyncio event loop policy whose loops are zloop loops (deprecated on Python 3.14+, as asyncio's)."""
+
+        def _loop_factory(self):
+            return new_event_loop()
+
+    def install():
+        """Make zloop the event loop of asyncio's default policy (deprecated on Python 3.14+, as asyncio's policies).
+
+        The way in on every version is a loop factory: asyncio.run(main(), loop_factory=zloop.new_event_loop)."""
+        if not POLICY_DEPRECATED:
+            asyncio.set_event_loop_policy(EventLoopPolicy())
+            return
+        warnings.warn(f"'zloop.install' is deprecated and {POLICY_REMOVAL}; use "
+                      "asyncio.run(main, loop_factory=zloop.new_event_loop) or zloop.run", DeprecationWarning,
+                      stacklevel=2)
+        # asyncio's own setter would warn a second time, about a call the application did not write.
+        events._set_event_loop_policy(EventLoopPolicy())
 
 
-def install():
-    """Make zloop the event loop of asyncio's default policy in this process."""
-    asyncio.set_event_loop_policy(EventLoopPolicy())
-
-
-def run(main, *, debug=None):
-    """Run a coroutine on a new zloop loop, like asyncio.run, and close the loop afterwards."""
+def run(main, *, debug=None, loop_factory=None):
+    """Run a coroutine on a new zloop loop (or one from loop_factory), like asyncio.run, then close the loop."""
+    if loop_factory is None:
+        loop_factory = new_event_loop
     if events._get_running_loop() is not None:
         # Like asyncio.run: fail before a loop is made (closing that loop would mask this error).
         raise RuntimeError("asyncio.run() cannot be called from a running event loop")
     if _PY311:
-        with asyncio.Runner(debug=debug, loop_factory=new_event_loop) as runner:
+        with asyncio.Runner(debug=debug, loop_factory=loop_factory) as runner:
             return runner.run(main)
-    return _run_legacy(main, debug)
+    return _run_legacy(main, debug, loop_factory)
 
 
-def _run_legacy(main, debug):
+def _run_legacy(main, debug, loop_factory):
     # Python 3.9 and 3.10 have no asyncio.Runner: the same steps as their asyncio.run.
     if not coroutines.iscoroutine(main):
         raise ValueError(f"a coroutine was expected, got {main!r}")
-    loop = new_event_loop()
+    loop = loop_factory()
     try:
         events.set_event_loop(loop)
         if debug is not None:

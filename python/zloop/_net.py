@@ -11,7 +11,7 @@ from asyncio import constants, exceptions, protocols
 
 from ._connect import ConnectMixin
 from ._server import Server, ServerMixin
-from ._sock import SocketMixin
+from ._sock import SocketMixin, seek_to_sendfile_offset
 from ._tls import TLSMixin, is_own_stream
 
 __all__ = ["NetworkingMixin", "Server"]
@@ -97,8 +97,7 @@ class NetworkingMixin(ConnectMixin, ServerMixin, TLSMixin, SocketMixin):
                 transp.resume_reading()
 
     async def _sendfile_fallback(self, transp, file, offset, count):
-        if offset:
-            file.seek(offset)
+        seek_to_sendfile_offset(file, offset)
         blocksize = min(count, _FALLBACK_BLOCK_SIZE) if count else _FALLBACK_BLOCK_SIZE
         buf = bytearray(blocksize)
         total = 0

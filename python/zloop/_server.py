@@ -16,6 +16,8 @@ from asyncio.log import logger
 
 # Before 3.12, wait_closed() returned at once once the server was closed, even with clients still connected.
 _WAIT_CLOSED_WAITS_FOR_CLIENTS = sys.version_info >= (3, 12)
+# A cancelled serve_forever() closes the accepted connections too from 3.14 on (else wait_closed would wait on them).
+_SERVE_FOREVER_CLOSES_CLIENTS = sys.version_info >= (3, 14)
 _OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
@@ -133,6 +135,8 @@ class Server(events.AbstractServer):
         except exceptions.CancelledError:
             try:
                 self.close()
+                if _SERVE_FOREVER_CLOSES_CLIENTS:
+                    self.close_clients()
                 await self.wait_closed()
             finally:
                 raise

@@ -24,6 +24,14 @@ _INET_FAMILIES = (socket.AF_INET, socket.AF_INET6) if HAS_IPV6 else (socket.AF_I
 _NUMERIC_NI = socket.NI_NUMERICHOST | socket.NI_NUMERICSERV
 # os.sendfile's count must fit a C ssize_t; 1 GiB on 32-bit machines, like asyncio.
 _MAX_SENDFILE_BLOCK = sys.maxsize // 2 + 1
+# asyncio 3.14+ always moves the file position: the read-and-send fallbacks seek to the offset even when it is 0,
+# and os.sendfile leaves it at offset + sent even when nothing was sent. Before 3.14, neither did.
+_SENDFILE_ALWAYS_SEEKS = sys.version_info >= (3, 14)
+
+
+def seek_to_sendfile_offset(file, offset):
+    if offset or (_SENDFILE_ALWAYS_SEEKS and hasattr(file, "seek")):
+        file.seek(offset)
 
 
 # ---------------------------------------------------------------------- per-version signatures
@@ -491,12 +499,11 @@ class SocketMixin:
                 self._ensure_fd_no_transport(fd)
                 await self._wait_fd(fd, True)
         finally:
-            if total > 0:
+            if total > 0 or _SENDFILE_ALWAYS_SEEKS:
                 os.lseek(fileno, offset + total, os.SEEK_SET)
 
     async def _sock_sendfile_fallback(self, sock, file, offset, count):
-        if offset:
-            file.seek(offset)
+        seek_to_sendfile_offset(file, offset)
         blocksize = constants.SENDFILE_FALLBACK_READBUFFER_SIZE
         if count:
             blocksize = min(count, blocksize)

@@ -105,8 +105,9 @@ class _ChildWatch:
         popen, callback, pidfd = entry
         self._loop.remove_reader(pidfd)
         os.close(pidfd)
-        # The pidfd is readable once the child has exited: this waitpid() does not block.
-        self._loop.call_soon(callback, _reap(popen, block=True))
+        # The pidfd is readable once the child has exited: this waitpid() does not block. The exit is published
+        # in the same step as the reaping: in between, send_signal() would signal a freed (maybe reused) pid.
+        callback(_reap(popen, block=True))
 
     # ------------------------------------------------------------------ SIGCHLD, or a timer
 
@@ -146,7 +147,7 @@ class _ChildWatch:
             returncode = _reap(popen, block=False)
             if returncode is not None:
                 del self._children[pid]
-                self._loop.call_soon(callback, returncode)
+                callback(returncode)  # at once, as for a pidfd
         if not self._has_children_without_pidfd():
             self._stop_fallback()
 

@@ -16,6 +16,9 @@ except ImportError:  # pragma: no cover - Python built without ssl
     ssl = None
 
 _SSLPROTO_HAS_SHUTDOWN_TIMEOUT = sys.version_info >= (3, 11)
+# 3.14+ (gh-142352): a server-side start_tls hands what the StreamReader already buffered (the ClientHello that
+# arrived before start_tls) to the TLS protocol, instead of leaving it where TLS never reads it.
+_START_TLS_TAKES_STREAM_BUFFER = sys.version_info >= (3, 14)
 _OWN_STREAM_TYPE = getattr(_zloop, "TCPTransport", None)
 
 
@@ -66,6 +69,8 @@ class TLSMixin:
                                         ssl_shutdown_timeout=ssl_shutdown_timeout)
         # Paused first, so that no data reaches ssl_protocol before its connection_made().
         transport.pause_reading()
+        if server_side and _START_TLS_TAKES_STREAM_BUFFER:
+            _move_stream_buffer(protocol, ssl_protocol)
         transport.set_protocol(ssl_protocol)
         conmade_cb = self.call_soon(ssl_protocol.connection_made, transport)
         resume_cb = self.call_soon(transport.resume_reading)
@@ -75,5 +80,15 @@ class TLSMixin:
             transport.close()
             conmade_cb.cancel()
             resume_cb.cancel()
+            waiter = None   # the exception's frames hold this frame: no cycle back to the transport (gh-159049)
             raise
         return ssl_protocol._app_transport
+
+
+def _move_stream_buffer(protocol, ssl_protocol):
+    from asyncio.streams import StreamReaderProtocol
+    if isinstance(protocol, StreamReaderProtocol):
+        reader = getattr(protocol, "_stream_reader", None)
+        if reader is not None and reader._buffer:
+            ssl_protocol._incoming.write(reader._buffer)
+            reader._buffer.clear()

@@ -31,13 +31,14 @@ FACTORY_MODULES = ("test_events", "test_sock_lowlevel", "test_sendfile",
                    "test_server", "test_buffered_proto", "test_sslproto")
 # Policy-driven: loops come from the policy / asyncio.new_event_loop() /
 # asyncio.run / Runner / IsolatedAsyncioTestCase.  Not here, as they build
-# no loop of the chosen type on any 3.9-3.13 (see README): test_runners,
+# no loop of the chosen type on any 3.9-3.15 (see README): test_runners,
 # test_futures, test_pep492 (mocked BaseEventLoop / TestLoop only).
 POLICY_MODULES = ("test_streams", "test_ssl", "test_subprocess",
                   "test_tasks", "test_locks", "test_queues",
                   "test_taskgroups", "test_timeouts", "test_waitfor",
                   "test_threads", "test_futures2", "test_eager_task_factory",
-                  "test_staggered", "test_context")
+                  "test_staggered", "test_context", "test_free_threading",
+                  "test_graph", "test_server_context")
 DEFAULT_MODULES = FACTORY_MODULES + POLICY_MODULES
 # Rough relative run time, so -j schedules the long modules first.
 MODULE_WEIGHT = {"test_events": 50, "test_sslproto": 45, "test_ssl": 30,
@@ -98,6 +99,9 @@ def parse_args(argv):
         args.loop = args.loop_factory
     if args.jobs < 1:
         p.error("-j must be >= 1")
+    if os.sep in args.python:
+        # Children run in their own work directories: a relative path would name nothing there.
+        args.python = os.path.abspath(args.python)
     return args
 
 
@@ -494,7 +498,14 @@ def run_config(args, config, modules, internals, workdir):
                 return
             if _STOP.is_set():
                 return
-            runs[m].run()
+            try:
+                runs[m].run()
+            except Exception as exc:
+                # Counted as a failure: a module the runner could not run must not read as a clean one.
+                runs[m]._store({"id": "<runner> " + m, "outcome": "error",
+                                "summary": "runner failed: %r" % exc,
+                                "detail": "", "loops": 0, "foreign": 0,
+                                "dur": 0})
             c = runs[m].counts()
             sys.stderr.write("[%s] %-24s %4d run %4d fail %3d err %3d hung "
                              "%5.1fs\n" % (config["label"], m, c["run"],

@@ -2,7 +2,7 @@
 under a chosen event loop and streams per-test results to the parent.
 
 Run only by run.py (one process per module, restarted after a hang/crash).
-Must stay importable by every CPython 3.9-3.13 (no 3.10+ syntax).
+Must stay importable by every CPython 3.9-3.15 (no 3.10+ syntax).
 
 Protocol: one JSON object per line on --event-fd:
   {"ev": "list", "ids": [...], "dropped": [...], "loop_type": "...",
@@ -137,9 +137,12 @@ def install_policy_factory(factory):
     module resets the policy to None) build loops with the chosen factory;
     this also covers asyncio.new_event_loop(), asyncio.run() and Runner."""
     import asyncio
-    policy_cls = asyncio.DefaultEventLoopPolicy
+    from asyncio import events, unix_events
+    # 3.14+ deprecates the public names (they warn); the private ones are the same objects.
+    policy_cls = getattr(unix_events, "_DefaultEventLoopPolicy", None) or \
+        asyncio.DefaultEventLoopPolicy
     policy_cls._loop_factory = staticmethod(factory)
-    asyncio.set_event_loop_policy(None)
+    getattr(events, "_set_event_loop_policy", asyncio.set_event_loop_policy)(None)
 
 
 class _ClosedLoopStub:
