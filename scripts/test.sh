@@ -47,8 +47,8 @@ timeout 1500 env PYTHONPATH=python PYTHONDONTWRITEBYTECODE=1 python3 -m pytest -
 
 echo "== framework suites (uvicorn, AnyIO, aiohttp), stock asyncio against zloop on the native backend"
 # Every backend is `make -C build check-frameworks` (about 50 minutes), one backend about 35. Run here only when
-# 40 minutes are left before the 85-minute mark (.ci/run's limit is 90); the steps above take about 30 minutes
-# on a loaded 2-core machine (README).
+# 40 minutes are left before the 85-minute mark (.ci/run's limit is 90); the steps above took 31 minutes on a
+# loaded 2-core machine (README).
 left=$(( 85 * 60 - ($(date +%s) - started) ))
 if [ "$left" -lt $(( 40 * 60 )) ]; then
     echo "-- skipped: only $(( left / 60 )) minutes left"
