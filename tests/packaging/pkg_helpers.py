@@ -18,7 +18,7 @@ def _pythons():
     if listed:
         return listed.split()
     found = {f"{sys.version_info[0]}.{sys.version_info[1]}": sys.executable}
-    for minor in range(9, 16):
+    for minor in range(11, 16):   # the supported versions (README); 3.14/3.15 live in the chroot, not pyenv
         version = f"3.{minor}"
         candidates = sorted(glob.glob(os.path.expanduser(f"~/.pyenv/versions/{version}.*/bin/python")))
         if version not in found and candidates:
