@@ -594,8 +594,19 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
     (void)argv;
     open_every_fd();
     fuzz_python_init();
-    PyObject *module = PyInit__zloop();
-    FUZZ_CHECK(module != NULL, "zloop._zloop did not initialise");
+    /* Multi-phase init (PEP 489): the module is made from its definition and a spec, then executed. */
+    PyObject *def = PyInit__zloop();
+    PyObject *types = PyImport_ImportModule("types");
+    FUZZ_CHECK(def != NULL && types != NULL, "zloop._zloop has no definition");
+    PyObject *spec = PyObject_CallMethod(types, "SimpleNamespace", "()");
+    PyObject *name = PyUnicode_FromString("zloop._zloop");
+    FUZZ_CHECK(spec != NULL && name != NULL && PyObject_SetAttrString(spec, "name", name) == 0, "no module spec");
+    Py_DECREF(name);
+    PyObject *module = PyModule_FromDefAndSpec((PyModuleDef *)def, spec);
+    FUZZ_CHECK(module != NULL && PyModule_ExecDef(module, (PyModuleDef *)def) == 0,
+               "zloop._zloop did not initialise");
+    Py_DECREF(spec);
+    Py_DECREF(types);
     callback = PyCFunction_New(&noop_def, NULL);
     FUZZ_CHECK(callback != NULL, "out of memory");
     for (size_t o = 0; o < sizeof(owners) / sizeof(owners[0]); o++) {
