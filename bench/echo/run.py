@@ -302,7 +302,9 @@ def summarize(records: list, loops: list) -> list:
         for stats in entry["loops"].values():
             stats["rps_vs_uvloop"] = _ratio(stats["rps"], base.get("rps"))
             stats["cpu_vs_uvloop"] = _ratio(stats["cpu_us_per_req"], base.get("cpu_us_per_req"))
-            stats["above_floor_vs_uvloop"] = _ratio(stats["above_floor_us"], base.get("above_floor_us"))
+            # Only against a positive margin: at or below the floor (noise) a ratio means nothing.
+            margin = base.get("above_floor_us")
+            stats["above_floor_vs_uvloop"] = _ratio(stats["above_floor_us"], margin) if margin and margin > 0 else None
         summary.append(entry)
     return summary
 
