@@ -354,7 +354,7 @@ def machine_info() -> dict:
         "cpu_model": _harness.cpu_model() or platform.processor() or "unknown",
         "kernel": platform.release(),
         "platform": platform.platform(),
-        "loadavg_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "loadavg_at_end": os.getloadavg() if hasattr(os, "getloadavg") else None,
     }
     if hasattr(os, "sched_getaffinity"):
         info["usable_cpus"] = len(os.sched_getaffinity(0))
@@ -449,6 +449,7 @@ def _validate(parser, args) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     started = datetime.datetime.now(datetime.timezone.utc)
+    load_at_start = os.getloadavg() if hasattr(os, "getloadavg") else None
     records = run_matrix(args)
     summary = summarize(records, args.loops)
     print(format_table(summary))
@@ -456,7 +457,7 @@ def main(argv=None) -> int:
     report = {
         "benchmark": "echo",
         "started_utc": started.isoformat(timespec="seconds"),
-        "machine": machine_info(),
+        "machine": dict(machine_info(), loadavg_at_start=load_at_start),
         "settings": {name: getattr(args, name) for name in
                      ("loops", "floor", "modes", "sizes", "transports", "rounds", "duration",
                       "warmup", "concurrency", "max_requests")},
