@@ -1,5 +1,6 @@
 /* core/io_watch.c — the fd table: which handle or C callback waits on each fd for reading and writing, what was
- * asked of the backend (so no call is made that changes nothing), readiness dispatch, and add/remove_reader/writer. */
+ * asked of the backend (so no call is made that changes nothing; removals of a file object's reader or writer are
+ * applied before the next blocking poll), readiness dispatch, and add/remove_reader/writer. */
 #include "zloop.h"
 
 #include <errno.h>
@@ -116,6 +117,133 @@ slot_side(zl_io_slot *slot, int event)
     return event == ZL_EV_READ ? &slot->read : &slot->write;
 }
 
+/* ------------------------------------------------------------------ stale events
+ *
+ * remove_reader(sock) followed by add_reader(sock) on the same socket object in the next iteration is what every
+ * loop.sock_recv does: two epoll_ctl calls per message for nothing. So when a handle's side that was added with a
+ * file object (not an int) is removed, its event stays with the backend, marked stale (the dispatch ignores it:
+ * the side is empty), and the slot keeps that file object. Adding the same side again with the same object, while
+ * it is stale, costs no system call: an open socket object cannot change files (closing it makes fileno() -1), and
+ * the reference keeps its address from naming another one. Added with anything else, the fd is registered afresh
+ * (its number may name a new file now). Stale events are dropped before a blocking poll, and before any poll once
+ * they have survived one, so they last about an iteration and never make the loop wait on them.
+ */
+
+static int
+side_index(int event)
+{
+    return event == ZL_EV_READ ? 0 : 1;
+}
+
+/* Take a side's event out of the stale set; the file object it kept is returned (owned), or NULL. */
+static PyObject *
+io_unstale_side(zl_io_slot *slot, int event)
+{
+    PyObject *fileobj = slot->stale_fileobj[side_index(event)];
+    slot->stale_fileobj[side_index(event)] = NULL;
+    slot->stale &= ~event;
+    return fileobj;
+}
+
+/* Mark fd's event stale, keeping fileobj (the reference is stolen); -1 (nothing changed) when out of memory. */
+static int
+io_mark_stale(zl_io_table *io, int fd, int event, PyObject *fileobj)
+{
+    zl_io_slot *slot = &io->slots[fd];
+    if (!slot->stale_listed) {
+        if (io->stale_len == io->stale_cap) {
+            int cap = io->stale_cap ? io->stale_cap * 2 : 16;
+            int *fds = PyMem_Realloc(io->stale_fds, (size_t)cap * sizeof(int));
+            if (fds == NULL) {
+                return -1;
+            }
+            io->stale_fds = fds;
+            io->stale_cap = cap;
+        }
+        io->stale_fds[io->stale_len++] = fd;
+        slot->stale_listed = 1;
+    }
+    Py_XSETREF(slot->stale_fileobj[side_index(event)], fileobj);
+    slot->stale |= event;
+    slot->stale_since = io->generation;
+    return 0;
+}
+
+static int io_apply_interest(zl_loop *loop, int fd, int wanted);
+
+/* Give the backend the fd's events without the stale ones; a closed fd is forgotten. */
+static void
+io_drop_stale_events(zl_loop *loop, int fd)
+{
+    zl_io_slot *slot = &loop->io.slots[fd];
+    int stale = slot->stale;
+    PyObject *kept[2] = {io_unstale_side(slot, ZL_EV_READ), io_unstale_side(slot, ZL_EV_WRITE)};
+    if (io_apply_interest(loop, fd, slot->registered & ~stale) < 0) {
+        PyErr_Clear();
+        (void)io_apply_interest(loop, fd, 0);
+        loop->io.slots[fd].registered = 0;
+    }
+    Py_XDECREF(kept[0]);   /* last: a socket's finalizer may run Python code */
+    Py_XDECREF(kept[1]);
+}
+
+void
+zl_io_drop_stale(zl_loop *loop, int blocking)
+{
+    zl_io_table *io = &loop->io;
+    int seen = io->stale_len, kept = 0;
+    for (int i = 0; i < seen; i++) {
+        int fd = io->stale_fds[i];   /* re-read: a finalizer may have added entries (and moved the array) */
+        zl_io_slot *slot = &io->slots[fd];
+        if (slot->stale != 0 && !blocking && slot->stale_since == io->generation) {
+            io->stale_fds[kept++] = fd;
+            continue;
+        }
+        slot->stale_listed = 0;
+        if (slot->stale != 0) {
+            io_drop_stale_events(loop, fd);
+        }
+    }
+    int added = io->stale_len - seen;
+    memmove(io->stale_fds + kept, io->stale_fds + seen, (size_t)added * sizeof(int));
+    io->stale_len = kept + added;
+    io->generation++;
+}
+
+int
+zl_io_wanted_count(zl_io_table *io)
+{
+    int count = io->watched;
+    for (int i = 0; i < io->stale_len; i++) {
+        zl_io_slot *slot = &io->slots[io->stale_fds[i]];
+        count -= slot->registered != 0 && (slot->registered & ~slot->stale) == 0;
+    }
+    return count;
+}
+
+/* Before (re)adding a side: a stale event of that side is taken back, and unless fileobj is the object it was
+ * removed with, the fd is registered afresh. 0, or -1 with OSError set. */
+static int
+io_take_back_stale(zl_loop *loop, int fd, int event, PyObject *fileobj)
+{
+    zl_io_slot *slot = &loop->io.slots[fd];
+    if (!(slot->stale & event)) {
+        return 0;
+    }
+    PyObject *old = io_unstale_side(slot, event);
+    int same = fileobj != NULL && old == fileobj;
+    int rc = 0;
+    if (!same && slot->registered != 0) {
+        int events = slot->registered;
+        (void)loop->ops->unwatch(loop->backend, fd, events);
+        slot->registered = 0;
+        loop->io.watched--;
+        rc = io_apply_interest(loop, fd, events);
+    }
+    Py_XDECREF(old);
+    return rc;
+}
+
 /* Drop the references a side held (it was already taken out of its slot). */
 static void
 side_forget(zl_io_side side)
@@ -135,11 +263,16 @@ side_release(zl_io_side side)
     side_forget(side);
 }
 
-int
-zl_io_set_side(zl_loop *loop, int fd, int event, PyObject *handle, zl_io_fn fn, PyObject *owner)
+/* Set a side of fd: a handle, or a C callback for owner; fileobj is what add_reader/add_writer got when it is
+ * not an int (NULL otherwise). */
+static int
+io_set_side(zl_loop *loop, int fd, int event, PyObject *handle, zl_io_fn fn, PyObject *owner, PyObject *fileobj)
 {
     /* A transport outliving its loop (resume_reading, a partial write) gets asyncio's RuntimeError. */
     if (zl_loop_check_closed(loop) < 0 || io_reserve(&loop->io, fd) < 0) {
+        return -1;
+    }
+    if (io_take_back_stale(loop, fd, event, fileobj) < 0) {
         return -1;
     }
     zl_io_slot *slot = &loop->io.slots[fd];
@@ -150,9 +283,16 @@ zl_io_set_side(zl_loop *loop, int fd, int event, PyObject *handle, zl_io_fn fn, 
     zl_io_side old = *side;
     Py_XINCREF(handle);
     Py_XINCREF(owner);
-    *side = (zl_io_side){.handle = handle, .fn = fn, .owner = owner};
+    Py_XINCREF(fileobj);
+    *side = (zl_io_side){.handle = handle, .fn = fn, .owner = owner, .fileobj = fileobj};
     side_release(old);
     return 0;
+}
+
+int
+zl_io_set_side(zl_loop *loop, int fd, int event, PyObject *handle, zl_io_fn fn, PyObject *owner)
+{
+    return io_set_side(loop, fd, event, handle, fn, owner, NULL);
 }
 
 int
@@ -164,13 +304,17 @@ zl_io_clear_side(zl_loop *loop, int fd, int event, int *was_set)
     }
     zl_io_slot *slot = &loop->io.slots[fd];
     zl_io_side *side = slot_side(slot, event);
-    if (!(slot->registered & event) && side->handle == NULL && side->fn == NULL) {
+    int empty = side->handle == NULL && side->fn == NULL;
+    if (empty && (!(slot->registered & event) || (slot->stale & event))) {
         return 0;
     }
-    *was_set = side->handle != NULL || side->fn != NULL;
+    *was_set = !empty;
     zl_io_side old = *side;
     *side = (zl_io_side){0};
-    if (io_apply_interest(loop, fd, slot->registered & ~event) < 0) {
+    if (old.handle != NULL && old.fileobj != NULL && (slot->registered & event) &&
+        io_mark_stale(&loop->io, fd, event, old.fileobj) == 0) {
+        old.fileobj = NULL;   /* the slot keeps it while the event is stale */
+    } else if (io_apply_interest(loop, fd, slot->registered & ~event) < 0) {
         /* The fd was closed under us: the kernel has already forgotten it, so forget it too. */
         PyErr_Clear();
         (void)io_apply_interest(loop, fd, 0);
@@ -191,13 +335,20 @@ zl_io_release_all(zl_loop *loop)
         }
         slot->registered = 0;
         slot->transport_owner = NULL;
+        slot->stale_listed = 0;
         zl_io_side read = slot->read, write = slot->write;
+        PyObject *stale[2] = {io_unstale_side(slot, ZL_EV_READ), io_unstale_side(slot, ZL_EV_WRITE)};
         slot->read = (zl_io_side){0};
         slot->write = (zl_io_side){0};
         side_forget(read);
         side_forget(write);
+        Py_XDECREF(stale[0]);
+        Py_XDECREF(stale[1]);
     }
     io->watched = 0;
+    PyMem_Free(io->stale_fds);
+    io->stale_fds = NULL;
+    io->stale_len = io->stale_cap = 0;
     Py_CLEAR(io->deferred_fn);
     Py_CLEAR(io->deferred_context);
 }
@@ -224,6 +375,7 @@ io_refresh_for_owner(zl_loop *loop, zl_io_slot *slot, int fd, PyObject *owner)
             *side = (zl_io_side){0};
         }
     }
+    PyObject *stale[2] = {io_unstale_side(slot, ZL_EV_READ), io_unstale_side(slot, ZL_EV_WRITE)};
     int rc = 0;
     if (slot->registered != 0) {
         (void)loop->ops->unwatch(loop->backend, fd, slot->registered);
@@ -235,6 +387,8 @@ io_refresh_for_owner(zl_loop *loop, zl_io_slot *slot, int fd, PyObject *owner)
     }
     side_forget(dropped[0]);
     side_forget(dropped[1]);
+    Py_XDECREF(stale[0]);
+    Py_XDECREF(stale[1]);
     return rc;
 }
 
@@ -284,6 +438,8 @@ zl_io_traverse(zl_io_table *io, visitproc visit, void *arg)
         Py_VISIT(io->slots[fd].write.handle);
         Py_VISIT(io->slots[fd].write.owner);
         Py_VISIT(io->slots[fd].write.fileobj);
+        Py_VISIT(io->slots[fd].stale_fileobj[0]);
+        Py_VISIT(io->slots[fd].stale_fileobj[1]);
     }
     Py_VISIT(io->deferred_fn);
     Py_VISIT(io->deferred_context);
@@ -457,13 +613,10 @@ io_add_callback(zl_loop *loop, int event, const char *method, PyObject *const *a
         return NULL;
     }
     zl_handle_track((PyObject *)handle);   /* the fd table holds it, and queues it each time the fd is ready */
-    if (zl_io_set_side(loop, fd, event, (PyObject *)handle, NULL, NULL) < 0) {
+    PyObject *fileobj = PyLong_Check(args[0]) ? NULL : args[0];
+    if (io_set_side(loop, fd, event, (PyObject *)handle, NULL, NULL, fileobj) < 0) {
         Py_DECREF(handle);
         return NULL;
-    }
-    if (!PyLong_Check(args[0])) {
-        Py_INCREF(args[0]);
-        slot_side(&loop->io.slots[fd], event)->fileobj = args[0];
     }
     return (PyObject *)handle;
 }

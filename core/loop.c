@@ -628,7 +628,7 @@ loop_get_timer_cancelled_count(zl_loop *self, void *Py_UNUSED(closure))
 static PyObject *
 loop_get_watched_count(zl_loop *self, void *Py_UNUSED(closure))
 {
-    return PyLong_FromLong(self->io.watched);
+    return PyLong_FromLong(zl_io_wanted_count(&self->io));
 }
 
 static PyObject *

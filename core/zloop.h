@@ -82,6 +82,10 @@ typedef struct zl_io_slot {
     zl_io_side read;
     zl_io_side write;
     int registered;                   /* events currently given to the backend */
+    int stale;                        /* of those, the ones removed but not yet dropped from the backend */
+    int stale_listed;                 /* fd is in io.stale_fds */
+    uint64_t stale_since;             /* io.generation when they went stale */
+    PyObject *stale_fileobj[2];       /* the file object each stale side had (read, write): owned */
     PyObject *transport_owner;        /* borrowed: the transport owning this fd (add_reader/add_writer refuse it) */
 } zl_io_slot;
 
@@ -91,6 +95,9 @@ typedef struct zl_io_table {
     int watched;                      /* slots with registered != 0 */
     PyObject *deferred_fn;            /* callable of the handles that run a C callback later (made on first use) */
     PyObject *deferred_context;       /* the (empty) context those handles run in */
+    int *stale_fds;                   /* fds whose slot may have stale events, each once (or its stale is 0) */
+    int stale_len, stale_cap;
+    uint64_t generation;              /* polls so far, for stale_since */
 } zl_io_table;
 
 /* ------------------------------------------------------------------ the loop (core/loop.c, core/run_once.c) */
@@ -185,6 +192,10 @@ int zl_io_adopt_fd(zl_loop *loop, int fd, PyObject *owner);
 void zl_io_disown_fd(zl_loop *loop, int fd, PyObject *owner);
 void zl_io_clear_owned_side(zl_loop *loop, int fd, int event, PyObject *owner);
 int zl_io_traverse(zl_io_table *io, visitproc visit, void *arg);
+/* Before each poll: drop from the backend the stale events (all of them before a blocking poll). */
+void zl_io_drop_stale(zl_loop *loop, int blocking);
+/* The fds the loop watches for someone (stale-only registrations left out). */
+int zl_io_wanted_count(zl_io_table *io);
 PyObject *zl_loop_add_reader(zl_loop *loop, PyObject *const *args, Py_ssize_t nargs);
 PyObject *zl_loop_add_writer(zl_loop *loop, PyObject *const *args, Py_ssize_t nargs);
 PyObject *zl_loop_remove_reader(zl_loop *loop, PyObject *fileobj);

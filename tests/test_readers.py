@@ -482,3 +482,82 @@ def test_fd_closed_while_watched_then_loop_runs(loop, run_forever, watched):
         c.close()
         d.close()
     assert fired == [b"z"]
+
+
+# A reader removed with a socket object stays registered with the backend until the loop next blocks (zloop: a
+# stale event), so that the next add_reader of the same socket costs no system call. Closing the socket and
+# reusing its number in between must not leave the new socket unwatched.
+
+def test_socket_closed_after_remove_then_number_reused(loop, run_forever, watched):
+    a, b = socket.socketpair()
+    loop.add_reader(a, noop)
+    assert loop.remove_reader(a) is True
+    number = a.fileno()
+    a.close()
+    b.close()
+    c, d = socket.socketpair()
+    got = []
+    try:
+        if c.fileno() != number:
+            c, d = d, c
+        assert number in (c.fileno(), d.fileno())
+        # The number, not the object: the stale event is not the new socket's.
+        loop.add_reader(c.fileno(), lambda: (got.append(c.recv(10)), loop.remove_reader(c), loop.stop()))
+        loop.call_later(5, loop.stop)
+        d.send(b"reused")
+        run_forever()
+        assert (got, watched()) == ([b"reused"], 0)
+    finally:
+        for sock in (c, d):
+            sock.close()
+
+
+def test_remove_then_add_same_socket_keeps_working(loop, run_forever, pair, watched):
+    a, b = pair
+    got = []
+
+    def on_readable():
+        got.append(a.recv(10))
+        loop.remove_reader(a)
+        if len(got) < 3:
+            loop.call_soon(arm)
+        else:
+            loop.stop()
+
+    def arm():
+        loop.add_reader(a, on_readable)
+        b.send(b"m%d" % len(got))
+
+    arm()
+    loop.call_later(5, loop.stop)
+    run_forever()
+    assert got == [b"m0", b"m1", b"m2"]
+    assert watched() == 0
+
+
+def test_removed_reader_is_not_called_while_stale(loop, run_forever, pair, watched):
+    a, b = pair
+    calls = []
+    loop.add_reader(a, calls.append, "old")
+    loop.remove_reader(a)
+    b.send(b"data")   # a is readable, its event still registered: nobody must be called
+    loop.call_later(0.05, loop.stop)
+    run_forever()
+    assert calls == []
+    assert watched() == 0
+
+
+async def _recv_many(loop, a, b, count):
+    got = []
+    for i in range(count):
+        loop.call_soon(b.send, b"%d" % i)
+        got.append(await loop.sock_recv(a, 10))
+    return got
+
+
+def test_sock_recv_in_a_row(loop, pair, watched):
+    a, b = pair
+    got = loop.run_until_complete(asyncio.wait_for(_recv_many(loop, a, b, 5), 5))
+    assert got == [b"0", b"1", b"2", b"3", b"4"]
+    loop.run_until_complete(asyncio.sleep(0))
+    assert watched() == 0

@@ -10,7 +10,15 @@ the client's warm-up, while its connections are open -- the server's CPU time
 requests counted.
 
 Per cell and loop the report gives the median over rounds of req/s and of
-**server CPU time per request** (us), and both as ratios to uvloop.  CPU per
+**server CPU time per request** (us), and both as ratios to uvloop.  The
+loops include the peers that run from their own environments (rloop, the Zig
+zloop: bench/peers.sh; each server runs with that loop's interpreter).
+
+The floor: a bare C epoll echo server (floor_server.c, built with cc into
+bench/results/ on first use; one recv and one send per request, no Python) is
+measured the same way, once per transport and size and round, interleaved with
+the loops.  The table gives its CPU per request and each loop's CPU per
+request above it: what the loop adds to the system calls an echo cannot avoid.  CPU per
 request is the headline figure: on a small machine the client processes and
 the server share the cores, so req/s depends on the scheduler, while the CPU
 the server burns per echoed message depends on the loop.
@@ -45,6 +53,9 @@ import _loops  # noqa: E402  (bench/_loops.py)
 HERE = os.path.dirname(os.path.abspath(__file__))
 SERVER = os.path.join(HERE, "server.py")
 RESULTS = os.path.join(os.path.dirname(HERE), "results")
+FLOOR_SOURCE = os.path.join(HERE, "floor_server.c")
+FLOOR_BINARY = os.path.join(RESULTS, "floor_server")
+FLOOR = "floor"   # the spec of the bare C server in records and the summary
 
 MODES = ("sock", "proto", "buffered", "streams")
 SIZES = (1024, 10240, 102400)
@@ -67,20 +78,37 @@ class ServerError(RuntimeError):
 
 # --- one server process -----------------------------------------------------
 
+def build_floor() -> str:
+    """The floor server's binary, compiled with cc when missing or older than its source."""
+    fresh = (os.path.exists(FLOOR_BINARY)
+             and os.path.getmtime(FLOOR_BINARY) >= os.path.getmtime(FLOOR_SOURCE))
+    if not fresh:
+        os.makedirs(RESULTS, exist_ok=True)
+        cc = os.environ.get("CC", "cc")
+        subprocess.run([cc, "-O2", "-std=c11", "-Wall", "-Wextra", "-o", FLOOR_BINARY, FLOOR_SOURCE],
+                       check=True, timeout=120)
+        log(f"built {FLOOR_BINARY}")
+    return FLOOR_BINARY
+
+
 class EchoServer:
-    """server.py in a child process; a context manager that always reaps it."""
+    """server.py (or, for the floor, the C server) in a child process; a context manager that always reaps it."""
 
     def __init__(self, spec: str, mode: str, transport: str, workdir: str):
         self.unix_path = os.path.join(workdir, "echo.sock") if transport == "unix" else None
         where = ["--unix", self.unix_path] if self.unix_path else ["--addr", "127.0.0.1:0"]
-        self.command = [sys.executable, SERVER, "--loop", spec, "--mode", mode, *where]
+        if spec == FLOOR:
+            self.command = [FLOOR_BINARY, *where]
+        else:
+            self.command = [_loops.interpreter(spec), SERVER, "--loop", spec, "--mode", mode, *where]
+        self.env = _loops.child_env(spec)
         self.proc = None
         self.info = {}
         self.exit_code = None
 
     def __enter__(self):
         self.proc = subprocess.Popen(self.command, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE, text=True)
+                                     stdout=subprocess.PIPE, text=True, env=self.env)
         try:
             self.info = self._wait_ready()
         except BaseException:
@@ -184,13 +212,24 @@ def rotated(items, shift: int) -> list:
     return list(items[shift:]) + list(items[:shift])
 
 
+def cell_specs(args, cell) -> list:
+    """The servers a cell runs: every loop, and the floor in the first mode's cell of each transport and size
+    (the floor has no modes)."""
+    if args.floor and cell["mode"] == args.modes[0]:
+        return list(args.loops) + [FLOOR]
+    return list(args.loops)
+
+
 def run_matrix(args) -> list:
     cells = [{"transport": t, "mode": m, "msize": s}
              for t in args.transports for m in args.modes for s in args.sizes]
-    total = args.rounds * len(cells) * len(args.loops)
+    if args.floor:
+        build_floor()
+    total = args.rounds * sum(len(cell_specs(args, cell)) for cell in cells)
     estimate = total * (args.duration + args.warmup + 0.6)
     when = f"{estimate:.0f} s" if estimate < 120 else f"{estimate / 60:.0f} min"
-    log(f"{len(cells)} cells x {len(args.loops)} loops x {args.rounds} rounds = "
+    floor = " (+ the floor)" if args.floor else ""
+    log(f"{len(cells)} cells x {len(args.loops)} loops{floor} x {args.rounds} rounds = "
         f"{total} runs, about {when}")
     records = []
     workdir = tempfile.mkdtemp(prefix="zloop-echo-")
@@ -198,7 +237,7 @@ def run_matrix(args) -> list:
         done = 0
         for rnd in range(args.rounds):
             for index, cell in enumerate(cells):
-                for spec in rotated(args.loops, rnd + index):
+                for spec in rotated(cell_specs(args, cell), rnd + index):
                     done += 1
                     label = (f"[{done}/{total}] round {rnd + 1} {cell['transport']} "
                              f"{cell['mode']} {cell['msize']} {spec}")
@@ -224,31 +263,48 @@ def _median(values):
     return statistics.median(values) if values else None
 
 
+def _loop_stats(runs: list) -> dict:
+    """Medians over the rounds of one loop in one cell."""
+    ok = [r for r in runs if "error" not in r]
+    return {
+        "rounds_ok": len(ok),
+        "errors": [r["error"] for r in runs if "error" in r],
+        "rps": _median(r["rps"] for r in ok),
+        "cpu_us_per_req": _median(r["cpu_us_per_req"] for r in ok),
+        "user_us_per_req": _median(r["server_user_s"] * 1e6 / r["requests"] for r in ok),
+        "server_cpu_util": _median(r["server_cpu_util"] for r in ok),
+        "p50_us": _median(r["latency_us"].get("p50") for r in ok),
+        "p99_us": _median(r["latency_us"].get("p99") for r in ok),
+    }
+
+
 def summarize(records: list, loops: list) -> list:
-    """One entry per cell: per loop medians over rounds, ratios to uvloop."""
-    cells = {}
+    """One entry per cell: per loop medians over rounds, ratios to uvloop, the floor of the cell's transport and
+    size, and each loop's CPU per request above it (and that as a ratio to uvloop's)."""
+    cells, floors = {}, {}
     for rec in records:
+        if rec["loop"] == FLOOR:
+            floors.setdefault((rec["transport"], rec["msize"]), []).append(rec)
+            continue
         key = (rec["transport"], rec["mode"], rec["msize"])
         cells.setdefault(key, {}).setdefault(rec["loop"], []).append(rec)
     summary = []
     for (transport, mode, msize), by_loop in cells.items():
         entry = {"transport": transport, "mode": mode, "msize": msize, "loops": {}}
+        floor_runs = floors.get((transport, msize))
+        entry["floor"] = _loop_stats(floor_runs) if floor_runs else None
+        floor_cpu = entry["floor"]["cpu_us_per_req"] if entry["floor"] else None
         for spec in loops:
-            runs = by_loop.get(spec, [])
-            ok = [r for r in runs if "error" not in r]
-            entry["loops"][spec] = {
-                "rounds_ok": len(ok),
-                "errors": [r["error"] for r in runs if "error" in r],
-                "rps": _median(r["rps"] for r in ok),
-                "cpu_us_per_req": _median(r["cpu_us_per_req"] for r in ok),
-                "server_cpu_util": _median(r["server_cpu_util"] for r in ok),
-                "p50_us": _median(r["latency_us"].get("p50") for r in ok),
-                "p99_us": _median(r["latency_us"].get("p99") for r in ok),
-            }
+            entry["loops"][spec] = stats = _loop_stats(by_loop.get(spec, []))
+            above = stats["cpu_us_per_req"] is not None and floor_cpu is not None
+            stats["above_floor_us"] = stats["cpu_us_per_req"] - floor_cpu if above else None
         base = entry["loops"].get(BASELINE, {})
         for stats in entry["loops"].values():
             stats["rps_vs_uvloop"] = _ratio(stats["rps"], base.get("rps"))
             stats["cpu_vs_uvloop"] = _ratio(stats["cpu_us_per_req"], base.get("cpu_us_per_req"))
+            # Only against a positive margin: at or below the floor (noise) a ratio means nothing.
+            margin = base.get("above_floor_us")
+            stats["above_floor_vs_uvloop"] = _ratio(stats["above_floor_us"], margin) if margin and margin > 0 else None
         summary.append(entry)
     return summary
 
@@ -258,25 +314,34 @@ def _ratio(value, base):
 
 
 def format_table(summary: list) -> str:
+    """A line per cell and loop (the floor first, where measured): req/s, CPU us per request, CPU above the
+    floor, each with its ratio to uvloop, server CPU utilisation, latency."""
     header = (f"{'transport':<9} {'mode':<8} {'msize':>6}  {'loop':<14} {'req/s':>9} "
-              f"{'vs uv':>6} {'cpu us/req':>10} {'vs uv':>6} {'srv cpu':>7} "
+              f"{'vs uv':>6} {'cpu us/req':>10} {'vs uv':>6} {'>floor':>7} {'vs uv':>6} {'srv cpu':>7} "
               f"{'p50 us':>7} {'p99 us':>7}")
     lines = [header, "-" * len(header)]
     for entry in summary:
-        for spec, s in entry["loops"].items():
-            if s["rps"] is None:
-                errors = s["errors"] or ["no run"]
-                more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
-                row = f"FAILED: {errors[0]}{more}"
-            else:
-                row = (f"{s['rps']:>9,.0f} {_fmt(s['rps_vs_uvloop'], 'x'):>6} "
-                       f"{s['cpu_us_per_req']:>10.1f} {_fmt(s['cpu_vs_uvloop'], 'x'):>6} "
-                       f"{s['server_cpu_util'] * 100:>6.0f}% "
-                       f"{s['p50_us']:>7.0f} {s['p99_us']:>7.0f}")
+        rows = list(entry["loops"].items())
+        if entry.get("floor"):
+            rows.insert(0, ("floor (C)", entry["floor"]))
+        for spec, s in rows:
             lines.append(f"{entry['transport']:<9} {entry['mode']:<8} {entry['msize']:>6}  "
-                         f"{spec:<14} {row}")
+                         f"{spec:<14} {_table_row(s)}")
         lines.append("")
     return "\n".join(lines)
+
+
+def _table_row(s: dict) -> str:
+    if s["rps"] is None:
+        errors = s["errors"] or ["no run"]
+        more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+        return f"FAILED: {errors[0]}{more}"
+    above = s.get("above_floor_us")
+    return (f"{s['rps']:>9,.0f} {_fmt(s.get('rps_vs_uvloop'), 'x'):>6} "
+            f"{s['cpu_us_per_req']:>10.1f} {_fmt(s.get('cpu_vs_uvloop'), 'x'):>6} "
+            f"{'-' if above is None else f'{above:.1f}':>7} {_fmt(s.get('above_floor_vs_uvloop'), 'x'):>6} "
+            f"{s['server_cpu_util'] * 100:>6.0f}% "
+            f"{s['p50_us']:>7.0f} {s['p99_us']:>7.0f}")
 
 
 def _fmt(value, suffix=""):
@@ -289,7 +354,7 @@ def machine_info() -> dict:
         "cpu_model": _harness.cpu_model() or platform.processor() or "unknown",
         "kernel": platform.release(),
         "platform": platform.platform(),
-        "loadavg_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "loadavg_at_end": os.getloadavg() if hasattr(os, "getloadavg") else None,
     }
     if hasattr(os, "sched_getaffinity"):
         info["usable_cpus"] = len(os.sched_getaffinity(0))
@@ -319,8 +384,10 @@ def parse_args(argv=None):
                "explicit flags override it.")
     parser.add_argument("--loops",
                         help="comma list of asyncio, uvloop, zloop (its default backend), "
-                             "zloop:<backend> (default: asyncio, uvloop and every "
-                             "compiled zloop backend)")
+                             "zloop:<backend>, and the peers rloop, zloop-zig, uvloop@3.12 "
+                             "(bench/peers.sh) (default: all of them that are available)")
+    parser.add_argument("--no-floor", dest="floor", action="store_false",
+                        help="do not measure the bare C epoll server (the floor)")
     parser.add_argument("--modes", type=_csv(), help=f"default {','.join(MODES)}")
     parser.add_argument("--sizes", type=_csv(int),
                         help=f"message sizes in bytes, default {','.join(map(str, SIZES))}")
@@ -360,7 +427,7 @@ def parse_args(argv=None):
 
 def _validate(parser, args) -> None:
     try:
-        args.loops = _loops.select(args.loops, expand_zloop=False)
+        args.loops = _loops.select(args.loops, expand_zloop=False, peers=True)
     except ValueError as exc:
         parser.error(str(exc))
     for mode in args.modes:
@@ -382,6 +449,7 @@ def _validate(parser, args) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     started = datetime.datetime.now(datetime.timezone.utc)
+    load_at_start = os.getloadavg() if hasattr(os, "getloadavg") else None
     records = run_matrix(args)
     summary = summarize(records, args.loops)
     print(format_table(summary))
@@ -389,9 +457,9 @@ def main(argv=None) -> int:
     report = {
         "benchmark": "echo",
         "started_utc": started.isoformat(timespec="seconds"),
-        "machine": machine_info(),
+        "machine": dict(machine_info(), loadavg_at_start=load_at_start),
         "settings": {name: getattr(args, name) for name in
-                     ("loops", "modes", "sizes", "transports", "rounds", "duration",
+                     ("loops", "floor", "modes", "sizes", "transports", "rounds", "duration",
                       "warmup", "concurrency", "max_requests")},
         "baseline": BASELINE,
         "cells": summary,
@@ -413,8 +481,10 @@ def main(argv=None) -> int:
         log(f"warning: {unclean} server(s) did not exit with status 0 on SIGTERM")
     if failures:
         log(f"{failures} of {len(records)} runs FAILED (see 'errors' in the JSON)")
-        return 1
-    return 0
+    # A peer that cannot run a cell (the Zig zloop in sock mode, rloop without Unix servers) is reported, not fatal;
+    # a zloop run that fails is.
+    own_failures = sum(1 for rec in records if "error" in rec and str(rec.get("loop", "")).startswith("zloop:"))
+    return 1 if own_failures else 0
 
 
 if __name__ == "__main__":

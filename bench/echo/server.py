@@ -259,7 +259,8 @@ async def serve(args) -> None:
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--loop", default="asyncio",
-                        help="asyncio, uvloop, zloop or zloop:<backend>")
+                        help="a bench/_loops.py spec: asyncio, uvloop, zloop[:<backend>], or a peer "
+                             "(rloop, zloop-zig, uvloop@3.12) when run with its interpreter")
     parser.add_argument("--mode", choices=MODES, default="proto")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--addr", default="127.0.0.1:25000",

@@ -231,10 +231,14 @@ class SocketMixin:
             self.remove_reader(fd)
 
     async def _wait_and_retry(self, sock, writer, operation, *args):
-        """Wait until sock is readable (or writable) and return operation(sock, *args), retried on EAGAIN."""
+        """Wait until sock is readable (or writable) and return operation(sock, *args), retried on EAGAIN.
+
+        The watcher is added and removed with the socket object, not its number: the loop then keeps the fd
+        registered across a remove and the next add of the same socket (one sock_recv after another) instead of
+        two epoll_ctl calls per message (core/io_watch.c, stale events)."""
         fut = self.create_future()
-        fd = sock.fileno()
-        self._ensure_fd_no_transport(fd)
+        self._ensure_fd_no_transport(sock.fileno())
+        fd = sock
         if writer:
             handle = self.add_writer(fd, self._retry_when_ready, fut, fd, True, operation, sock, args)
         else:
@@ -341,8 +345,8 @@ class SocketMixin:
             if sent == len(view):
                 return
         fut = self.create_future()
-        fd = sock.fileno()
-        self._ensure_fd_no_transport(fd)
+        self._ensure_fd_no_transport(sock.fileno())
+        fd = sock   # the socket object: see _wait_and_retry
         state = [view, sent]
         handle = self.add_writer(fd, self._sock_sendall_ready, fut, fd, sock, state)
         try:
