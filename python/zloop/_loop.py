@@ -430,10 +430,17 @@ class Loop(LoopCore, NetworkingMixin, DatagramMixin, PipeMixin, SubprocessMixin,
         except (ValueError, OSError):
             current = None
         self._close_signal_socket()
-        if current is not None and current != inherited:
+        fresh = None
+        if self._signal_handlers or self.is_running():
+            fresh = self._ensure_signal_socket()
+        if current is None or current == -1:
+            # Not ours to set: asyncio's own fork hook (3.12+) has already reset the wakeup fd in the child, and
+            # run_forever points it at the fresh socket when the loop runs here.
+            return
+        if current != inherited:
             signal.set_wakeup_fd(current)  # the application's own: leave it
-        elif current is not None and (self._signal_handlers or self.is_running()):
-            signal.set_wakeup_fd(self._ensure_signal_socket(), warn_on_full_buffer=False)
+        elif fresh is not None:
+            signal.set_wakeup_fd(fresh, warn_on_full_buffer=False)
 
     def _read_signal_numbers(self):
         while True:
