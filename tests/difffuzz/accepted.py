@@ -1,0 +1,108 @@
+# tests/difffuzz/accepted.py — the only differences from stock asyncio the differential fuzzer tolerates, each with
+# why; the same list, in words, is in docs/compatibility.md ("Differences the differential fuzzer accepts").
+#
+# Each entry rewrites both traces (asyncio's and zloop's) the same way, so whatever it does not cover still counts.
+
+ACCEPTED = []
+
+
+def accepted(function):
+    ACCEPTED.append(function)
+    return function
+
+
+def normalise(reference, got):
+    """Both (events, streams) pairs with every accepted difference rewritten away."""
+    for rewrite in ACCEPTED:
+        reference, got = rewrite(reference), rewrite(got)
+    return reference, got
+
+
+def _rewrite_events(events_and_streams, rewrite):
+    events, streams = events_and_streams
+    return [rewrite(e) for e in events], streams
+
+
+@accepted
+def add_reader_returns_its_handle(trace):
+    """add_reader/add_writer return the Handle they registered (asyncio: None, its private _add_reader returns it).
+
+    A documented zloop extension (docs/compatibility.md): the handle lets a caller see when a reader was replaced or
+    removed. No program can depend on asyncio's None, so the fuzzer reads both as None."""
+    def rewrite(event):
+        if event[0] == "op" and event[2] in ("add_reader", "add_writer") and event[3] == "Handle":
+            return event[:3] + (None,)
+        return event
+    return _rewrite_events(trace, rewrite)
+
+
+IO_EVENTS = frozenset({"reader", "writer", "data", "eof", "datagram", "error_received", "resume_writing"})
+
+
+@accepted
+def io_order_across_fds(trace):
+    """When several fds are ready in one poll, the order of their callbacks is the backend's (epoll's ready list,
+    libuv's or libevent's walk); asyncio's own order changes with the selector (epoll, kqueue, poll).
+
+    The events of one fd keep their order; a run of consecutive I/O callbacks (each with the exception-handler calls
+    it caused) is sorted by fd, stably. Their order relative to handles and timers is still compared."""
+    events, streams = trace
+    out, run = [], []
+
+    def flush():
+        run.sort(key=lambda unit: repr(unit[0][1]))
+        for unit in run:
+            out.extend(unit)
+        run.clear()
+
+    for event in events:
+        if event[0] in IO_EVENTS:
+            run.append([event])
+        elif event[0] == "exception_handler" and run:
+            run[-1].append(event)
+        else:
+            flush()
+            out.append(event)
+    flush()
+    return out, streams
+
+
+@accepted
+def read_chunking(trace):
+    """Bytes a stream transport reads arrive in chunks of the loop's read size and of what the kernel had queued.
+
+    asyncio reads at most 256 KiB at a time; how a stream is cut into data_received calls is not part of its
+    contract. The bytes are compared whole (the streams of the trace); here consecutive data_received calls on one
+    transport (and consecutive reads of one reader) count as one."""
+    events, streams = trace
+    out = []
+    for event in events:
+        if event[0] in ("data", "reader") and len(event) == 2 and out and out[-1] == event:
+            continue
+        out.append(event)
+    return out, streams
+
+
+@accepted
+def asyncio_heap_poisoned_by_a_non_number_deadline(trace):
+    """call_at(when) with a `when` that does not compare with floats ("1", None): both raise TypeError, but asyncio's
+    heapq.heappush has already appended the TimerHandle, so (with any other timer pending) every later run of
+    asyncio's loop raises TypeError too. That is asyncio's bug, not its documented behaviour; zloop schedules
+    nothing and the loop goes on (docs/compatibility.md). The traces are compared up to that TypeError."""
+    events, streams = trace
+    for i, event in enumerate(events):
+        if event[0] == "op" and event[2] in ("at", "later") and event[3:] == ("raised", "TypeError"):
+            return events[:i + 1], {}
+    return events, streams
+
+
+@accepted
+def asyncio_run_fails_on_an_int_deadline_beyond_a_float(trace):
+    """call_at(10**400) or call_at(-10**400): asyncio keeps the int, and its run raises OverflowError (when - time())
+    as soon as that timer is the nearest; zloop takes the deadline as +-inf, so the timer never fires (or fires at
+    once) and the loop goes on (docs/compatibility.md). The traces are compared up to that call_at."""
+    events, streams = trace
+    for i, event in enumerate(events):
+        if event[0] == "op" and event[2] == "at" and event[3] == "int beyond float":
+            return events[:i + 1], {}
+    return events, streams
