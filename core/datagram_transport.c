@@ -382,6 +382,11 @@ dgram_recv_native(zl_datagram *self, PyObject **data, PyObject **addr)
         PyErr_NoMemory();
         return -1;
     }
+    if (zl_transport_sock_gone(&self->base)) {
+        errno = EBADF;
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
     zl_sockaddr from;
     ssize_t n;
     do {
@@ -482,6 +487,11 @@ dgram_send_one(zl_datagram *self, PyObject *data, const void *buf, size_t len, P
             PyErr_Clear();
             return 0;
         }
+        return -1;
+    }
+    if (zl_transport_sock_gone(&self->base)) {
+        errno = EBADF;
+        PyErr_SetFromErrno(PyExc_OSError);
         return -1;
     }
     ssize_t n;

@@ -266,8 +266,7 @@ handle_py_cancelled(zl_handle *handle, PyObject *Py_UNUSED(ignored))
 static PyObject *
 handle_py_get_context(zl_handle *handle, PyObject *Py_UNUSED(ignored))
 {
-    Py_INCREF(handle->context);
-    return handle->context;
+    return zl_ref_or_none(handle->context);   /* NULL once the GC cleared the handle */
 }
 
 static PyObject *

@@ -3,6 +3,8 @@
 #include "zloop.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 
 /* ------------------------------------------------------------------ fds */
 
@@ -10,8 +12,9 @@ int
 zl_fileobj_to_fd(PyObject *fileobj)
 {
     long fd;
+    int overflow = 0;
     if (PyLong_Check(fileobj)) {
-        fd = PyLong_AsLong(fileobj);
+        fd = PyLong_AsLongAndOverflow(fileobj, &overflow);
     } else {
         PyObject *fileno = PyObject_CallMethod(fileobj, "fileno", NULL);
         if (fileno == NULL) {
@@ -28,37 +31,55 @@ zl_fileobj_to_fd(PyObject *fileobj)
             PyErr_Format(PyExc_ValueError, "Invalid file object: %R", fileobj);
             return -1;
         }
-        fd = PyLong_AsLong(fileno);
+        fd = PyLong_AsLongAndOverflow(fileno, &overflow);
         Py_DECREF(fileno);
     }
     if (fd == -1 && PyErr_Occurred()) {
         return -1;
     }
-    if (fd < 0 || fd > INT32_MAX) {
+    /* asyncio's selector: ValueError for a negative number, OverflowError for one beyond a C int. */
+    if (overflow < 0) {
+        PyErr_SetString(PyExc_ValueError, "Invalid file descriptor");
+        return -1;
+    }
+    if (fd < 0 && overflow == 0) {
         PyErr_Format(PyExc_ValueError, "Invalid file descriptor: %ld", fd);
+        return -1;
+    }
+    if (overflow > 0 || fd > INT_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "Python int too large to convert to C int");
         return -1;
     }
     return (int)fd;
 }
 
+/* Make fd an index of the table. Only an open fd may grow it (add_reader(10**8) is asyncio's EBADF at once, not
+ * gigabytes of slots first), and it grows to at most twice the highest open fd seen. */
 static int
 io_reserve(zl_io_table *io, int fd)
 {
     if (fd < io->len) {
         return 0;
     }
-    int len = io->len ? io->len : 64;
-    while (len <= fd) {
+    if (fcntl(fd, F_GETFD) < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    size_t len = io->len ? (size_t)io->len : 64;
+    while (len <= (size_t)fd) {
         len *= 2;
     }
-    zl_io_slot *slots = PyMem_Realloc(io->slots, (size_t)len * sizeof(zl_io_slot));
+    if (len > (size_t)INT_MAX) {
+        len = (size_t)fd + 1;
+    }
+    zl_io_slot *slots = PyMem_Realloc(io->slots, len * sizeof(zl_io_slot));
     if (slots == NULL) {
         PyErr_NoMemory();
         return -1;
     }
-    memset(slots + io->len, 0, (size_t)(len - io->len) * sizeof(zl_io_slot));
+    memset(slots + io->len, 0, (len - (size_t)io->len) * sizeof(zl_io_slot));
     io->slots = slots;
-    io->len = len;
+    io->len = (int)len;
     return 0;
 }
 
@@ -117,7 +138,8 @@ side_release(zl_io_side side)
 int
 zl_io_set_side(zl_loop *loop, int fd, int event, PyObject *handle, zl_io_fn fn, PyObject *owner)
 {
-    if (io_reserve(&loop->io, fd) < 0) {
+    /* A transport outliving its loop (resume_reading, a partial write) gets asyncio's RuntimeError. */
+    if (zl_loop_check_closed(loop) < 0 || io_reserve(&loop->io, fd) < 0) {
         return -1;
     }
     zl_io_slot *slot = &loop->io.slots[fd];
@@ -168,7 +190,7 @@ zl_io_release_all(zl_loop *loop)
             (void)loop->ops->unwatch(loop->backend, fd, slot->registered);
         }
         slot->registered = 0;
-        slot->transport_owned = 0;
+        slot->transport_owner = NULL;
         zl_io_side read = slot->read, write = slot->write;
         slot->read = (zl_io_side){0};
         slot->write = (zl_io_side){0};
@@ -180,17 +202,76 @@ zl_io_release_all(zl_loop *loop)
     Py_CLEAR(io->deferred_context);
 }
 
-int
-zl_io_set_transport_owned(zl_loop *loop, int fd, int owned)
+/*
+ * A transport's fd is its own only while its socket object holds that number. A caller who closes the socket
+ * behind the transport's back frees the number, and the next socket may get it: the new owner then takes the slot
+ * over (adopt), and the old transport, which finds its socket gone before any syscall, releases only what it
+ * still holds (disown, clear_owned_side). asyncio's selector keeps the stale registration instead, so a new
+ * transport on the reused number is never polled.
+ */
+
+/* Forget another transport's C callbacks on fd, and start the backend's watch of fd afresh: it may be of a closed
+ * file whose number this one reused (the kernel forgot that file, a backend may not have). The references go
+ * last, once the slot is consistent: dropping one may finalize that transport. */
+static int
+io_refresh_for_owner(zl_loop *loop, zl_io_slot *slot, int fd, PyObject *owner)
 {
-    if (!owned && fd >= loop->io.len) {
-        return 0;
+    zl_io_side dropped[2] = {{0}, {0}};
+    for (int i = 0; i < 2; i++) {
+        zl_io_side *side = i == 0 ? &slot->read : &slot->write;
+        if (side->fn != NULL && side->owner != owner) {
+            dropped[i] = *side;
+            *side = (zl_io_side){0};
+        }
     }
+    int rc = 0;
+    if (slot->registered != 0) {
+        (void)loop->ops->unwatch(loop->backend, fd, slot->registered);
+        slot->registered = 0;
+        loop->io.watched--;
+        int wanted = (slot->read.handle || slot->read.fn ? ZL_EV_READ : 0) |
+                     (slot->write.handle || slot->write.fn ? ZL_EV_WRITE : 0);
+        rc = wanted ? io_apply_interest(loop, fd, wanted) : 0;
+    }
+    side_forget(dropped[0]);
+    side_forget(dropped[1]);
+    return rc;
+}
+
+int
+zl_io_adopt_fd(zl_loop *loop, int fd, PyObject *owner)
+{
     if (io_reserve(&loop->io, fd) < 0) {
         return -1;
     }
-    loop->io.slots[fd].transport_owned = owned;
+    zl_io_slot *slot = &loop->io.slots[fd];
+    if (io_refresh_for_owner(loop, slot, fd, owner) < 0) {
+        return -1;
+    }
+    slot->transport_owner = owner;
     return 0;
+}
+
+void
+zl_io_disown_fd(zl_loop *loop, int fd, PyObject *owner)
+{
+    if (fd < loop->io.len && loop->io.slots[fd].transport_owner == owner) {
+        loop->io.slots[fd].transport_owner = NULL;
+    }
+}
+
+void
+zl_io_clear_owned_side(zl_loop *loop, int fd, int event, PyObject *owner)
+{
+    if (fd >= loop->io.len) {
+        return;
+    }
+    zl_io_side *side = slot_side(&loop->io.slots[fd], event);
+    if (side->handle != NULL || (side->fn != NULL && side->owner != owner)) {
+        return;   /* taken over by whoever got the number next */
+    }
+    int was_set;
+    (void)zl_io_clear_side(loop, fd, event, &was_set);
 }
 
 int
@@ -350,7 +431,7 @@ io_check_no_transport(zl_loop *loop, int fd, int event)
         PyErr_Format(PyExc_RuntimeError, "File descriptor %d is used by transport %R", fd, side->owner);
         return -1;
     }
-    if (slot->transport_owned) {
+    if (slot->transport_owner != NULL) {
         PyErr_Format(PyExc_RuntimeError, "File descriptor %d is used by transport", fd);
         return -1;
     }
@@ -408,6 +489,10 @@ static PyObject *
 io_remove_callback(zl_loop *loop, int event, PyObject *fileobj)
 {
     int fd = zl_fileobj_to_fd(fileobj);
+    if (fd < 0 && PyErr_ExceptionMatches(PyExc_OverflowError)) {
+        PyErr_Clear();
+        Py_RETURN_FALSE;   /* no fd that large was ever added (asyncio's selector map has no such key) */
+    }
     if (fd < 0 && (fd = io_find_added_fileobj(loop, fileobj)) < 0) {
         return NULL;
     }

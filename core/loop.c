@@ -199,7 +199,10 @@ loop_schedule_at(zl_loop *self, const char *method, double when, PyObject *const
         return NULL;
     }
     Py_INCREF(timer);
-    if (zl_timer_heap_push(&self->timers, when, self->timer_seq++, (PyObject *)timer) < 0) {
+    /* A NaN deadline is due at once: NaN compares false with every key and would break the heap's order.
+     * The handle keeps the NaN its when() reports, as asyncio's does. */
+    double key = isnan(when) ? -INFINITY : when;
+    if (zl_timer_heap_push(&self->timers, key, self->timer_seq++, (PyObject *)timer) < 0) {
         Py_DECREF(timer);
         return NULL;
     }

@@ -55,7 +55,7 @@ poll_timeout_ns(zl_loop *loop)
         return -2;
     }
     double delay = head->when - now;
-    if (delay <= 0.0) {
+    if (!(delay > 0.0)) {   /* due, or NaN (a clock override returning NaN): never a NaN timeout */
         return 0;
     }
     if (delay > ZL_MAX_POLL_SECONDS) {
@@ -170,8 +170,13 @@ int
 zl_loop_run_once(zl_loop *loop)
 {
     drop_cancelled_timers(loop);
-    if (poll_backend(loop) < 0 || queue_expired_timers(loop) < 0 ||
-        zl_ready_queue_move_all(&loop->ready, &loop->ready_later) < 0) {
+    int rc = poll_backend(loop);
+    if (rc == 0) {
+        rc = queue_expired_timers(loop);
+    }
+    /* What C I/O callbacks scheduled joins the ready queue even when the dispatch stopped half-way (a
+     * KeyboardInterrupt): held aside, it would not count as work and the next poll could block for ever. */
+    if (zl_ready_queue_move_all(&loop->ready, &loop->ready_later) < 0 || rc < 0) {
         return -1;
     }
     return run_ready_handles(loop);

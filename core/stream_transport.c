@@ -121,6 +121,9 @@ stream_on_readable(PyObject *owner, int fd)
     if (self->base.conn_lost || !self->base.reading) {
         return 0;
     }
+    if (zl_transport_sock_gone(&self->base)) {
+        return stream_fatal_errno(self, EBADF, "Fatal read error on socket transport");
+    }
     if (self->data_received == NULL) {
         return stream_read_into_protocol_buffer(self);
     }
@@ -175,7 +178,7 @@ stream_on_writable(PyObject *owner, int fd)
     if (self->base.conn_lost) {
         return 0;
     }
-    ssize_t sent = zl_write_queue_flush(&self->out, fd);
+    ssize_t sent = zl_transport_sock_gone(&self->base) ? -EBADF : zl_write_queue_flush(&self->out, fd);
     if (sent < 0) {
         zl_transport_stop_writing(&self->base);
         zl_write_queue_clear(&self->out);
@@ -201,9 +204,12 @@ stream_on_writable(PyObject *owner, int fd)
         PyErr_WriteUnraisable((PyObject *)self);
     }
     if (self->base.closing) {
+        /* As close() with nothing queued: from here on a write() is dropped, it never reaches the fd that
+         * connection_lost is about to close. */
+        self->base.conn_lost++;
         return zl_transport_call_connection_lost_soon(&self->base, NULL);
     }
-    if (self->eof_requested) {
+    if (self->eof_requested && !zl_transport_sock_gone(&self->base)) {
         shutdown(fd, SHUT_WR);
     }
     return 0;
@@ -265,9 +271,14 @@ stream_write(zl_stream *self, PyObject *data)
     Py_ssize_t sent = 0;
     if (self->out.count == 0) {
         ssize_t n;
-        do {
-            n = send(self->base.fd, view.buf, (size_t)view.len, MSG_NOSIGNAL);
-        } while (n < 0 && errno == EINTR);
+        if (zl_transport_sock_gone(&self->base)) {
+            n = -1;
+            errno = EBADF;
+        } else {
+            do {
+                n = send(self->base.fd, view.buf, (size_t)view.len, MSG_NOSIGNAL);
+            } while (n < 0 && errno == EINTR);
+        }
         if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
             int error = errno;
             PyBuffer_Release(&view);
@@ -297,6 +308,47 @@ done:
     Py_RETURN_NONE;
 }
 
+/* Every item of writelines() is bytes-like and gives its buffer: checked before any is queued, so a bad item
+ * leaves nothing half-written (asyncio joins or wraps them all first). */
+static int
+stream_check_lines(zl_stream *self, PyObject *items)
+{
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(items);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *data = PySequence_Fast_GET_ITEM(items, i);
+        if (stream_check_writable(self, data, "writelines") < 0) {
+            return -1;
+        }
+        if (PyMemoryView_Check(data)) {   /* released, or not contiguous */
+            Py_buffer view;
+            if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
+                return -1;
+            }
+            PyBuffer_Release(&view);
+        }
+    }
+    return 0;
+}
+
+static int
+stream_queue_lines(zl_stream *self, PyObject *items)
+{
+    int rc = 0;
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(items);
+    for (Py_ssize_t i = 0; i < count && rc == 0; i++) {
+        PyObject *data = PySequence_Fast_GET_ITEM(items, i);
+        Py_buffer view;
+        if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
+            return -1;
+        }
+        if (view.len > 0) {
+            rc = stream_queue_data(self, data, &view, 0);
+        }
+        PyBuffer_Release(&view);
+    }
+    return rc;
+}
+
 static PyObject *
 stream_writelines(zl_stream *self, PyObject *list_of_data)
 {
@@ -307,40 +359,34 @@ stream_writelines(zl_stream *self, PyObject *list_of_data)
     if (items == NULL) {
         return NULL;
     }
-    int rc = 0;
-    Py_ssize_t count = PySequence_Fast_GET_SIZE(items);
-    for (Py_ssize_t i = 0; i < count && rc == 0; i++) {
-        PyObject *data = PySequence_Fast_GET_ITEM(items, i);
-        Py_buffer view;
-        if (stream_check_writable(self, data, "writelines") < 0 || PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
-            rc = -1;
-            break;
-        }
-        if (view.len > 0) {
-            rc = self->base.conn_lost ? 0 : stream_queue_data(self, data, &view, 0);
-        }
-        PyBuffer_Release(&view);
-    }
-    Py_DECREF(items);
-    if (rc < 0) {
+    if (stream_check_lines(self, items) < 0) {
+        Py_DECREF(items);
         return NULL;
     }
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(items);
+    int rc = self->base.conn_lost ? 0 : stream_queue_lines(self, items);
+    Py_DECREF(items);
     if (self->base.conn_lost) {
         if (count > 0 && zl_transport_drop_after_lost(&self->base) < 0) {
             return NULL;
         }
         Py_RETURN_NONE;
     }
-    /* One sendmsg for all of it now; the rest when the socket is writable again. */
+    /* One sendmsg for all of it now; the rest when the socket is writable again (also after a failure half-way:
+     * what was queued must not wait for a writer nobody registered). */
     if (!self->base.writing && self->out.count > 0) {
-        if (stream_on_writable((PyObject *)self, self->base.fd) < 0) {
-            return NULL;
+        PyObject *exc = rc < 0 ? zl_err_fetch() : NULL;
+        int flushed = stream_on_writable((PyObject *)self, self->base.fd);
+        if (flushed == 0 && self->out.count > 0 && !self->base.conn_lost) {
+            flushed = zl_transport_start_writing(&self->base);
         }
-        if (self->out.count > 0 && !self->base.conn_lost && zl_transport_start_writing(&self->base) < 0) {
+        if (exc != NULL) {
+            zl_err_restore(exc);
+        } else if (flushed < 0) {
             return NULL;
         }
     }
-    if (zl_transport_maybe_pause_protocol(&self->base, self->out.bytes) < 0) {
+    if (rc < 0 || zl_transport_maybe_pause_protocol(&self->base, self->out.bytes) < 0) {
         return NULL;
     }
     Py_RETURN_NONE;
@@ -431,6 +477,10 @@ stream_py_write_eof(zl_stream *self, PyObject *Py_UNUSED(ignored))
         Py_RETURN_NONE;
     }
     self->eof_requested = 1;
+    if (self->out.count == 0 && zl_transport_sock_gone(&self->base)) {
+        errno = EBADF;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
     if (self->out.count == 0 && shutdown(self->base.fd, SHUT_WR) < 0) {
         return PyErr_SetFromErrno(PyExc_OSError);
     }
@@ -599,7 +649,15 @@ zl_loop_make_socket_transport(zl_loop *loop, PyObject *args, PyObject *kwds)
         return zl_transport_discard(&self->base);
     }
     stream_set_nodelay(self->base.fd);
-    if (stream_attach_to_server(self, server) < 0 || zl_transport_open(&self->base, waiter) < 0) {
+    if (stream_attach_to_server(self, server) < 0) {
+        Py_CLEAR(self->server);   /* never counted by the server: nothing to detach */
+        return zl_transport_discard(&self->base);
+    }
+    if (zl_transport_open(&self->base, waiter) < 0) {
+        /* Counted by the server already: uncount it, or server.wait_closed() would wait for it for ever. */
+        PyObject *exc = zl_err_fetch();
+        stream_detach_from_server(self);
+        zl_err_restore(exc);
         return zl_transport_discard(&self->base);
     }
     return (PyObject *)self;

@@ -2,6 +2,7 @@
  * flow control, fatal errors, close/abort and connection_lost, GC and finalisation, creation, common Python API. */
 #include "transport_common.h"
 
+#include <errno.h>
 #include <stddef.h>
 
 /* The queue's entry count or byte total, by its offset in the transport object (see zl_transport_kind). */
@@ -17,6 +18,9 @@ transport_queued(zl_transport *t, size_t offset)
 static int
 transport_call_soon(zl_transport *t, PyObject *callback, PyObject *arg)
 {
+    if (zl_loop_check_closed(t->loop) < 0) {   /* close()/abort() after loop.close(): asyncio's RuntimeError */
+        return -1;
+    }
     PyObject *args[1] = {arg};
     zl_handle *handle = zl_handle_new(t->loop, callback, args, arg != NULL, NULL, 0, 0.0);
     if (handle == NULL) {
@@ -77,6 +81,11 @@ transport_on_writable(PyObject *owner, int fd)
 int
 zl_transport_watch(zl_transport *t, int event)
 {
+    if (zl_transport_sock_gone(t)) {   /* never watch a number that may be another file's by now */
+        errno = EBADF;
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
     int reading = event == ZL_EV_READ;
     zl_io_fn fn = reading ? transport_on_readable : transport_on_writable;
     if (zl_io_set_side(t->loop, t->fd, event, NULL, fn, (PyObject *)t) < 0) {
@@ -90,8 +99,7 @@ void
 zl_transport_unwatch(zl_transport *t, int event)
 {
     *(event == ZL_EV_READ ? &t->reading : &t->writing) = 0;
-    int was_set;
-    (void)zl_io_clear_side(t->loop, t->fd, event, &was_set);
+    zl_io_clear_owned_side(t->loop, t->fd, event, (PyObject *)t);
 }
 
 /* ------------------------------------------------------------------ flow control */
@@ -132,18 +140,34 @@ zl_transport_resume_protocol(zl_transport *t)
     return transport_call_flow_method(t, "resume_writing", "protocol.resume_writing() failed");
 }
 
+/* A water mark given as an int: a value beyond Py_ssize_t is clamped (no buffer gets that large), a negative one
+ * kept for the range check. Anything else is a TypeError. */
+static int
+transport_water_mark(PyObject *value, Py_ssize_t *out)
+{
+    int overflow;
+    long long v = PyLong_AsLongLongAndOverflow(value, &overflow);
+    if (v == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (overflow != 0 || v > PY_SSIZE_T_MAX || v < -PY_SSIZE_T_MAX) {
+        v = overflow > 0 || (overflow == 0 && v > 0) ? PY_SSIZE_T_MAX : -1;
+    }
+    *out = (Py_ssize_t)v;
+    return 0;
+}
+
+/* asyncio's _set_write_buffer_limits: high defaults to 64 KiB or 4 * low, low to high // 4. */
 static int
 transport_set_limits(zl_transport *t, PyObject *high_obj, PyObject *low_obj)
 {
     Py_ssize_t high = -1, low = -1;
-    if (high_obj != Py_None && (high = PyLong_AsSsize_t(high_obj)) == -1 && PyErr_Occurred()) {
-        return -1;
-    }
-    if (low_obj != Py_None && (low = PyLong_AsSsize_t(low_obj)) == -1 && PyErr_Occurred()) {
+    if ((high_obj != Py_None && transport_water_mark(high_obj, &high) < 0) ||
+        (low_obj != Py_None && transport_water_mark(low_obj, &low) < 0)) {
         return -1;
     }
     if (high_obj == Py_None) {
-        high = low_obj == Py_None ? ZL_DEFAULT_HIGH_WATER : 4 * low;
+        high = low_obj == Py_None ? ZL_DEFAULT_HIGH_WATER : low > PY_SSIZE_T_MAX / 4 ? PY_SSIZE_T_MAX : 4 * low;
     }
     if (low_obj == Py_None) {
         low = high / 4;
@@ -185,7 +209,7 @@ transport_release_fd(zl_transport *t)
 {
     zl_transport_stop_reading(t);
     zl_transport_stop_writing(t);
-    zl_io_set_transport_owned(t->loop, t->fd, 0);
+    zl_io_disown_fd(t->loop, t->fd, (PyObject *)t);
 }
 
 /* asyncio's _force_close(exc): drop the queue, stop watching, connection_lost(exc) soon. */
@@ -200,7 +224,7 @@ transport_force_close(zl_transport *t, PyObject *exc)
     if (!t->closing) {
         t->closing = 1;
         zl_transport_stop_reading(t);
-        zl_io_set_transport_owned(t->loop, t->fd, 0);
+        zl_io_disown_fd(t->loop, t->fd, (PyObject *)t);
     }
     t->conn_lost++;
     return zl_transport_call_connection_lost_soon(t, exc);
@@ -231,13 +255,21 @@ zl_transport_close(zl_transport *t)
     }
     t->closing = 1;
     zl_transport_stop_reading(t);
-    zl_io_set_transport_owned(t->loop, t->fd, 0);   /* asyncio frees the fd for others once closing */
+    zl_io_disown_fd(t->loop, t->fd, (PyObject *)t);   /* asyncio frees the fd for others once closing */
     if (transport_queued(t, t->kind->queue_count_offset) == 0) {
         t->conn_lost++;
         zl_transport_stop_writing(t);
         return zl_transport_call_connection_lost_soon(t, NULL);
     }
     return 0;
+}
+
+/* Forget the socket object; the fd check reads the transport's own copy from now on. */
+static void
+transport_drop_socket(zl_transport *t)
+{
+    t->sock_fd = &t->fd;
+    Py_CLEAR(t->sock);
 }
 
 /* Close the socket object, if there still is one, and forget it. */
@@ -252,7 +284,7 @@ transport_close_socket(zl_transport *t)
         PyErr_WriteUnraisable((PyObject *)t);
     }
     Py_XDECREF(closed);
-    Py_CLEAR(t->sock);
+    transport_drop_socket(t);
 }
 
 /* asyncio's _call_connection_lost; its finally: the socket closes (and a stream's server learns of it) even when
@@ -299,7 +331,7 @@ zl_transport_clear(zl_transport *t)
     Py_CLEAR(t->extra);
     Py_CLEAR(t->dict);
     Py_CLEAR(t->context);
-    Py_CLEAR(t->sock);
+    transport_drop_socket(t);
     Py_CLEAR(t->protocol);
 }
 
@@ -355,6 +387,32 @@ zl_transport_check_creatable(zl_loop *loop, PyTypeObject *type)
     return zl_loop_check_closed(loop);
 }
 
+/* Where a socket.socket keeps its fd: CPython's socket object (PySocketSockObject) holds it, an int on POSIX, right
+ * after the object header, and sets it to -1 on close() and detach(). Used only when it holds the fd fileno()
+ * just gave; NULL for any other object. */
+static const int *
+transport_sock_fd_field(PyObject *sock, int fd)
+{
+    static PyTypeObject *socket_type;   /* _socket.socket, kept for the life of the process */
+    if (socket_type == NULL) {
+        PyObject *module = PyImport_ImportModule("_socket");
+        PyObject *type = module ? PyObject_GetAttrString(module, "socket") : NULL;
+        Py_XDECREF(module);
+        if (type == NULL || !PyType_Check(type)) {
+            Py_XDECREF(type);
+            PyErr_Clear();
+            return NULL;
+        }
+        socket_type = (PyTypeObject *)type;
+    }
+    if (socket_type->tp_basicsize < (Py_ssize_t)(sizeof(PyObject) + sizeof(int)) ||
+        !PyObject_TypeCheck(sock, socket_type)) {
+        return NULL;
+    }
+    const int *field = (const int *)(const void *)((const char *)sock + sizeof(PyObject));
+    return *field == fd ? field : NULL;
+}
+
 zl_transport *
 zl_transport_new(PyTypeObject *type, const zl_transport_kind *kind, zl_loop *loop, PyObject *sock)
 {
@@ -384,6 +442,10 @@ zl_transport_new(PyTypeObject *type, const zl_transport_kind *kind, zl_loop *loo
     Py_INCREF(loop);
     t->loop = loop;
     t->fd = fd;
+    t->sock_fd = transport_sock_fd_field(sock, fd);
+    if (t->sock_fd == NULL) {
+        t->sock_fd = &t->fd;
+    }
     Py_INCREF(sock);
     t->sock = sock;
     t->kind = kind;
@@ -477,7 +539,7 @@ transport_schedule_start(zl_transport *t, PyObject *waiter)
 int
 zl_transport_open(zl_transport *t, PyObject *waiter)
 {
-    if (zl_io_set_transport_owned(t->loop, t->fd, 1) < 0 || transport_register_with_loop(t) < 0) {
+    if (zl_io_adopt_fd(t->loop, t->fd, (PyObject *)t) < 0 || transport_register_with_loop(t) < 0) {
         return -1;
     }
     return transport_schedule_start(t, waiter);
@@ -487,8 +549,8 @@ PyObject *
 zl_transport_discard(zl_transport *t)
 {
     /* Not handed out: forget the socket so the finalizer neither warns nor closes the caller's socket. */
-    zl_io_set_transport_owned(t->loop, t->fd, 0);
-    Py_CLEAR(t->sock);
+    zl_io_disown_fd(t->loop, t->fd, (PyObject *)t);
+    transport_drop_socket(t);
     Py_DECREF(t);
     return NULL;
 }
@@ -619,19 +681,33 @@ zl_transport_py_get_protocol(zl_transport *self, PyObject *Py_UNUSED(ignored))
     return zl_ref_or_none(self->protocol);
 }
 
+/* get_extra_info(name, default=None), either argument by keyword as well. */
 PyObject *
-zl_transport_py_get_extra_info(zl_transport *self, PyObject *const *args, Py_ssize_t nargs)
+zl_transport_py_get_extra_info(zl_transport *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    if (nargs < 1 || nargs > 2) {
+    PyObject *given[2] = {nargs > 0 ? args[0] : NULL, nargs > 1 ? args[1] : NULL};
+    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    for (Py_ssize_t i = 0; i < nkw && nargs <= 2; i++) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, i);
+        int slot = PyUnicode_CompareWithASCIIString(key, "name") == 0      ? 0
+                   : PyUnicode_CompareWithASCIIString(key, "default") == 0 ? 1
+                                                                            : -1;
+        if (slot < 0 || given[slot] != NULL) {
+            PyErr_Format(PyExc_TypeError, "get_extra_info() got %s keyword argument '%U'",
+                         slot < 0 ? "an unexpected" : "multiple values for", key);
+            return NULL;
+        }
+        given[slot] = args[nargs + i];
+    }
+    if (nargs > 2 || given[0] == NULL) {
         PyErr_SetString(PyExc_TypeError, "get_extra_info(name, default=None)");
         return NULL;
     }
-    PyObject *fallback = nargs == 2 ? args[1] : Py_None;
-    PyObject *value = self->extra ? PyDict_GetItemWithError(self->extra, args[0]) : NULL;
+    PyObject *value = self->extra ? PyDict_GetItemWithError(self->extra, given[0]) : NULL;
     if (value == NULL && PyErr_Occurred()) {
         return NULL;
     }
-    return zl_ref_or_none(value != NULL ? value : fallback);
+    return zl_ref_or_none(value != NULL ? value : given[1]);
 }
 
 /* ------------------------------------------------------------------ getters (asyncio's private attributes) */

@@ -37,6 +37,7 @@ struct zl_transport {
     Py_ssize_t high_water;
     Py_ssize_t low_water;
     int fd;
+    const int *sock_fd;              /* where the socket object keeps its fd (&fd when it is not a socket.socket) */
     int conn_lost;
     unsigned char closing;
     unsigned char reading_paused;
@@ -45,6 +46,14 @@ struct zl_transport {
     unsigned char reading;           /* registered with the loop for reading */
     unsigned char writing;           /* ... and for writing */
 };
+
+/* The caller closed (or detached) the socket object behind the transport's back: its number may name another
+ * file by now, so the transport must not use it. asyncio's socket calls fail with EBADF then; so do ours. */
+static inline int
+zl_transport_sock_gone(const zl_transport *t)
+{
+    return *t->sock_fd != t->fd;
+}
 
 /* ------------------------------------------------------------------ scheduling */
 
@@ -172,7 +181,8 @@ PyObject *zl_transport_py_get_write_buffer_limits(zl_transport *self, PyObject *
 PyObject *zl_transport_py_set_write_buffer_limits(zl_transport *self, PyObject *args, PyObject *kwds);
 PyObject *zl_transport_py_set_protocol(zl_transport *self, PyObject *protocol);
 PyObject *zl_transport_py_get_protocol(zl_transport *self, PyObject *ignored);
-PyObject *zl_transport_py_get_extra_info(zl_transport *self, PyObject *const *args, Py_ssize_t nargs);
+PyObject *zl_transport_py_get_extra_info(zl_transport *self, PyObject *const *args, Py_ssize_t nargs,
+                                         PyObject *kwnames);
 
 /* Getters of asyncio's private attributes: _loop (None once closed), _sock, _sock_fd, _protocol, ... */
 PyObject *zl_transport_get_loop(zl_transport *self, void *closure);
@@ -192,7 +202,7 @@ PyObject *zl_transport_get_protocol_paused(zl_transport *self, void *closure);
      METH_VARARGS | METH_KEYWORDS, "Set the water marks for pause_writing/resume_writing."},                           \
     {"set_protocol", (PyCFunction)zl_transport_py_set_protocol, METH_O, "Switch to another protocol."},                \
     {"get_protocol", (PyCFunction)zl_transport_py_get_protocol, METH_NOARGS, "The current protocol."},                 \
-    {"get_extra_info", (PyCFunction)(void (*)(void))zl_transport_py_get_extra_info, METH_FASTCALL,                     \
+    {"get_extra_info", (PyCFunction)(void (*)(void))zl_transport_py_get_extra_info, METH_FASTCALL | METH_KEYWORDS,     \
      "get_extra_info(name, default=None): socket, sockname, peername, ..."},                                           \
     {"_start_reading", (PyCFunction)zl_transport_py_start_reading, METH_NOARGS, NULL}
 

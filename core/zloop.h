@@ -70,7 +70,7 @@ typedef struct zl_io_slot {
     zl_io_side read;
     zl_io_side write;
     int registered;                   /* events currently given to the backend */
-    int transport_owned;              /* a transport owns this fd: add_reader/add_writer refuse it */
+    PyObject *transport_owner;        /* borrowed: the transport owning this fd (add_reader/add_writer refuse it) */
 } zl_io_slot;
 
 typedef struct zl_io_table {
@@ -157,7 +157,9 @@ int zl_io_dispatch(zl_loop *loop, const zl_fired *fired, int count);
 int zl_io_set_side(zl_loop *loop, int fd, int events, PyObject *handle, zl_io_fn fn, PyObject *owner);
 int zl_io_clear_side(zl_loop *loop, int fd, int events, int *was_set);
 void zl_io_release_all(zl_loop *loop);
-int zl_io_set_transport_owned(zl_loop *loop, int fd, int owned);
+int zl_io_adopt_fd(zl_loop *loop, int fd, PyObject *owner);
+void zl_io_disown_fd(zl_loop *loop, int fd, PyObject *owner);
+void zl_io_clear_owned_side(zl_loop *loop, int fd, int event, PyObject *owner);
 int zl_io_traverse(zl_io_table *io, visitproc visit, void *arg);
 PyObject *zl_loop_add_reader(zl_loop *loop, PyObject *const *args, Py_ssize_t nargs);
 PyObject *zl_loop_add_writer(zl_loop *loop, PyObject *const *args, Py_ssize_t nargs);

@@ -732,11 +732,12 @@ def test_pause_and_resume_reading(loop):
 
 @pytest.mark.zloop_only
 def test_closing_with_loop_closed_does_not_crash(make_loop):
-    """(Stock asyncio raises RuntimeError from call_soon here; zloop must at least not touch freed state.)"""
+    """As stock asyncio: abort() raises RuntimeError from call_soon, and nothing touches the freed backend."""
     loop = make_loop()
     tr, proto = loop.run_until_complete(loop.create_datagram_endpoint(Proto, local_addr=("127.0.0.1", 0)))
     loop.close()
-    tr.abort()
+    with pytest.raises(RuntimeError, match="closed"):
+        tr.abort()
     tr.close()
     assert tr.is_closing()
     tr._sock.close()

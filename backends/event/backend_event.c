@@ -316,6 +316,9 @@ zl_event_reserve_slot(zl_backend *b, int fd)
     if (fd < b->slots_len) {
         return 0;
     }
+    if (fcntl(fd, F_GETFD) < 0) {
+        return -errno;                 /* not open: refuse it before the table grows to its number */
+    }
     int len = b->slots_len ? b->slots_len : 64;
     while (len <= fd) {
         if (len > INT32_MAX / 2) {

@@ -49,8 +49,14 @@ interest_reserve(zl_backend *b, int fd)
     if (fd < b->interest_len) {
         return 0;
     }
+    if (fcntl(fd, F_GETFD) < 0) {
+        return -errno;                 /* not open: refuse it before the table grows to its number */
+    }
     int len = b->interest_len ? b->interest_len : 64;
     while (len <= fd) {
+        if (len > INT32_MAX / 2) {
+            return -EBADF;
+        }
         len *= 2;
     }
     unsigned char *grown = realloc(b->interest, (size_t)len);

@@ -51,11 +51,13 @@ struct zl_backend {
     int timer_ready;
     int prepare_ready;
     uint64_t deadline;                 /* uv_hrtime() at which the timed uv_run in progress must end */
-    /* Three arrays of slots_len entries: at most one per fd, so poll callbacks never need to allocate. */
+    /* slots and pending_fds have slots_len entries, fired grows to as many at the start of a poll (never in
+     * watch(): the core may still be walking the last poll's result), so poll callbacks never need to allocate. */
     zl_uv_slot *slots;
     int *pending_fds;
     zl_fired *fired;
     int slots_len;
+    int fired_cap;
     int pending_len;
     int fired_len;
     uint64_t poll_seq;
@@ -76,7 +78,7 @@ zl_uv_grow(void **array, size_t elem, int old_len, int len)
     return 0;
 }
 
-/* Make fd a valid index of slots, pending_fds and fired. */
+/* Make fd a valid index of slots and pending_fds. */
 static int
 zl_uv_reserve(zl_backend *b, int fd)
 {
@@ -90,10 +92,9 @@ zl_uv_reserve(zl_backend *b, int fd)
         }
         len *= 2;
     }
-    /* Each array keeps its old contents if a later one fails; slots_len only moves when all three grew. */
+    /* Each array keeps its old contents if the other fails; slots_len only moves when both grew. */
     if (zl_uv_grow((void **)&b->slots, sizeof(*b->slots), b->slots_len, len) < 0 ||
-        zl_uv_grow((void **)&b->pending_fds, sizeof(*b->pending_fds), b->slots_len, len) < 0 ||
-        zl_uv_grow((void **)&b->fired, sizeof(*b->fired), b->slots_len, len) < 0) {
+        zl_uv_grow((void **)&b->pending_fds, sizeof(*b->pending_fds), b->slots_len, len) < 0) {
         return -ENOMEM;
     }
     b->slots_len = len;
@@ -506,6 +507,12 @@ zl_uv_run_once(zl_backend *b, int64_t timeout_ns)
 static int
 zl_uv_poll_fds(zl_backend *b, int64_t timeout_ns, const zl_fired **fired)
 {
+    if (b->fired_cap < b->slots_len) {   /* the last poll's result is no longer in use */
+        if (zl_uv_grow((void **)&b->fired, sizeof(*b->fired), b->fired_cap, b->slots_len) < 0) {
+            return -ENOMEM;
+        }
+        b->fired_cap = b->slots_len;
+    }
     *fired = b->fired;
     b->poll_seq++;
     b->fired_len = 0;

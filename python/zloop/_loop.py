@@ -396,6 +396,23 @@ class Loop(LoopCore, NetworkingMixin, DatagramMixin, PipeMixin, SubprocessMixin,
         except (ValueError, OSError):
             pass
 
+    def _after_fork(self):
+        # In a forked child: new kernel state for the backend, and a signal socket of the child's own. The
+        # inherited pair is the parent's too: a signal the child gets would wake, and be handled by, the parent.
+        LoopCore._after_fork(self)
+        if self._signal_wsock is None:
+            return
+        inherited = self._signal_wsock.fileno()
+        try:
+            current = signal.set_wakeup_fd(-1)
+        except (ValueError, OSError):
+            current = None
+        self._close_signal_socket()
+        if current is not None and current != inherited:
+            signal.set_wakeup_fd(current)  # the application's own: leave it
+        elif current is not None and (self._signal_handlers or self.is_running()):
+            signal.set_wakeup_fd(self._ensure_signal_socket(), warn_on_full_buffer=False)
+
     def _read_signal_numbers(self):
         while True:
             try:
