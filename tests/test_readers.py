@@ -482,3 +482,16 @@ def test_fd_closed_while_watched_then_loop_runs(loop, run_forever, watched):
         c.close()
         d.close()
     assert fired == [b"z"]
+
+
+@pytest.mark.parametrize("number", [-1, 10 ** 8, 2 ** 70])
+def test_a_closed_loop_refuses_any_fd_number_before_validating_it(loop, number):
+    # asyncio checks the loop is open before its selector looks at the number (differential fuzzer).
+    loop.close()
+    for add in (loop.add_reader, loop.add_writer):
+        with pytest.raises(RuntimeError):
+            add(number, lambda: None)
+    for remove in (loop.remove_reader, loop.remove_writer):
+        assert remove(number) is False
+    with pytest.raises(ValueError):
+        loop.add_reader("not a file", lambda: None)
