@@ -65,6 +65,9 @@ def main():
             settings = machine_settings(args.batch, args.steps, phases=phases)
             try:
                 run_state_machine_as_test(seed(batch_seed)(machine), settings=settings)
+            except KeyboardInterrupt:
+                print("interrupted: the summary covers what ran", flush=True)
+                break
             except AssertionError:
                 for kind, sig, detail, ops in LAST_FOUND:
                     known.add((kind, sig))

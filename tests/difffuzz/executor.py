@@ -7,6 +7,7 @@
 import asyncio
 import gc
 import inspect
+import math
 import os
 import socket
 import sys
@@ -233,7 +234,10 @@ class Run:
         self.objects[index] = self.loop.call_soon(self.callback((index,), behaviour))
 
     def op_later(self, index, delay, behaviour):
-        self.objects[index] = self.loop.call_later(make_value(delay), self.callback((index,), behaviour))
+        delay = make_value(delay)
+        self.objects[index] = self.loop.call_later(delay, self.callback((index,), behaviour))
+        if isinstance(delay, float) and math.isnan(delay):
+            return "nan deadline"  # accepted.py: where it runs among due timers is asyncio's heap layout
 
     def op_at(self, index, when, relative, behaviour):
         when = make_value(when)
@@ -242,6 +246,10 @@ class Run:
         self.objects[index] = self.loop.call_at(when, self.callback((index,), behaviour))
         if isinstance(when, int) and abs(when) > FLOAT_MAX:
             return "int beyond float"  # accepted.py: asyncio's run fails on it later
+        if isinstance(when, float) and math.isnan(when):
+            return "nan deadline"
+        if not isinstance(when, (int, float)):
+            return "raised", "TypeError"  # asyncio took it (its heap was empty): accepted.py
 
 
     def op_cancel(self, index, handle):
