@@ -258,8 +258,9 @@ loop_call_at(zl_loop *self, PyObject *const *args, Py_ssize_t nargs, PyObject *k
 {
     PyObject *context;
     double when;
+    /* asyncio refuses None, then a closed loop, and only then looks at the deadline. */
     if (parse_callback_call("call_at", args, nargs, 1, kwnames, &context) < 0 ||
-        parse_deadline_argument(args[0], &when) < 0) {
+        (args[0] != Py_None && zl_loop_check_closed(self) < 0) || parse_deadline_argument(args[0], &when) < 0) {
         return NULL;
     }
     PyObject *timer = loop_schedule_at(self, "call_at", when, args + 1, nargs - 1, context);

@@ -235,6 +235,16 @@ def test_call_at_accepts_an_int_deadline_beyond_a_float(loop, run_forever, is_zl
         loop.call_later(10 ** 400, noop)
 
 
+def test_call_at_on_a_closed_loop_refuses_before_looking_at_the_deadline(loop):
+    # asyncio: None is a TypeError first, anything else a RuntimeError once closed (differential fuzzer).
+    loop.close()
+    with pytest.raises(TypeError):
+        loop.call_at(None, noop)
+    for when in ("1", [], 1.0):
+        with pytest.raises(RuntimeError):
+            loop.call_at(when, noop)
+
+
 def test_timer_handle_type(loop, is_zloop):
     h = loop.call_later(1, noop)
     if is_zloop:
