@@ -15,7 +15,7 @@ from hypothesis import Phase, seed  # noqa: E402
 from hypothesis.stateful import run_state_machine_as_test  # noqa: E402
 
 from difffuzz.machine import (COUNTERS, LAST_FOUND, CI_FEATURES, FEATURES, PENDING_OPEN,  # noqa: E402
-                              PENDING_RELFIX, make_machine, machine_settings)
+                              make_machine, machine_settings)
 from difffuzz.runner import Fleet  # noqa: E402
 
 
@@ -90,7 +90,7 @@ def main():
         by_kind.setdefault(finding["signature"], []).append(finding["backend"])
     for signature, kinds in by_kind.items():
         print(f"  {signature}  on {', '.join(kinds)}")
-    pending = sorted((PENDING_RELFIX | PENDING_OPEN) & features)
+    pending = sorted(PENDING_OPEN & features)
     if pending:
         print(f"mix included known-open findings: {pending}")
     if args.json:

@@ -115,10 +115,43 @@ def asyncio_run_fails_on_an_int_deadline_beyond_a_float(trace):
 def where_a_nan_deadline_runs(trace):
     """A NaN deadline compares false with everything: asyncio's heapq leaves the timer wherever the pushes and pops put
     it, so it runs before, among or after the timers due with it, or never while an unreachable timer (inf) sits at
-    the heap's root. zloop runs it as due at once (docs/compatibility.md). NaN timers only record (machine.py); their
-    runs are left out of both traces, everything else is still compared."""
+    the heap's root, and the heap invariant is broken for the other timers too (they can run out of deadline order
+    while it is pending). zloop runs it as due at once (docs/compatibility.md). The traces are compared up to that
+    call."""
     events, streams = trace
-    nan_labels = {(e[1],) for e in events if e[0] == "op" and e[2] in ("at", "later") and e[3] == "nan deadline"}
-    if not nan_labels:
-        return trace
-    return [e for e in events if not (e[0] == "cb" and e[1] in nan_labels)], streams
+    for i, event in enumerate(events):
+        if event[0] == "op" and event[2] in ("at", "later") and event[3] == "nan deadline":
+            return events[:i + 1], {}
+    return events, streams
+
+
+@accepted
+def order_of_timers_with_the_same_deadline(trace):
+    """Timers whose deadlines are the same number (call_later(-2**63) twice: the clock is absorbed; call_at(x) twice):
+    asyncio's TimerHandle compares the deadline only, and heapq is not stable, so their order is the heap's layout;
+    zloop runs them in scheduling order (docs/compatibility.md). A run of consecutive callbacks of one such group
+    (each with the exception-handler calls it caused) is sorted by scheduling order in both traces."""
+    events, streams = trace
+    out, group, key = [], [], None
+
+    def flush():
+        group.sort(key=lambda unit: unit[0][1])
+        for unit in group:
+            out.extend(unit)
+        group.clear()
+
+    for event in events:
+        tie = event[3] if event[0] == "cb" and len(event) == 4 else None
+        if tie is not None and tie == key:
+            group.append([event])
+        elif event[0] == "exception_handler" and group:
+            group[-1].append(event)
+        else:
+            flush()
+            key = tie
+            if tie is not None:
+                group.append([event])
+            else:
+                out.append(event)
+    flush()
+    return out, streams

@@ -12,24 +12,23 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition,
 
 from difffuzz.runner import confirmed_differences
 
-# Everything the mix can contain. PENDING_RELFIX are the known-open findings of issue 9, left out of the CI run's
-# mix until the relfix branch lands their fixes (each name says which row or item of the issue).
+# Parts of the mix that exposed a finding, each named for it. Issue 9's (the first eight) were fixed on the relfix
+# branch; PENDING_OPEN are the findings still open, left out of the CI run's mix until fixed (docs/reliability.md).
 FEATURES = frozenset({
-    "nan_deadline",        # table row 1: a NaN deadline stops every timer
-    "ops_after_close",     # table row 2: transport ops after loop.close()
-    "writelines_mixed",    # table row 3: writelines with a str in the list
-    "huge_fd",             # table row 4: add_reader on a fd number far beyond the table
-    "extra_default_kw",    # table row 5: get_extra_info(name, default=...)
-    "close_behind",        # table row 6: the transport's socket closed (and its number reused) behind its back
-    "huge_limits",         # reading item: 4 * low overflows in set_write_buffer_limits
-    "interrupt",           # reading item: KeyboardInterrupt out of a callback, handles held aside
-    "stop_boundary",       # found here: what a transport schedules from the poll runs before a pending stop
-    "closed_while_watched",  # found here: uv keeps watching a fd number closed under add_reader/add_writer
+    "nan_deadline",        # issue 9 table row 1: a NaN deadline stopped every timer
+    "ops_after_close",     # issue 9 table row 2: transport ops after loop.close(); open: remove_writer on a
+                           # transport's fd after loop.close() answers False where asyncio raises RuntimeError
+    "writelines_mixed",    # issue 9 table row 3: writelines with a str in the list
+    "huge_fd",             # issue 9 table row 4: add_reader on a fd number far beyond the table
+    "extra_default_kw",    # issue 9 table row 5: get_extra_info(name, default=...)
+    "close_behind",        # issue 9 table row 6: the transport's socket closed (and its number reused) behind it
+    "huge_limits",         # issue 9 reading: 4 * low overflowing in set_write_buffer_limits
+    "interrupt",           # issue 9 reading: KeyboardInterrupt out of a callback, handles held aside
+    "stop_boundary",       # open: what a transport schedules from the poll runs before a pending stop takes effect
+    "closed_while_watched",  # open, uv: a fd number closed under add_reader/add_writer stays watched when reused
 })
-# Found by this fuzzer, open, not in issue 9's lists: left out of the CI mix until fixed (docs/reliability.md).
-PENDING_OPEN = frozenset({"stop_boundary", "closed_while_watched"})
-PENDING_RELFIX = FEATURES - PENDING_OPEN
-CI_FEATURES = FEATURES - PENDING_RELFIX - PENDING_OPEN
+PENDING_OPEN = frozenset({"ops_after_close", "stop_boundary", "closed_while_watched"})
+CI_FEATURES = FEATURES - PENDING_OPEN
 
 INF = math.inf
 # Timer delays and run steps (seconds): a SHORT timer fires inside the run step after it even on a loaded machine
@@ -158,7 +157,7 @@ def make_machine(fleet, features, attempts=4, known=frozenset()):
             self.handles.append(self.add("later", delay, self.timer_behaviour(data, delay)))
 
         def timer_behaviour(self, data, deadline):
-            """A NaN timer only records: where it runs is an accepted difference (accepted.py), so it must not matter."""
+            """A NaN timer only records: it ends what is compared (accepted.py), what it would do cannot matter."""
             if deadline[0] == "float" and math.isnan(deadline[1]):
                 return ("record",)
             return data.draw(self.behaviours())
