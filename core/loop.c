@@ -3,7 +3,6 @@
 #include "zloop.h"
 
 #include <errno.h>
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <structmember.h>
@@ -224,23 +223,6 @@ parse_time_argument(PyObject *value, const char *none_message, double *out)
     return 0;
 }
 
-/* asyncio keeps call_at's deadline as given: an int beyond a double's range is later (or earlier) than any time. */
-static int
-parse_deadline_argument(PyObject *value, double *out)
-{
-    if (parse_time_argument(value, "when cannot be None", out) == 0) {
-        return 0;
-    }
-    int overflow = 0;
-    if (!PyLong_Check(value) || !PyErr_ExceptionMatches(PyExc_OverflowError)) {
-        return -1;
-    }
-    PyErr_Clear();
-    (void)PyLong_AsLongLongAndOverflow(value, &overflow);
-    *out = overflow < 0 ? -HUGE_VAL : HUGE_VAL;
-    return 0;
-}
-
 static PyObject *
 loop_call_later(zl_loop *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
@@ -260,7 +242,8 @@ loop_call_at(zl_loop *self, PyObject *const *args, Py_ssize_t nargs, PyObject *k
     double when;
     /* asyncio refuses None, then a closed loop, and only then looks at the deadline. */
     if (parse_callback_call("call_at", args, nargs, 1, kwnames, &context) < 0 ||
-        (args[0] != Py_None && zl_loop_check_closed(self) < 0) || parse_deadline_argument(args[0], &when) < 0) {
+        (args[0] != Py_None && zl_loop_check_closed(self) < 0) ||
+        parse_time_argument(args[0], "when cannot be None", &when) < 0) {
         return NULL;
     }
     PyObject *timer = loop_schedule_at(self, "call_at", when, args + 1, nargs - 1, context);

@@ -259,7 +259,7 @@ class Run:
             when = self.loop.time() + when
         self.objects[index] = self.loop.call_at(when, self.callback((index,), behaviour))
         if isinstance(when, int) and abs(when) > FLOAT_MAX:
-            return "int beyond float"  # accepted.py: asyncio's run fails on it later
+            return "int beyond float"  # accepted.py: asyncio's run fails on it later, zloop's call_at at once
         if isinstance(when, float) and math.isnan(when):
             return "nan deadline"
         if not isinstance(when, (int, float)):
