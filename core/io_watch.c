@@ -601,6 +601,10 @@ io_add_callback(zl_loop *loop, int event, const char *method, PyObject *const *a
         PyErr_Format(PyExc_TypeError, "%s() takes at least 2 arguments (%zd given)", method, nargs);
         return NULL;
     }
+    /* asyncio: a closed loop refuses any number before the selector validates it (RuntimeError, not ValueError). */
+    if (PyLong_Check(args[0]) && zl_loop_check_closed(loop) < 0) {
+        return NULL;
+    }
     int fd = zl_fileobj_to_fd(args[0]);
     if (fd < 0 || zl_loop_check_closed(loop) < 0) {
         return NULL;
@@ -642,6 +646,9 @@ io_find_added_fileobj(zl_loop *loop, PyObject *fileobj)
 static PyObject *
 io_remove_callback(zl_loop *loop, int event, PyObject *fileobj)
 {
+    if (PyLong_Check(fileobj) && loop->closed) {
+        Py_RETURN_FALSE;   /* asyncio's _remove_reader answers False on a closed loop before validating the number */
+    }
     int fd = zl_fileobj_to_fd(fileobj);
     if (fd < 0 && PyErr_ExceptionMatches(PyExc_OverflowError)) {
         PyErr_Clear();

@@ -3,7 +3,6 @@
 #include "zloop.h"
 
 #include <errno.h>
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <structmember.h>
@@ -265,7 +264,9 @@ loop_call_at(zl_loop *self, PyObject *const *args, Py_ssize_t nargs, PyObject *k
 {
     PyObject *context;
     double when;
+    /* asyncio refuses None, then a closed loop, and only then looks at the deadline. */
     if (parse_callback_call("call_at", args, nargs, 1, kwnames, &context) < 0 ||
+        (args[0] != Py_None && zl_loop_check_closed(self) < 0) ||
         parse_time_argument(args[0], "when cannot be None", &when) < 0) {
         return NULL;
     }

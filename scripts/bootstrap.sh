@@ -18,7 +18,7 @@ if [ -n "$missing" ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
 fi
 
-if ! "$PYTHON" -c 'import pytest, uvloop, cryptography, uvicorn, httptools, websockets, aiohttp, httpx, hypercorn, fastapi, prometheus_client' 2>/dev/null; then
+if ! "$PYTHON" -c 'import pytest, uvloop, cryptography, uvicorn, httptools, websockets, aiohttp, httpx, hypercorn, fastapi, prometheus_client, hypothesis' 2>/dev/null; then
     echo "bootstrap: installing Python packages from requirements-dev.txt"
     "$PYTHON" -m pip install -q --disable-pip-version-check -r requirements-dev.txt
 fi

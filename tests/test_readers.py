@@ -561,3 +561,16 @@ def test_sock_recv_in_a_row(loop, pair, watched):
     assert got == [b"0", b"1", b"2", b"3", b"4"]
     loop.run_until_complete(asyncio.sleep(0))
     assert watched() == 0
+
+
+@pytest.mark.parametrize("number", [-1, 10 ** 8, 2 ** 70])
+def test_a_closed_loop_refuses_any_fd_number_before_validating_it(loop, number):
+    # asyncio checks the loop is open before its selector looks at the number (differential fuzzer).
+    loop.close()
+    for add in (loop.add_reader, loop.add_writer):
+        with pytest.raises(RuntimeError):
+            add(number, lambda: None)
+    for remove in (loop.remove_reader, loop.remove_writer):
+        assert remove(number) is False
+    with pytest.raises(ValueError):
+        loop.add_reader("not a file", lambda: None)

@@ -251,6 +251,16 @@ def test_when_of_call_at_keeps_an_int_deadline(loop):
     later.cancel()
 
 
+def test_call_at_on_a_closed_loop_refuses_before_looking_at_the_deadline(loop):
+    # asyncio: None is a TypeError first, anything else a RuntimeError once closed (differential fuzzer).
+    loop.close()
+    with pytest.raises(TypeError):
+        loop.call_at(None, noop)
+    for when in ("1", [], 1.0):
+        with pytest.raises(RuntimeError):
+            loop.call_at(when, noop)
+
+
 def test_timer_handle_type(loop, is_zloop):
     h = loop.call_later(1, noop)
     if is_zloop:
