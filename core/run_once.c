@@ -87,7 +87,9 @@ poll_backend(zl_loop *loop)
     }
     const zl_fired *fired = NULL;
     int count;
-    zl_io_drop_stale(loop, timeout_ns != 0);
+    if (loop->io.stale_len > 0) {   /* the usual case has none: no call, no generation to advance */
+        zl_io_drop_stale(loop, timeout_ns != 0);
+    }
     if (timeout_ns == 0 && !watches_io(loop)) {
         return 0;
     }
