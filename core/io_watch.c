@@ -395,6 +395,11 @@ io_refresh_for_owner(zl_loop *loop, zl_io_slot *slot, int fd, PyObject *owner)
 int
 zl_io_adopt_fd(zl_loop *loop, int fd, PyObject *owner)
 {
+    if (fd >= loop->io.len && fcntl(fd, F_GETFD) < 0 && errno == EBADF) {
+        /* Nothing open under that number (a closed or mock socket): nothing to take over. asyncio makes such a
+         * transport and fails only when it starts watching the fd, in a callback; so does zloop (set_side). */
+        return 0;
+    }
     if (io_reserve(&loop->io, fd) < 0) {
         return -1;
     }

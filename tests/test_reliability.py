@@ -909,3 +909,18 @@ def test_old_transport_leaves_an_add_reader_on_its_reused_number_alone(loop):
             loop.run_until_complete(asyncio.sleep(0.01))
         assert got == [b"mine"]
         assert loop.remove_reader(third) is True
+
+
+def test_transport_on_a_socket_whose_number_is_closed_fails_in_a_callback(loop):
+    # CPython 3.14's test_sslproto.test_connection_lost_when_busy builds a transport on a mock socket whose
+    # fileno() names no open file: asyncio makes the transport and reports EBADF only when it starts watching.
+    from unittest import mock
+    errors = []
+    loop.set_exception_handler(lambda _loop, context: errors.append(type(context.get("exception"))))
+    sock = mock.Mock()
+    sock.fileno = mock.Mock(return_value=12345)
+    transport = loop._make_socket_transport(sock, asyncio.Protocol())
+    loop.run_until_complete(asyncio.sleep(0.01))
+    assert errors and all(issubclass(kind, OSError) for kind in errors)
+    transport.abort()
+    loop.run_until_complete(asyncio.sleep(0))
