@@ -334,8 +334,7 @@ zl_io_release_all(zl_loop *loop)
             (void)loop->ops->unwatch(loop->backend, fd, slot->registered);
         }
         slot->registered = 0;
-        slot->transport_owner = NULL;
-        slot->stale_listed = 0;
+        slot->stale_listed = 0;   /* transport_owner stays: asyncio refuses a live transport's fd after close() */
         zl_io_side read = slot->read, write = slot->write;
         PyObject *stale[2] = {io_unstale_side(slot, ZL_EV_READ), io_unstale_side(slot, ZL_EV_WRITE)};
         slot->read = (zl_io_side){0};
@@ -648,11 +647,27 @@ io_find_added_fileobj(zl_loop *loop, PyObject *fileobj)
     return -1;
 }
 
+/* asyncio's remove_reader on a closed loop: a live transport's fd still raises RuntimeError (its transports
+ * outlive close()), any other number answers False before it is validated. */
+static PyObject *
+io_remove_on_closed(zl_loop *loop, int event, PyObject *number)
+{
+    int overflow;
+    long long n = PyLong_AsLongLongAndOverflow(number, &overflow);
+    if (n == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (overflow == 0 && n >= 0 && n < loop->io.len && io_check_no_transport(loop, (int)n, event) < 0) {
+        return NULL;
+    }
+    Py_RETURN_FALSE;
+}
+
 static PyObject *
 io_remove_callback(zl_loop *loop, int event, PyObject *fileobj)
 {
     if (PyLong_Check(fileobj) && loop->closed) {
-        Py_RETURN_FALSE;   /* asyncio's _remove_reader answers False on a closed loop before validating the number */
+        return io_remove_on_closed(loop, event, fileobj);
     }
     int fd = zl_fileobj_to_fd(fileobj);
     if (fd < 0 && PyErr_ExceptionMatches(PyExc_OverflowError)) {
@@ -662,11 +677,11 @@ io_remove_callback(zl_loop *loop, int event, PyObject *fileobj)
     if (fd < 0 && (fd = io_find_added_fileobj(loop, fileobj)) < 0) {
         return NULL;
     }
-    if (loop->closed) {
-        Py_RETURN_FALSE;
-    }
     if (io_check_no_transport(loop, fd, event) < 0) {
         return NULL;
+    }
+    if (loop->closed) {
+        Py_RETURN_FALSE;
     }
     int was_set;
     if (zl_io_clear_side(loop, fd, event, &was_set) < 0) {

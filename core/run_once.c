@@ -1,5 +1,6 @@
 /* core/run_once.c — one iteration of the loop: drop cancelled timers, poll the backend (GIL released only when
- * it may block), queue ready I/O, expired timers, then what C I/O callbacks scheduled, and run exactly those. */
+ * it may block), queue ready I/O, expired timers, then what C I/O callbacks scheduled, and run exactly those
+ * (the last ones only when the loop is not stopping). */
 #include "zloop.h"
 
 #include <errno.h>
@@ -222,11 +223,10 @@ run_handle_instrumented(zl_loop *loop, zl_handle *handle)
     return run_handle_debug(loop, handle);
 }
 
+/* The first todo handles queued: callbacks scheduled by these callbacks wait for the next iteration. */
 static int
-run_ready_handles(zl_loop *loop)
+run_ready_handles(zl_loop *loop, size_t todo)
 {
-    /* Only what is queued now: callbacks scheduled by these callbacks wait for the next iteration. */
-    size_t todo = loop->ready.len;
     while (todo-- > 0 && loop->ready.len > 0) {
         zl_handle *handle = (zl_handle *)zl_ready_queue_pop(&loop->ready);
         int rc = 0;
@@ -254,10 +254,19 @@ zl_loop_run_once(zl_loop *loop)
     }
     /* What C I/O callbacks scheduled joins the ready queue even when the dispatch stopped half-way (a
      * KeyboardInterrupt): held aside, it would not count as work and the next poll could block for ever. */
+    size_t todo = loop->ready.len, later = loop->ready_later.len;
     if (zl_ready_queue_move_all(&loop->ready, &loop->ready_later) < 0 || rc < 0) {
         return -1;
     }
-    return run_ready_handles(loop);
+    if (run_ready_handles(loop, todo) < 0) {
+        return -1;
+    }
+    /* asyncio runs what its I/O handles scheduled in the next iteration: when the loop stops after this one,
+     * that is the next run, so those handles stay queued (at the head) for it. */
+    if (later == 0 || loop->stopping) {
+        return 0;
+    }
+    return run_ready_handles(loop, later);
 }
 
 int

@@ -347,6 +347,8 @@ zl_transport_finalize_unclosed(zl_transport *t)
     }
     if (t->loop != NULL && t->loop->backend != NULL) {
         transport_release_fd(t);
+    } else if (t->loop != NULL) {
+        zl_io_disown_fd(t->loop, t->fd, (PyObject *)t);   /* the closed loop still knew the fd as this one's */
     }
     transport_close_socket(t);
     zl_err_restore(exc);

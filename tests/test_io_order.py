@@ -69,21 +69,33 @@ def test_handles_queued_before_the_poll_run_before_data_received(loop):
         loop.run_until_complete(asyncio.sleep(0))
 
 
-def test_what_data_received_schedules_runs_after_the_timers_due_with_it(loop):
-    events = []
+def read_with_a_timer_due(loop, events, on_timer):
+    """A transport whose data_received schedules "scheduled by data"; the next iteration sends it data and sets
+    a timer (on_timer) due in the same iteration as the read. Returns (transport, peer)."""
     protocol = OrderProtocol(events, on_data=lambda: loop.call_soon(events.append, "scheduled by data"))
     transport, peer = loop.run_until_complete(stream_pair(loop, protocol))
+
+    def send_and_set_timer():
+        peer.send(b"x")
+        loop.call_at(loop.time(), on_timer)
+    loop.call_soon(send_and_set_timer)
+    return transport, peer
+
+
+def close_pair(loop, transport, peer):
+    transport.close()
+    peer.close()
+    loop.run_until_complete(asyncio.sleep(0))
+
+
+def test_what_data_received_schedules_runs_after_the_timers_due_with_it(loop):
+    events = []
+    transport, peer = read_with_a_timer_due(loop, events, lambda: events.append("timer"))
     try:
-        def send_and_set_timer():
-            peer.send(b"x")
-            loop.call_at(loop.time(), events.append, "timer")   # due in the same iteration as the read
-        loop.call_soon(send_and_set_timer)
         run_until(loop, events, 3)
         assert events == ["data", "timer", "scheduled by data"]
     finally:
-        transport.close()
-        peer.close()
-        loop.run_until_complete(asyncio.sleep(0))
+        close_pair(loop, transport, peer)
 
 
 def test_a_reader_handle_queued_first_runs_before_a_transport_read(loop):
@@ -176,3 +188,41 @@ def test_deferred_reads_lose_no_data(loop, rounds):
         transport.close()
         peer.close()
         loop.run_until_complete(asyncio.sleep(0))
+
+
+class EofProtocol(asyncio.Protocol):
+    def __init__(self, events):
+        self.events = events
+
+    def eof_received(self):
+        self.events.append("eof")
+
+    def connection_lost(self, exc):
+        self.events.append("lost")
+
+
+def test_a_stop_before_run_forever_leaves_what_eof_received_scheduled_for_the_next_run(loop):
+    # difffuzz stop_boundary: connection_lost, scheduled when eof_received returns, is the next iteration's.
+    events = []
+    ours, peer = socket.socketpair()
+    loop.run_until_complete(loop.connect_accepted_socket(lambda: EofProtocol(events), ours))
+    peer.close()
+    loop.stop()
+    loop.run_forever()
+    assert events == ["eof"]
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert events == ["eof", "lost"]
+
+
+def test_a_stop_in_the_iteration_of_a_read_leaves_what_it_scheduled_for_the_next_run(loop):
+    events = []
+    transport, peer = read_with_a_timer_due(loop, events, loop.stop)
+    try:
+        loop.run_forever()
+        assert events == ["data"]
+        loop.call_soon(loop.stop)
+        loop.run_forever()
+        assert events == ["data", "scheduled by data"]
+    finally:
+        close_pair(loop, transport, peer)

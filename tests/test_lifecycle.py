@@ -354,6 +354,29 @@ def test_closed_loop_remove_reader_returns_false(loop):
         b.close()
 
 
+def test_closed_loop_still_refuses_a_live_transports_fd(loop):
+    # difffuzz ops_after_close: asyncio's transports outlive close(), and remove_reader checks them first.
+    a, b = socket.socketpair()
+    try:
+        tr, _ = loop.run_until_complete(loop.connect_accepted_socket(asyncio.Protocol, a))
+        loop.close()
+        for remove in (loop.remove_reader, loop.remove_writer):
+            for target in (a.fileno(), a):
+                with pytest.raises(RuntimeError):
+                    remove(target)
+        with pytest.raises(RuntimeError):
+            loop.add_writer(a.fileno(), noop)
+        try:
+            tr.close()  # closing: the fd is free again, and the closed loop answers False
+        except RuntimeError:
+            pass  # asyncio's call_soon(connection_lost) on the closed loop
+        assert loop.remove_reader(a.fileno()) is False
+        assert loop.remove_writer(a) is False
+    finally:
+        a.close()
+        b.close()
+
+
 def test_close_drops_pending_callbacks_and_timers(loop):
     soon_arg, timer_arg = Obj(), Obj()
     refs = [weakref.ref(soon_arg), weakref.ref(timer_arg)]

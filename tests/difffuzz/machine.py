@@ -16,18 +16,18 @@ from difffuzz.runner import confirmed_differences
 # branch; PENDING_OPEN are the findings still open, left out of the CI run's mix until fixed (docs/reliability.md).
 FEATURES = frozenset({
     "nan_deadline",        # issue 9 table row 1: a NaN deadline stopped every timer
-    "ops_after_close",     # issue 9 table row 2: transport ops after loop.close(); open: remove_writer on a
-                           # transport's fd after loop.close() answers False where asyncio raises RuntimeError
+    "ops_after_close",     # issue 9 table row 2: transport ops after loop.close(); and remove_writer on a live
+                           # transport's fd after loop.close() (RuntimeError, fixed by fuzzfix)
     "writelines_mixed",    # issue 9 table row 3: writelines with a str in the list
     "huge_fd",             # issue 9 table row 4: add_reader on a fd number far beyond the table
     "extra_default_kw",    # issue 9 table row 5: get_extra_info(name, default=...)
     "close_behind",        # issue 9 table row 6: the transport's socket closed (and its number reused) behind it
     "huge_limits",         # issue 9 reading: 4 * low overflowing in set_write_buffer_limits
     "interrupt",           # issue 9 reading: KeyboardInterrupt out of a callback, handles held aside
-    "stop_boundary",       # open: what a transport schedules from the poll runs before a pending stop takes effect
+    "stop_boundary",       # what a transport schedules from the poll ran before a pending stop took effect (fixed)
     "closed_while_watched",  # open, uv: a fd number closed under add_reader/add_writer stays watched when reused
 })
-PENDING_OPEN = frozenset({"ops_after_close", "stop_boundary", "closed_while_watched"})
+PENDING_OPEN = frozenset({"closed_while_watched"})
 CI_FEATURES = FEATURES - PENDING_OPEN
 
 INF = math.inf
