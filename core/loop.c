@@ -343,7 +343,15 @@ loop_py_run_until_stopped(zl_loop *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 loop_py_run_once(zl_loop *self, PyObject *Py_UNUSED(ignored))
 {
-    if (zl_loop_check_closed(self) < 0 || zl_loop_run_once(self) < 0) {
+    if (zl_loop_check_closed(self) < 0) {
+        return NULL;
+    }
+    if (self->stats.timing) {
+        self->stats.mark = zl_ticks();   /* what the caller did since the last iteration is nobody's time */
+    }
+    int rc = zl_loop_run_once(self);
+    zl_loop_stats_span_close(self);
+    if (rc < 0) {
         return NULL;
     }
     Py_RETURN_NONE;

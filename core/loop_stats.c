@@ -49,6 +49,21 @@ counter_is_invariant(void)
 static uint64_t anchor_ticks;
 static uint64_t anchor_ns;
 
+/* A handle under a microsecond is cheap: reading the clock around each would cost more than 3% of it. */
+#define ZL_STATS_CHEAP_NS 1000
+static uint64_t cheap_ticks = ZL_STATS_CHEAP_NS;
+
+/* Ticks per ZL_STATS_CHEAP_NS, near enough for a threshold: counted over 50 us of CLOCK_MONOTONIC. */
+static uint64_t
+measure_cheap_ticks(void)
+{
+    uint64_t start_ns = monotonic_ns(), start_ticks = zl_ticks(), ns;
+    while ((ns = monotonic_ns() - start_ns) < 50000) {
+    }
+    uint64_t ticks = (zl_ticks() - start_ticks) * ZL_STATS_CHEAP_NS / ns;
+    return ticks > 0 ? ticks : 1;
+}
+
 static void
 zl_ticks_init(void)
 {
@@ -58,6 +73,9 @@ zl_ticks_init(void)
     zl_ticks_from_counter = counter_is_invariant();
     anchor_ns = monotonic_ns();
     anchor_ticks = zl_ticks();
+    if (zl_ticks_from_counter > 0) {
+        cheap_ticks = measure_cheap_ticks();
+    }
 }
 
 /* Seconds per tick, measured once over the time since the anchor (at least 2 ms: waits for the rest the first
@@ -83,14 +101,24 @@ seconds_per_tick(void)
     return measured;
 }
 
+/* Timing starts (set_stats(True), ZLOOP_STATS, a run of the loop): from now, handles one by one. */
+static void
+start_timing(zl_loop_stats *stats)
+{
+    zl_ticks_init();
+    stats->span_length = 1;
+    stats->span_run = 0;
+    stats->probe_left = 0;
+    stats->mark = zl_ticks();
+}
+
 void
 zl_loop_stats_init(zl_loop_stats *stats)
 {
     const char *value = getenv("ZLOOP_STATS");
     stats->timing = value != NULL && value[0] != '\0' && strcmp(value, "0") != 0;
     if (stats->timing) {
-        zl_ticks_init();
-        stats->mark = zl_ticks();
+        start_timing(stats);
     }
 }
 
@@ -98,6 +126,8 @@ void
 zl_loop_stats_clear(zl_loop_stats *stats)
 {
     Py_CLEAR(stats->slowest_repr);
+    Py_CLEAR(stats->span_callback);
+    stats->span_run = 0;
 }
 
 /* ------------------------------------------------------------------ timing a handle */
@@ -119,7 +149,7 @@ stepped_task(PyObject *callback)
 }
 
 /* What the slowest callback was: for a task's step the task's repr (as asyncio's slow-callback warning says it),
- * else the handle's repr, or the callback's once the handle let it go. */
+ * else the handle's repr (`handle`: the one that just ran, still whole), or the callback's. */
 static PyObject *
 describe_handle(zl_handle *handle, PyObject *callback)
 {
@@ -129,53 +159,90 @@ describe_handle(zl_handle *handle, PyObject *callback)
         Py_DECREF(task);
         return text;
     }
-    if (handle->callback != NULL) {
+    if (handle != NULL && handle->callback != NULL) {
         return PyObject_Repr((PyObject *)handle);
     }
-    return PyUnicode_FromFormat("<%s %R>", Py_TYPE(handle)->tp_name, callback);
+    return PyUnicode_FromFormat("<%s %R>", handle != NULL ? Py_TYPE(handle)->tp_name : "Handle", callback);
+}
+
+/* A span of several handles slower than the slowest so far: which of them it was is not known (the clock was
+ * read at its ends only), so it is named as the span and its time is an upper bound for the slow one. */
+static PyObject *
+describe_span(PyObject *first_callback, uint32_t handles)
+{
+    PyObject *first = describe_handle(NULL, first_callback);
+    if (first == NULL) {
+        return NULL;
+    }
+    PyObject *text = PyUnicode_FromFormat("<one of %u callbacks timed together, the first %U>", handles, first);
+    Py_DECREF(first);
+    return text;
 }
 
 static void
-record_slowest(zl_loop *loop, zl_handle *handle, PyObject *callback, uint64_t took)
+record_slowest(zl_loop *loop, zl_handle *last, uint32_t handles, uint64_t took)
 {
-    loop->stats.slowest_ticks = took;
+    zl_loop_stats *stats = &loop->stats;
+    stats->slowest_ticks = took;
     PyObject *exc = zl_err_fetch();   /* the run may have left SystemExit pending: keep it */
-    PyObject *text = describe_handle(handle, callback);
+    PyObject *text = handles == 1 ? describe_handle(last, stats->span_callback)
+                                  : describe_span(stats->span_callback, handles);
     if (text == NULL) {
         PyErr_Clear();   /* a repr that raised still leaves the duration */
     }
-    Py_XSETREF(loop->stats.slowest_repr, text);
+    Py_XSETREF(stats->slowest_repr, text);
     zl_err_restore(exc);
+    stats->mark = zl_ticks();   /* the repr's time is nobody's callback */
 }
 
-int
-zl_loop_stats_run_handle(zl_loop *loop, zl_handle *handle, int (*run)(zl_loop *, zl_handle *))
+/* How long the next spans are. A span slower than a microsecond per handle (one slow handle is enough) sends
+ * the timing back to one handle per span for the next ZL_STATS_PROBE handles, so that a slow callback that
+ * comes back is named exactly; cheap spans double the length up to ZL_STATS_SPAN_MAX, where the clock read
+ * (about 10 ns here) costs under 1 ns per handle. */
+#define ZL_STATS_SPAN_MAX 16
+#define ZL_STATS_PROBE 64
+
+static void
+adapt_span_length(zl_loop_stats *stats, uint32_t handles, int slow)
 {
-    PyObject *callback = handle->callback;
-    Py_XINCREF(callback);
-    int rc = run(loop, handle);
-    uint64_t now = zl_ticks();
-    uint64_t took = now > loop->stats.mark ? now - loop->stats.mark : 0;   /* one counter read per handle */
-    loop->stats.mark = now;
-    loop->stats.callback_ticks += took;
-    if (took > loop->stats.slowest_ticks && callback != NULL) {
-        record_slowest(loop, handle, callback, took);
-        loop->stats.mark = zl_ticks();   /* the repr's time is nobody's callback */
+    if (slow) {
+        stats->span_length = 1;
+        stats->probe_left = ZL_STATS_PROBE;
+    } else if (stats->probe_left > handles) {
+        stats->probe_left -= handles;
+    } else {
+        stats->probe_left = 0;
+        if (stats->span_length < ZL_STATS_SPAN_MAX) {
+            stats->span_length *= 2;
+        }
     }
-    Py_XDECREF(callback);
-    return rc;
 }
 
 void
-zl_loop_stats_timer_due(zl_loop *loop, double late)
+zl_loop_stats_span_end(zl_loop *loop, zl_handle *last)
 {
-    if (late < 0.0 || late != late) {   /* due within the clock's resolution, or a NaN from a mocked clock */
-        late = 0.0;
+    zl_loop_stats *stats = &loop->stats;
+    uint32_t handles = stats->span_run;
+    uint64_t now = zl_ticks();
+    uint64_t took = now > stats->mark ? now - stats->mark : 0;
+    stats->mark = now;
+    stats->callback_ticks += took;
+    int slow = took >= handles * cheap_ticks;
+    /* A span of cheap handles slower than the slowest may hide one just above it: only a single handle, or a
+     * span that a slow handle made slow, can say what the slowest was. */
+    if (took > stats->slowest_ticks && stats->span_callback != NULL && (handles == 1 || slow)) {
+        record_slowest(loop, handles == 1 ? last : NULL, handles, took);
     }
-    loop->stats.lag_samples++;
-    loop->stats.lag_sum += late;
-    if (late > loop->stats.lag_max) {
-        loop->stats.lag_max = late;
+    adapt_span_length(stats, handles, slow);
+    stats->span_run = 0;
+    Py_CLEAR(stats->span_callback);
+}
+
+void
+zl_loop_stats_span_close(zl_loop *loop)
+{
+    if (loop->stats.span_run > 0) {
+        zl_loop_stats_span_end(loop, NULL);
     }
 }
 
@@ -243,9 +310,10 @@ zl_loop_set_stats(zl_loop *loop, PyObject *enabled)
     if (zl_loop_check_closed(loop) < 0) {
         return NULL;
     }
-    if (enabled == Py_True) {
-        zl_ticks_init();
-        loop->stats.mark = zl_ticks();   /* switched on by a callback: the next handle times from here */
+    if (enabled == Py_True && !loop->stats.timing) {
+        start_timing(&loop->stats);   /* switched on by a callback: the next handle times from here */
+    } else if (enabled == Py_False) {
+        zl_loop_stats_span_close(loop);   /* switched off by a callback: the span so far still counts */
     }
     loop->stats.timing = enabled == Py_True;
     Py_RETURN_NONE;

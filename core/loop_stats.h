@@ -20,6 +20,11 @@ typedef struct zl_loop_stats {
     uint64_t mark;                    /* where the last timed part ended: the next one starts there */
     uint64_t slowest_ticks;
     PyObject *slowest_repr;           /* repr of the slowest handle run (str), or NULL */
+    /* handles are timed in spans: one clock read at the end of each (loop_stats.c says when spans grow) */
+    uint32_t span_length;             /* handles per span: 1 until they prove cheap, then up to ZL_STATS_SPAN_MAX */
+    uint32_t span_run;                /* handles run in the open span */
+    uint32_t probe_left;              /* after a slow span: handles still to time one by one */
+    PyObject *span_callback;          /* the open span's first callback (a reference), to name it if slow */
     uint64_t lag_samples;             /* timers found due while timing */
     double lag_sum;                   /* seconds between their deadline and the iteration that took them up */
     double lag_max;
@@ -56,6 +61,32 @@ zl_loop_stats_lap(zl_loop_stats *stats, uint64_t *bucket)
     uint64_t now = zl_ticks();
     *bucket += now > stats->mark ? now - stats->mark : 0;
     stats->mark = now;
+}
+
+/* Timing a handle's run: a span opens at its first handle and ends when span_length handles ran (a poll or
+ * the end of the run closes it sooner). Per handle: a test, an increment and a compare; the clock is read once
+ * per span. */
+static inline void
+zl_loop_stats_span_handle_starts(zl_loop_stats *stats, PyObject *callback)
+{
+    if (stats->span_run++ == 0) {
+        Py_XINCREF(callback);
+        stats->span_callback = callback;
+    }
+}
+
+/* A timer found due `late` seconds after its deadline, while timing. */
+static inline void
+zl_loop_stats_timer_due(zl_loop_stats *stats, double late)
+{
+    if (late < 0.0 || late != late) {   /* due within the clock's resolution, or a NaN from a mocked clock */
+        late = 0.0;
+    }
+    stats->lag_samples++;
+    stats->lag_sum += late;
+    if (late > stats->lag_max) {
+        stats->lag_max = late;
+    }
 }
 
 /* A new loop's statistics: timing on when the environment says so (ZLOOP_STATS=1, anything but "" and "0"). */

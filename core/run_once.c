@@ -94,6 +94,9 @@ poll_backend(zl_loop *loop)
     if (timeout_ns == 0 && !watches_io(loop)) {
         return 0;
     }
+    if (loop->stats.timing) {
+        zl_loop_stats_span_close(loop);   /* the handles run since the last clock read, before the poll's lap */
+    }
     if (timeout_ns == 0) {
         count = loop->ops->poll(loop->backend, 0, &fired);
     } else {
@@ -174,13 +177,14 @@ queue_expired_timers(zl_loop *loop)
         }
         timer->scheduled = 0;
         if (loop->stats.timing && isfinite(timer->when)) {   /* a NaN or infinite deadline has no lag */
-            zl_loop_stats_timer_due(loop, now - timer->when);
+            zl_loop_stats_timer_due(&loop->stats, now - timer->when);
         }
         if (zl_ready_queue_push(&loop->ready, (PyObject *)timer) < 0) {
             return -1;
         }
     }
     if (loop->stats.timing && loop->ready.len > ready_before) {
+        zl_loop_stats_span_close(loop);
         loop->stats.mark = zl_ticks();   /* queueing timers is not the first callback's time */
     }
     return 0;
@@ -213,14 +217,24 @@ run_handle_plain_or_debug(zl_loop *loop, zl_handle *handle)
     return loop->debug ? run_handle_debug(loop, handle) : zl_handle_run(handle);
 }
 
+/* Statistics timing on: the handle runs in the open span of timed handles (loop_stats.c), which ends after it
+ * when full: the clock is read once per span, not once per handle. */
+static int
+run_handle_timed(zl_loop *loop, zl_handle *handle)
+{
+    zl_loop_stats_span_handle_starts(&loop->stats, handle->callback);
+    int rc = run_handle_plain_or_debug(loop, handle);
+    if (loop->stats.span_run >= loop->stats.span_length) {
+        zl_loop_stats_span_end(loop, handle);
+    }
+    return rc;
+}
+
 /* Debug mode, statistics timing, or both. */
 static int
 run_handle_instrumented(zl_loop *loop, zl_handle *handle)
 {
-    if (loop->stats.timing) {
-        return zl_loop_stats_run_handle(loop, handle, run_handle_plain_or_debug);
-    }
-    return run_handle_debug(loop, handle);
+    return loop->stats.timing ? run_handle_timed(loop, handle) : run_handle_debug(loop, handle);
 }
 
 /* The first todo handles queued: callbacks scheduled by these callbacks wait for the next iteration. */
@@ -275,16 +289,17 @@ zl_loop_run_until_stopped(zl_loop *loop)
     if (loop->stats.timing) {
         loop->stats.mark = zl_ticks();   /* timed laps run from here, not from when the loop last ran */
     }
-    for (;;) {
+    int rc;
+    do {
         if (loop->backend == NULL) {
             PyErr_SetString(PyExc_RuntimeError, "Event loop is closed");
-            return -1;
+            rc = -1;
+            break;
         }
-        if (zl_loop_run_once(loop) < 0) {
-            return -1;
-        }
-        if (loop->stopping) {
-            return 0;
-        }
+        rc = zl_loop_run_once(loop);
+    } while (rc == 0 && !loop->stopping);
+    if (loop->stats.timing) {
+        zl_loop_stats_span_close(loop);   /* what runs between runs of the loop is no callback's time */
     }
+    return rc;
 }

@@ -164,12 +164,12 @@ void zl_loop_timer_cancelled(zl_loop *loop);
 /* RuntimeError('Event loop is closed') when it is; -1 then. */
 int zl_loop_check_closed(zl_loop *loop);
 
-/* loop statistics (core/loop_stats.c): loop.stats(), loop.set_stats(flag); timing one handle's run with `run`
- * (the plain or the debug runner); a timer found due `late` seconds after its deadline */
+/* loop statistics (core/loop_stats.c): loop.stats(), loop.set_stats(flag); ending the open span of timed handles
+ * (`last`: the handle that just ran, or NULL), closing it if one is open (before a poll, at the end of a run) */
 PyObject *zl_loop_stats_dict(zl_loop *loop, PyObject *ignored);
 PyObject *zl_loop_set_stats(zl_loop *loop, PyObject *enabled);
-int zl_loop_stats_run_handle(zl_loop *loop, zl_handle *handle, int (*run)(zl_loop *, zl_handle *));
-void zl_loop_stats_timer_due(zl_loop *loop, double late);
+void zl_loop_stats_span_end(zl_loop *loop, zl_handle *last);
+void zl_loop_stats_span_close(zl_loop *loop);
 
 /* loop.create_task and create_future (core/task_create.c) */
 PyObject *zl_loop_create_task(zl_loop *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);

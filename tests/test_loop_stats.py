@@ -163,6 +163,46 @@ def test_timer_lag_measures_how_late_a_busy_loop_took_a_timer_up(loop):
     assert stats["lag_mean_seconds"] == stats["lag_max_seconds"]
 
 
+def test_a_slow_callback_among_cheap_ones_is_never_lost(loop):
+    # After runs of cheap callbacks the clock is read once per span of them (up to 16): a slow one in such a span
+    # is named as the span, with the span's time; when one comes back it is timed alone and named exactly.
+    loop.set_stats(True)
+    for _ in range(300):
+        loop.call_soon(lambda: None)
+    loop.call_soon(slow_callback)
+    for _ in range(20):
+        loop.call_soon(lambda: None)
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    stats = loop.stats()
+    first = stats["slowest_callback"]
+    assert 0.025 <= stats["slowest_callback_seconds"] < 10
+    assert "slow_callback" in first or (first.startswith("<one of ") and " callbacks timed together, the first <"
+                                        in first), first
+    assert stats["callback_seconds"] >= stats["slowest_callback_seconds"]
+
+    loop.call_soon(busy, 0.06)           # within the next 64 handles after a slow span: timed alone
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    stats = loop.stats()
+    assert "busy" in stats["slowest_callback"], stats["slowest_callback"]
+    assert 0.055 <= stats["slowest_callback_seconds"] < 10
+
+
+def test_time_between_runs_is_no_callbacks_time(loop):
+    loop.set_stats(True)
+    run_callbacks(loop, 5)
+    time.sleep(0.05)                      # outside the loop, after cheap callbacks left a span open
+    loop.call_soon(lambda: None)
+    loop._run_once()
+    time.sleep(0.05)
+    run_callbacks(loop, 5)
+    stats = loop.stats()
+    assert stats["callbacks"] == 11
+    assert stats["callback_seconds"] < 0.04, stats
+    assert stats["slowest_callback_seconds"] < 0.04, stats
+
+
 def test_io_dispatch_time_is_counted_while_timing(loop):
     loop.set_stats(True)
     assert loop.run_until_complete(asyncio.wait_for(_echo_once(), 10)) == b"ping"
