@@ -13,8 +13,8 @@ from pkg_helpers import AUTOTOOLS, SRC, Venv, run
 
 @pytest.fixture
 def make_venv(tmp_path):
-    def factory(python=sys.executable, name="venv"):
-        return Venv(tmp_path / name, python)
+    def factory(python=sys.executable, name="venv", runner=()):
+        return Venv(tmp_path / name, python, runner)
     return factory
 
 

@@ -1,5 +1,7 @@
-# tests/packaging/pkg_helpers.py — for the install tests: the Pythons to install on, fresh venvs, pip runs.
+# tests/packaging/pkg_helpers.py — for the install tests: the Pythons to install on (here and in the Debian unstable
+# root of scripts/sid-chroot.sh), fresh venvs, pip runs.
 
+import functools
 import glob
 import os
 import subprocess
@@ -8,6 +10,8 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[2]
 SMOKE = SRC / "tests" / "smoke.py"
+SID_CHROOT = SRC / "scripts" / "sid-chroot.sh"
+SUPPORTED = ("3.11", "3.12", "3.13", "3.14", "3.15")   # README; 3.14 and 3.15 from the sid root
 BUILD_TIMEOUT = 900
 AUTOTOOLS = ("autoreconf", "autoconf", "autoheader", "automake", "aclocal", "libtoolize", "autom4te")
 
@@ -27,6 +31,22 @@ def _pythons():
 
 
 PYTHONS = _pythons()
+
+
+@functools.lru_cache(maxsize=None)
+def supported_python(version):
+    """(runner, interpreter) for Python `version`: runner () for one on this machine (PYTHONS), else
+    (sid-chroot.sh, "run") for /usr/bin/pythonX.Y of the sid root (3.14, 3.15; scripts/build-python.sh makes the
+    root); None when there is none."""
+    for python in PYTHONS:
+        if python_version(python) == version:
+            return (), python
+    if os.environ.get("ZLOOP_NO_CHROOT") == "1":
+        return None
+    runner = (str(SID_CHROOT), "run")
+    probe = subprocess.run([*runner, f"/usr/bin/python{version}", "-c", "import ensurepip, venv"],
+                           capture_output=True, text=True, timeout=120)
+    return (runner, f"/usr/bin/python{version}") if probe.returncode == 0 else None
 
 
 def python_version(python):
@@ -52,21 +72,28 @@ def run(argv, *, env=None, cwd=None, check=True, timeout=BUILD_TIMEOUT):
 
 
 class Venv:
-    def __init__(self, path, python):
+    """A fresh venv of `python`; with a runner (the sid root's sid-chroot.sh run), made and used inside that root,
+    where its interpreter links to (its path is in /tmp, which the root shares)."""
+
+    def __init__(self, path, python, runner=()):
         self.path = Path(path)
-        run([python, "-m", "venv", self.path])
+        self.runner = tuple(runner)
+        run([*self.runner, python, "-m", "venv", self.path])
         self.python = self.path / "bin" / "python"
 
+    def command(self, *args):
+        return [*self.runner, self.python, *args]
+
     def pip(self, *args, env=None, check=True):
-        return run([self.python, "-m", "pip", "--disable-pip-version-check", *args], env=env, check=check)
+        return run(self.command("-m", "pip", "--disable-pip-version-check", *args), env=env, check=check)
 
     def zloop_info(self, env=None):
         """(module file, backends, default backend) of the zloop installed here, imported from outside the tree."""
         code = "import zloop; print(zloop.__file__); print(' '.join(zloop.backends())); print(zloop.default_backend())"
-        out = run([self.python, "-c", code], env=env, cwd=self.path).stdout.split("\n")
+        out = run(self.command("-c", code), env=env, cwd=self.path).stdout.split("\n")
         return out[0], out[1].split(), out[2]
 
     def smoke(self, env=None):
-        proc = run([self.python, SMOKE], env=env, cwd=self.path)
+        proc = run(self.command(SMOKE), env=env, cwd=self.path)
         assert proc.stdout.rstrip().endswith(" 0 failed"), proc.stdout
         return proc.stdout

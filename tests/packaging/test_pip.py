@@ -1,6 +1,7 @@
-# tests/packaging/test_pip.py — pip install from source, as a user does it, in fresh venvs: the sdist on every
-# installed Python (with autotools made unavailable), the source tree, a git URL, pip wheel with config settings,
-# the environment variable, and a machine without libuv.
+# tests/packaging/test_pip.py — pip install from source, as a user does it, in fresh venvs: a clone on every
+# supported Python (3.14 and 3.15 in the sid root), the sdist on every installed Python (with autotools made
+# unavailable), the source tree, a git URL, pip wheel with config settings, the environment variable, and a
+# machine without libuv.
 
 import subprocess
 import sys
@@ -8,9 +9,31 @@ import tarfile
 
 import pytest
 
-from pkg_helpers import PYTHONS, SRC, clean_env, python_version, run
+from pkg_helpers import PYTHONS, SRC, SUPPORTED, clean_env, python_version, run, supported_python
 
 ALL_BACKENDS = ["native", "uv", "event"]
+
+
+@pytest.mark.parametrize("version", SUPPORTED)
+def test_pip_install_clone_on_every_supported_python(version, make_venv, tmp_path):
+    # `pip install <clone>` of the committed tree (no configure in it: the build backend runs autogen.sh), each
+    # version with a clone of its own; 3.14 and 3.15 inside the sid root, where the venv, the build and the
+    # smoke test run (pip needs no index: the build backend is in the tree and requires nothing on 3.11+).
+    found = supported_python(version)
+    if found is None:
+        pytest.skip(f"no Python {version} here (pyenv for 3.11-3.13; scripts/sid-chroot.sh ensure for 3.14/3.15)")
+    runner, python = found
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", "--no-hardlinks", SRC, clone], check=True)
+    env = make_venv(python, runner=runner)
+    assert run(env.command("-c", "import sys; print('%d.%d' % sys.version_info[:2])")).stdout.strip() == version
+    env.pip("install", "--no-index", clone)
+    module, backends, default = env.zloop_info()
+    assert module.startswith(str(env.path)), module
+    assert (backends, default) == (ALL_BACKENDS, "native")
+    assert "0 failed" in env.smoke()
+    info = run(env.command("-m", "zloop", "info"), cwd=env.path).stdout
+    assert f"Python:            CPython {version}." in info and "installed as:      zloop-c 0.1.0" in info, info
 
 
 def test_sdist_carries_configure_and_no_build_output(sdist):
