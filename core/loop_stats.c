@@ -199,7 +199,7 @@ record_slowest(zl_loop *loop, zl_handle *last, uint32_t handles, uint64_t took)
  * the timing back to one handle per span for the next ZL_STATS_PROBE handles, so that a slow callback that
  * comes back is named exactly; cheap spans double the length up to ZL_STATS_SPAN_MAX, where the clock read
  * (about 10 ns here) costs under 1 ns per handle. */
-#define ZL_STATS_SPAN_MAX 16
+#define ZL_STATS_SPAN_MAX 32
 #define ZL_STATS_PROBE 64
 
 static void

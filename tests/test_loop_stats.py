@@ -164,7 +164,7 @@ def test_timer_lag_measures_how_late_a_busy_loop_took_a_timer_up(loop):
 
 
 def test_a_slow_callback_among_cheap_ones_is_never_lost(loop):
-    # After runs of cheap callbacks the clock is read once per span of them (up to 16): a slow one in such a span
+    # After runs of cheap callbacks the clock is read once per span of them (up to 32): a slow one in such a span
     # is named as the span, with the span's time; when one comes back it is timed alone and named exactly.
     loop.set_stats(True)
     for _ in range(300):
