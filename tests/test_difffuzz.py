@@ -14,6 +14,7 @@ from hypothesis.stateful import run_state_machine_as_test  # noqa: E402
 from conftest import BACKENDS, python_env  # noqa: E402
 from difffuzz.machine import CI_FEATURES, COUNTERS, make_machine, machine_settings  # noqa: E402
 from difffuzz.runner import Fleet, compare  # noqa: E402
+from difffuzz.worker import memory_cap_applies  # noqa: E402
 
 # The CI budget: about 20 s on the 2-core development machine, most of it in run steps (sleeping).
 CI_SEED = 20261205
@@ -73,3 +74,11 @@ def test_a_worker_that_hangs_is_a_finding_and_is_replaced():
         assert all(o[0] == "ok" for o in fleet.run([("pair", "stream")]).values())
     finally:
         fleet.close()
+
+
+def test_the_workers_memory_cap_is_off_under_asan_and_valgrind_only():
+    assert memory_cap_applies({})
+    assert memory_cap_applies({"LD_PRELOAD": "/usr/lib/libfoo.so", "ZLOOP_FUZZ_NO_MEMORY_CAP": "0"})
+    assert not memory_cap_applies({"LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/libasan.so.8"})
+    assert not memory_cap_applies({"LD_PRELOAD": "/usr/libexec/valgrind/vgpreload_memcheck-amd64-linux.so"})
+    assert not memory_cap_applies({"ZLOOP_FUZZ_NO_MEMORY_CAP": "1"})
