@@ -289,10 +289,11 @@ side_release(zl_io_side side)
  * it never fires for the new file (each backend makes sure of it), and changing its events fails as epoll's
  * EPOLL_CTL_MOD does (FileNotFoundError when the number was reused, EBADF when it is closed), after which the
  * number is forgotten altogether (selectors' modify unregisters it), so that a new add_reader of the new file
- * works. The handles of the dead watch are dropped, not cancelled, as asyncio drops its selector key.
+ * works. The handles of the dead watch are dropped, not cancelled, as asyncio drops its selector key; removed is a
+ * side already taken out of the slot, dropped with them. The exception set stays set.
  */
 static void
-io_forget_dead_fd(zl_loop *loop, int fd)
+io_forget_dead_fd(zl_loop *loop, int fd, zl_io_side removed)
 {
     PyObject *type, *value, *traceback;
     PyErr_Fetch(&type, &value, &traceback);   /* the finalizers below may run Python code */
@@ -312,6 +313,7 @@ io_forget_dead_fd(zl_loop *loop, int fd)
         slot->write = (zl_io_side){0};
     }
     PyObject *stale[2] = {io_unstale_side(slot, ZL_EV_READ), io_unstale_side(slot, ZL_EV_WRITE)};
+    side_forget(removed);
     side_forget(dropped[0]);
     side_forget(dropped[1]);
     Py_XDECREF(stale[0]);
@@ -335,7 +337,7 @@ io_set_side(zl_loop *loop, int fd, int event, PyObject *handle, zl_io_fn fn, PyO
     int was_registered = slot->registered;
     if (io_apply_interest(loop, fd, slot->registered | event) < 0) {
         if (was_registered != 0 && fn == NULL) {
-            io_forget_dead_fd(loop, fd);   /* the modify of a dead watch failed */
+            io_forget_dead_fd(loop, fd, (zl_io_side){0});   /* the modify of a dead watch failed */
         }
         return -1;
     }
@@ -378,8 +380,7 @@ io_clear_side(zl_loop *loop, int fd, int event, int *was_set, int strict)
         old.fileobj = NULL;   /* the slot keeps it while the event is stale */
     } else if (io_apply_interest(loop, fd, slot->registered & ~event) < 0) {
         if (strict) {
-            side_forget(old);
-            io_forget_dead_fd(loop, fd);
+            io_forget_dead_fd(loop, fd, old);
             return -1;
         }
         /* The fd was closed under us: the kernel has already forgotten it, so forget it too. */
