@@ -49,12 +49,16 @@ typedef struct zl_backend_ops {
     /* Release everything create() and later calls made. Watched fds are left open. */
     void (*destroy)(zl_backend *backend);
 
-    /* Start watching an fd that is not watched yet; events is non-zero. -EEXIST if that same open file is
+    /* Start watching an fd that is not watched yet; events is non-zero. A watch follows the open file, not the
+     * number: once the file is closed it never reports readiness of another file given the same number.
+     * -EEXIST if that same open file is
      * watched already; a stale watch of a number that was closed and reused is replaced. An fd the OS
      * cannot poll (a regular file under epoll) gives that OS error, e.g. -EPERM; a closed fd gives -EBADF. */
     int (*watch)(zl_backend *backend, int fd, int events);
 
-    /* Change the event set of a watched fd from old_events to events (both non-zero, different). */
+    /* Change the event set of a watched fd from old_events to events (both non-zero, different). A watch whose
+     * file was closed is dead and fails: -ENOENT if the number names another file now (the new file is never
+     * watched through it), -EBADF if it is closed; the caller then unwatches it. */
     int (*modify)(zl_backend *backend, int fd, int old_events, int events);
 
     /* Stop watching an fd. The fd may already be closed: that is not an error and still forgets it. */

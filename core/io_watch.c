@@ -221,26 +221,46 @@ zl_io_wanted_count(zl_io_table *io)
     return count;
 }
 
-/* Before (re)adding a side: a stale event of that side is taken back, and unless fileobj is the object it was
- * removed with, the fd is registered afresh. 0, or -1 with OSError set. */
+/* Before (re)adding a side. Re-added with the very object its stale event was removed with, the event is taken
+ * back at no cost. Otherwise the stale events are what asyncio has unregistered already: re-added with another
+ * object (its number may name a new file now), the fd is registered afresh; and when nothing else is live, every
+ * stale event is dropped first, so the side is watched afresh (a registration kept for a file closed since would
+ * fail to change, or watch nothing). 0, or -1 with OSError set. */
 static int
 io_take_back_stale(zl_loop *loop, int fd, int event, PyObject *fileobj)
 {
     zl_io_slot *slot = &loop->io.slots[fd];
-    if (!(slot->stale & event)) {
+    if (slot->stale == 0) {
         return 0;
     }
-    PyObject *old = io_unstale_side(slot, event);
-    int same = fileobj != NULL && old == fileobj;
+    int same = fileobj != NULL;   /* the object every stale side was removed with: the same open file */
+    for (int e = ZL_EV_READ; e <= ZL_EV_WRITE; e <<= 1) {
+        same &= !(slot->stale & e) || slot->stale_fileobj[side_index(e)] == fileobj;
+    }
+    int drop = same ? 0 : slot->stale & event;
+    if (!same && (slot->registered & ~slot->stale) == 0) {
+        drop = slot->stale;
+    }
+    if (same && (slot->stale & event)) {
+        PyObject *old = io_unstale_side(slot, event);
+        Py_XDECREF(old);
+        return 0;
+    }
+    if (drop == 0) {
+        return 0;
+    }
+    PyObject *kept[2] = {(drop & ZL_EV_READ) ? io_unstale_side(slot, ZL_EV_READ) : NULL,
+                         (drop & ZL_EV_WRITE) ? io_unstale_side(slot, ZL_EV_WRITE) : NULL};
     int rc = 0;
-    if (!same && slot->registered != 0) {
-        int events = slot->registered;
-        (void)loop->ops->unwatch(loop->backend, fd, events);
+    if (slot->registered != 0) {
+        int events = slot->registered & ~(drop & ~event);
+        (void)loop->ops->unwatch(loop->backend, fd, slot->registered);
         slot->registered = 0;
         loop->io.watched--;
-        rc = io_apply_interest(loop, fd, events);
+        rc = events ? io_apply_interest(loop, fd, events) : 0;
     }
-    Py_XDECREF(old);
+    Py_XDECREF(kept[0]);   /* last: a socket's finalizer may run Python code */
+    Py_XDECREF(kept[1]);
     return rc;
 }
 
@@ -263,6 +283,44 @@ side_release(zl_io_side side)
     side_forget(side);
 }
 
+/*
+ * A watch outlives the file it was made for when the file is closed without remove_reader/remove_writer: the
+ * kernel forgets the file, and its number may name a new one. Such a watch is dead, as with asyncio's selector:
+ * it never fires for the new file (each backend makes sure of it), and changing its events fails as epoll's
+ * EPOLL_CTL_MOD does (FileNotFoundError when the number was reused, EBADF when it is closed), after which the
+ * number is forgotten altogether (selectors' modify unregisters it), so that a new add_reader of the new file
+ * works. The handles of the dead watch are dropped, not cancelled, as asyncio drops its selector key; removed is a
+ * side already taken out of the slot, dropped with them. The exception set stays set.
+ */
+static void
+io_forget_dead_fd(zl_loop *loop, int fd, zl_io_side removed)
+{
+    PyObject *type, *value, *traceback;
+    PyErr_Fetch(&type, &value, &traceback);   /* the finalizers below may run Python code */
+    zl_io_slot *slot = &loop->io.slots[fd];
+    if (slot->registered != 0) {
+        (void)loop->ops->unwatch(loop->backend, fd, slot->registered);
+        slot->registered = 0;
+        loop->io.watched--;
+    }
+    zl_io_side dropped[2] = {{0}, {0}};
+    if (slot->read.handle != NULL) {
+        dropped[0] = slot->read;
+        slot->read = (zl_io_side){0};
+    }
+    if (slot->write.handle != NULL) {
+        dropped[1] = slot->write;
+        slot->write = (zl_io_side){0};
+    }
+    PyObject *stale[2] = {io_unstale_side(slot, ZL_EV_READ), io_unstale_side(slot, ZL_EV_WRITE)};
+    side_forget(removed);
+    side_forget(dropped[0]);
+    side_forget(dropped[1]);
+    Py_XDECREF(stale[0]);
+    Py_XDECREF(stale[1]);
+    PyErr_Restore(type, value, traceback);
+}
+
 /* Set a side of fd: a handle, or a C callback for owner; fileobj is what add_reader/add_writer got when it is
  * not an int (NULL otherwise). */
 static int
@@ -276,7 +334,11 @@ io_set_side(zl_loop *loop, int fd, int event, PyObject *handle, zl_io_fn fn, PyO
         return -1;
     }
     zl_io_slot *slot = &loop->io.slots[fd];
+    int was_registered = slot->registered;
     if (io_apply_interest(loop, fd, slot->registered | event) < 0) {
+        if (was_registered != 0 && fn == NULL) {
+            io_forget_dead_fd(loop, fd, (zl_io_side){0});   /* the modify of a dead watch failed */
+        }
         return -1;
     }
     zl_io_side *side = slot_side(slot, event);
@@ -295,8 +357,10 @@ zl_io_set_side(zl_loop *loop, int fd, int event, PyObject *handle, zl_io_fn fn, 
     return io_set_side(loop, fd, event, handle, fn, owner, NULL);
 }
 
-int
-zl_io_clear_side(zl_loop *loop, int fd, int event, int *was_set)
+/* Remove a side of fd. strict: a dead watch whose modify fails is forgotten and the error raised (-1), as
+ * remove_reader/remove_writer do in asyncio; else the fd is only unregistered and 0 returned. */
+static int
+io_clear_side(zl_loop *loop, int fd, int event, int *was_set, int strict)
 {
     *was_set = 0;
     if (fd >= loop->io.len) {
@@ -315,6 +379,10 @@ zl_io_clear_side(zl_loop *loop, int fd, int event, int *was_set)
         io_mark_stale(&loop->io, fd, event, old.fileobj) == 0) {
         old.fileobj = NULL;   /* the slot keeps it while the event is stale */
     } else if (io_apply_interest(loop, fd, slot->registered & ~event) < 0) {
+        if (strict) {
+            io_forget_dead_fd(loop, fd, old);
+            return -1;
+        }
         /* The fd was closed under us: the kernel has already forgotten it, so forget it too. */
         PyErr_Clear();
         (void)io_apply_interest(loop, fd, 0);
@@ -322,6 +390,12 @@ zl_io_clear_side(zl_loop *loop, int fd, int event, int *was_set)
     }
     side_release(old);
     return 0;
+}
+
+int
+zl_io_clear_side(zl_loop *loop, int fd, int event, int *was_set)
+{
+    return io_clear_side(loop, fd, event, was_set, 0);
 }
 
 void
@@ -684,7 +758,7 @@ io_remove_callback(zl_loop *loop, int event, PyObject *fileobj)
         Py_RETURN_FALSE;
     }
     int was_set;
-    if (zl_io_clear_side(loop, fd, event, &was_set) < 0) {
+    if (io_clear_side(loop, fd, event, &was_set, 1) < 0) {
         return NULL;
     }
     return PyBool_FromLong(was_set);

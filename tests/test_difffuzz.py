@@ -2,6 +2,7 @@
 # asyncio, tests/difffuzz), and checks that its harness catches what it is there to catch: differences, crashes, hangs.
 # The long run is `make fuzz` (docs/reliability.md, "Differential fuzzer").
 
+import os
 import signal
 
 import pytest
@@ -14,6 +15,7 @@ from hypothesis.stateful import run_state_machine_as_test  # noqa: E402
 from conftest import BACKENDS, python_env  # noqa: E402
 from difffuzz.machine import CI_FEATURES, COUNTERS, make_machine, machine_settings  # noqa: E402
 from difffuzz.runner import Fleet, compare  # noqa: E402
+from difffuzz.worker import memory_cap_applies  # noqa: E402
 
 # The CI budget: about 20 s on the 2-core development machine, most of it in run steps (sleeping).
 CI_SEED = 20261205
@@ -59,7 +61,9 @@ def test_a_difference_is_reported():
 
 def test_a_worker_that_crashes_is_a_finding_and_is_replaced(fleet):
     outcomes = fleet.run([("selftest_signal", signal.SIGSEGV)])
-    assert all(o[:2] == ("crash", "killed by SIGSEGV") for o in outcomes.values())
+    # Under make check-asan the workers inherit the ASan runtime, whose SEGV handler reports and aborts.
+    killer = "SIGABRT" if "libasan" in os.environ.get("LD_PRELOAD", "") else "SIGSEGV"
+    assert all(o[:2] == ("crash", f"killed by {killer}") for o in outcomes.values())
     crashed_alone = dict(outcomes, asyncio=("ok", ([], {})))
     assert len(compare(crashed_alone)) == len(BACKENDS)
     assert all(o[0] == "ok" for o in fleet.run([("pair", "stream")]).values())
@@ -73,3 +77,11 @@ def test_a_worker_that_hangs_is_a_finding_and_is_replaced():
         assert all(o[0] == "ok" for o in fleet.run([("pair", "stream")]).values())
     finally:
         fleet.close()
+
+
+def test_the_workers_memory_cap_is_off_under_asan_and_valgrind_only():
+    assert memory_cap_applies({})
+    assert memory_cap_applies({"LD_PRELOAD": "/usr/lib/libfoo.so", "ZLOOP_FUZZ_NO_MEMORY_CAP": "0"})
+    assert not memory_cap_applies({"LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/libasan.so.8"})
+    assert not memory_cap_applies({"LD_PRELOAD": "/usr/libexec/valgrind/vgpreload_memcheck-amd64-linux.so"})
+    assert not memory_cap_applies({"ZLOOP_FUZZ_NO_MEMORY_CAP": "1"})

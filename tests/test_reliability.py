@@ -6,6 +6,8 @@
 
 import asyncio
 import contextlib
+import errno
+import fcntl
 import gc
 import math
 import os
@@ -789,6 +791,133 @@ def test_datagram_sendto_after_the_caller_closed_the_socket(loop):
             assert protocol.errors and protocol.errors[0].errno == 9
             transport.abort()
             loop.run_until_complete(asyncio.sleep(0.01))
+
+
+# ---------------------------------------------------------------------- a reader or writer whose file was closed
+#
+# add_reader/add_writer watch the open file, not its number (asyncio's epoll registration dies with the file). Closed
+# without remove_reader/remove_writer, the watch is dead: it never fires for a new file that reused the number;
+# changing its events fails as EPOLL_CTL_MOD does (FileNotFoundError; EBADF while the number is free) and forgets
+# the number, after which add_reader/add_writer of the new file work. "registered": the loop ran once before the
+# close (libuv registers a watch at its next run).
+
+def _spin(loop, seconds=0.05):
+    loop.call_later(seconds, loop.stop)
+    run_until_stopped(loop)
+
+
+def _dead_watch(loop, events, registered):
+    """Watch a socket for each of events, close it (maybe after a run), reuse its number: (number, fired, new pair)."""
+    _spin(loop, 0)                      # zloop opens its signal wake-up socketpair at the first run
+    fired = []
+    ours, peer = socket.socketpair()
+    number = ours.fileno()
+    for event in events:
+        getattr(loop, f"add_{event}")(number, fired.append, f"old {event}")
+    if registered:
+        _spin(loop, 0.01)
+        fired.clear()                   # the old socket was writable: that is not under test
+    ours.close()
+    peer.close()
+    new, new_peer = _reuse_number(number)
+    new_peer.send(b"for the new socket")   # readable and writable: a watch following the number would fire
+    return number, fired, new, new_peer
+
+
+@pytest.mark.parametrize("registered", [False, True], ids=["fresh", "registered"])
+@pytest.mark.parametrize("event", ["reader", "writer"])
+def test_a_watch_of_a_closed_file_never_fires_for_the_file_reusing_its_number(loop, event, registered):
+    number, fired, new, new_peer = _dead_watch(loop, [event], registered)
+    with new, new_peer:
+        _spin(loop)
+        # Adding the same side again replaces the callback of the dead watch (no system call in asyncio either).
+        getattr(loop, f"add_{event}")(number, fired.append, "again")
+        _spin(loop)
+        assert fired == []
+        assert getattr(loop, f"remove_{event}")(number) is True
+        # Now the number is free: a new watch is of the new socket, and fires.
+        getattr(loop, f"add_{event}")(new, lambda: (fired.append("new"), loop.stop()))
+        run_until_stopped(loop)
+        assert fired == ["new"]
+        assert getattr(loop, f"remove_{event}")(new) is True
+
+
+@pytest.mark.parametrize("registered", [False, True], ids=["fresh", "registered"])
+@pytest.mark.parametrize("event", ["reader", "writer"])
+def test_adding_the_other_side_of_a_dead_watch_raises_file_not_found_and_forgets_it(loop, event, registered):
+    other = "writer" if event == "reader" else "reader"
+    number, fired, new, new_peer = _dead_watch(loop, [event], registered)
+    with new, new_peer:
+        with pytest.raises(FileNotFoundError):
+            getattr(loop, f"add_{other}")(number, fired.append, "other")
+        # The number was forgotten with its dead watch: nothing to remove, and a new watch works.
+        assert getattr(loop, f"remove_{event}")(number) is False
+        assert getattr(loop, f"remove_{other}")(number) is False
+        _spin(loop)
+        assert fired == []
+        getattr(loop, f"add_{other}")(number, lambda: (fired.append("new"), loop.stop()))
+        run_until_stopped(loop)
+        assert fired == ["new"]
+        assert getattr(loop, f"remove_{other}")(number) is True
+
+
+@pytest.mark.parametrize("registered", [False, True], ids=["fresh", "registered"])
+def test_removing_one_side_of_a_dead_watch_of_both_raises_file_not_found(loop, registered):
+    number, fired, new, new_peer = _dead_watch(loop, ["reader", "writer"], registered)
+    with new, new_peer:
+        with pytest.raises(FileNotFoundError):
+            loop.remove_reader(number)
+        assert loop.remove_writer(number) is False
+        _spin(loop)
+        assert fired == []
+        loop.add_reader(new, lambda: (fired.append(new.recv(100)), loop.stop()))
+        run_until_stopped(loop)
+        assert fired == [b"for the new socket"]
+        assert loop.remove_reader(new) is True
+
+
+@pytest.mark.parametrize("other", [False, True], ids=["same-side", "other-side"])
+def test_a_socket_removed_then_closed_leaves_its_reused_number_free(loop, other):
+    # zloop keeps a removed socket object's event registered until the next poll (a stale event, io_watch.c): for
+    # asyncio it is unregistered, so a new socket on the number is watched afresh, whichever side it adds.
+    _spin(loop, 0)
+    ours, peer = socket.socketpair()
+    with peer:
+        loop.add_reader(ours, lambda: None)
+        assert loop.remove_reader(ours) is True
+        number = ours.fileno()
+        ours.close()
+        new, new_peer = _reuse_number(number)
+        fired = []
+        with new, new_peer:
+            new_peer.send(b"x")
+            if other:
+                loop.add_writer(new, lambda: (fired.append("writer"), loop.stop()))
+            else:
+                loop.add_reader(new, lambda: (fired.append(new.recv(10)), loop.stop()))
+            run_until_stopped(loop)
+            assert fired == (["writer"] if other else [b"x"])
+            assert (loop.remove_writer(new) if other else loop.remove_reader(new)) is True
+
+
+@pytest.mark.parametrize("registered", [False, True], ids=["fresh", "registered"])
+def test_changing_a_watch_of_a_closed_number_raises_ebadf(loop, registered):
+    _spin(loop, 0)
+    ours, peer = socket.socketpair()
+    with peer:
+        # A high number nothing else takes while the test runs.
+        number = fcntl.fcntl(ours.fileno(), fcntl.F_DUPFD_CLOEXEC, 900)
+        ours.close()
+        fired = []
+        loop.add_reader(number, fired.append, "reader")
+        if registered:
+            _spin(loop, 0.01)
+        os.close(number)
+        with pytest.raises(OSError) as info:
+            loop.add_writer(number, fired.append, "writer")
+        assert info.value.errno == errno.EBADF
+        assert loop.remove_reader(number) is False
+        assert fired == []
 
 
 # ---------------------------------------------------------------------- a closed loop, calls from callbacks

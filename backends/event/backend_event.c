@@ -430,7 +430,15 @@ zl_event_modify(zl_backend *b, int fd, int old_events, int events)
         return -ENOENT;
     }
     struct zl_event_slot *slot = &b->slots[fd];
+    /* A failed EPOLL_CTL_DEL leaves its errno (see zl_event_forget_if_stale): ENOENT, the watched file was closed
+     * and its number names another now; EBADF, closed. That watch is dead: adding the number again would watch
+     * the other file, which asyncio's EPOLL_CTL_MOD refuses with the same errno. */
+    int registered = event_pending(slot->ev, EV_READ | EV_WRITE, NULL);
+    errno = 0;
     event_del(slot->ev);
+    if (registered && errno != 0) {
+        return -errno;
+    }
     int rc = zl_event_add_slot(b, fd, events);
     if (rc < 0) {
         /* Put the old interest back; if even that fails the fd is unusable (closed) and unwatch still works. */

@@ -158,11 +158,9 @@ native_modify(zl_backend *b, int fd, int old_events, int events)
     if (fd < 0 || fd >= b->interest_len) {
         return -ENOENT;
     }
+    /* -ENOENT: the watched file was closed and its number now names another, which this watch never saw (the
+     * kernel dropped the old registration with its file); -EBADF: closed. The watch is dead either way. */
     int rc = epoll_ctl_fd(b->epfd, EPOLL_CTL_MOD, fd, events);
-    if (rc == -ENOENT) {
-        /* The fd was closed and its number reused: the kernel dropped the old registration. */
-        rc = epoll_ctl_fd(b->epfd, EPOLL_CTL_ADD, fd, events);
-    }
     if (rc < 0) {
         return rc;
     }

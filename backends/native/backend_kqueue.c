@@ -152,15 +152,20 @@ zl_kq_apply_each(int kq, int fd, int have, int want, int *hung)
     return failed;
 }
 
-/* Make the kernel hold exactly the filters of want for fd, from have. Every filter of want is (re-)added, which
- * also re-arms a number whose file was replaced under us. 0 (with *hung set when EVFILT_WRITE was refused because
- * the peer is gone) or -errno with nothing changed. */
+/* Make the kernel hold exactly the filters of want for fd, from have. 0 (with *hung set when EVFILT_WRITE was
+ * refused because the peer is gone) or -errno with nothing changed. probe (a ZL_EV_* or 0) names a filter whose
+ * knote must exist: first in the batch, a change without EV_ADD fails with ENOENT when the file it watched was
+ * closed (close drops its knotes), and the kernel stops there; so a dead watch is found without an extra call,
+ * and modify fails, as epoll's EPOLL_CTL_MOD does, instead of watching the file that reused the number. */
 static int
-zl_kq_apply(int kq, int fd, int have, int want, int *hung)
+zl_kq_apply(int kq, int fd, int have, int want, int probe, int *hung)
 {
-    struct kevent changes[4];
+    struct kevent changes[5];
     int n = 0;
     *hung = 0;
+    if (probe != 0) {
+        EV_SET(&changes[n++], (uintptr_t)fd, zl_kq_filter_of(probe), 0, 0, 0, 0);
+    }
     for (int event = ZL_EV_READ; event <= ZL_EV_WRITE; event <<= 1) {
         if (want & event) {
             EV_SET(&changes[n++], (uintptr_t)fd, zl_kq_filter_of(event), EV_ADD, 0, 0, 0);
@@ -173,6 +178,12 @@ zl_kq_apply(int kq, int fd, int have, int want, int *hung)
     }
     if (zl_kq_submit(kq, changes, n) == 0) {
         return 0;
+    }
+    if (probe != 0) {
+        int rc = zl_kq_submit(kq, changes, 1);   /* only after a failure: was it the probe? */
+        if (rc < 0) {
+            return rc;                /* -ENOENT: reused by another file; -EBADF: closed */
+        }
     }
     return zl_kq_apply_each(kq, fd, have, want, hung);
 }
@@ -431,7 +442,7 @@ native_watch(zl_backend *b, int fd, int events)
         }
     }
     int hung;
-    rc = zl_kq_apply(b->kq, fd, 0, events, &hung);
+    rc = zl_kq_apply(b->kq, fd, 0, events, 0, &hung);
     if (rc < 0) {
         return rc;
     }
@@ -447,7 +458,9 @@ native_modify(zl_backend *b, int fd, int old_events, int events)
         return -ENOENT;
     }
     int hung;
-    int rc = zl_kq_apply(b->kq, fd, zl_kq_registered(&b->slots[fd]), events, &hung);
+    int have = zl_kq_registered(&b->slots[fd]);
+    int probe = (have & ZL_EV_READ) ? ZL_EV_READ : have;   /* 0 for a hung write-only watch: no knote to ask */
+    int rc = zl_kq_apply(b->kq, fd, have, events, probe, &hung);
     if (rc < 0) {
         return rc;
     }
@@ -583,7 +596,7 @@ zl_kq_rearm_all(zl_backend *b)
             continue;
         }
         int hung;
-        int rc = zl_kq_apply(b->kq, fd, 0, b->slots[fd].events, &hung);
+        int rc = zl_kq_apply(b->kq, fd, 0, b->slots[fd].events, 0, &hung);
         if (rc == -EBADF) {
             zl_kq_slot_set(b, fd, 0, 0);
             continue;

@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #ifdef __linux__
 #include <sys/epoll.h>
@@ -39,6 +40,8 @@ typedef struct zl_uv_slot {
     unsigned char events;              /* ZL_EV_* the core asked for */
     unsigned char started;             /* handle running; 0 once the fd was found closed under us */
     unsigned char pending;             /* fd sits in pending_fds: libuv will epoll_ctl it at the next uv_run */
+    dev_t dev;                         /* the file watched (fstat at watch): a number reused by another file */
+    ino_t ino;                         /* after a close is told from it (zl_uv_check_file) */
 } zl_uv_slot;
 
 struct zl_backend {
@@ -314,26 +317,49 @@ error:
 
 /* ---- watch / modify / unwatch ---- */
 
+/* 1 if fd still names the file slot watched, 0 if another, -errno if fstat fails (closed). */
+static int
+zl_uv_same_file(int fd, const zl_uv_slot *slot)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+        return -errno;
+    }
+    return st.st_dev == slot->dev && st.st_ino == slot->ino;
+}
+
 /*
- * libuv registers a started handle with epoll_ctl at the start of its next uv_run and abort()s if that fails:
- * the fd was closed after watch/modify, or its number now names another file (MOD gives ENOENT) or a regular
- * file (EPERM). Before each uv_run we add every such fd to libuv's epoll set ourselves: success or EEXIST leaves
- * a registration that libuv's own ADD (it retries EEXIST as MOD) or MOD accepts. An fd epoll refuses is stopped.
+ * libuv registers a started handle with epoll_ctl by number at the start of its next uv_run (and abort()s if that
+ * fails). A watch must follow the file it was made for, as an epoll registration does: when that file was closed
+ * and the number reused, libuv would register (and report) the new file, which asyncio's selector never does.
+ * So before each uv_run, and in modify(), every such fd is added to libuv's epoll set by us first:
+ * - EEXIST: the file registered (by libuv, or by us at an earlier check) is still there: the same file;
+ * - success: nothing was registered for this file: a watch libuv has not registered yet (it then takes this
+ *   registration over: its own ADD retries EEXIST as MOD), or one whose registration died with its file. fstat
+ *   tells them apart (one call per new watch in the common case); a different file is deleted again: -ENOENT;
+ * - an error: closed (-EBADF) or a file epoll refuses (-EPERM).
+ * A failing check means a dead watch: the caller stops its handle, so it never fires.
  */
 static int
-zl_uv_preregister(zl_backend *b, int fd)
+zl_uv_check_file(zl_backend *b, int fd, const zl_uv_slot *slot)
 {
 #ifdef __linux__
     struct epoll_event ev;
     memset(&ev, 0, sizeof(ev));
     ev.data.fd = fd;
-    if (epoll_ctl(uv_backend_fd(&b->loop), EPOLL_CTL_ADD, fd, &ev) == 0 || errno == EEXIST) {
+    if (epoll_ctl(uv_backend_fd(&b->loop), EPOLL_CTL_ADD, fd, &ev) < 0) {
+        return errno == EEXIST ? 0 : -errno;
+    }
+    int same = zl_uv_same_file(fd, slot);
+    if (same == 1) {
         return 0;
     }
-    return -errno;
+    (void)epoll_ctl(uv_backend_fd(&b->loop), EPOLL_CTL_DEL, fd, &ev);
+    return same < 0 ? same : -ENOENT;
 #else
     (void)b;
-    return fcntl(fd, F_GETFD) < 0 ? -errno : 0;
+    int same = zl_uv_same_file(fd, slot);
+    return same == 1 ? 0 : same < 0 ? same : -ENOENT;
 #endif
 }
 
@@ -344,9 +370,9 @@ zl_uv_prepare_pending(zl_backend *b)
         int fd = b->pending_fds[i];
         zl_uv_slot *slot = &b->slots[fd];
         slot->pending = 0;
-        if (slot->poll != NULL && slot->started && zl_uv_preregister(b, fd) < 0) {
+        if (slot->poll != NULL && slot->started && zl_uv_check_file(b, fd, slot) < 0) {
             uv_poll_stop(&slot->poll->handle);
-            slot->started = 0;         /* still watched for the core: unwatch/modify/watch will sort it out */
+            slot->started = 0;         /* dead, still watched for the core: modify fails, unwatch forgets it */
         }
     }
     b->pending_len = 0;
@@ -410,7 +436,8 @@ zl_uv_watch(zl_backend *b, int fd, int events)
         return -EBADF;
     }
     int fd_flags = fcntl(fd, F_GETFL);
-    if (fd_flags < 0) {
+    struct stat st;
+    if (fd_flags < 0 || fstat(fd, &st) < 0) {
         return -errno;
     }
     int rc = zl_uv_reserve(b, fd);
@@ -444,6 +471,8 @@ zl_uv_watch(zl_backend *b, int fd, int events)
     slot->poll = poll;
     slot->events = (unsigned char)events;
     slot->started = 1;
+    slot->dev = st.st_dev;
+    slot->ino = st.st_ino;
     zl_uv_mark_pending(b, fd);
     return 0;
 }
@@ -456,7 +485,11 @@ zl_uv_modify(zl_backend *b, int fd, int old_events, int events)
     if (slot == NULL || slot->poll == NULL) {
         return -ENOENT;
     }
-    int rc = uv_poll_start(&slot->poll->handle, zl_uv_mask_of(events), zl_uv_on_poll);
+    int rc = zl_uv_check_file(b, fd, slot);   /* a dead watch fails at once, as epoll's EPOLL_CTL_MOD does */
+    if (rc < 0) {
+        return rc;
+    }
+    rc = uv_poll_start(&slot->poll->handle, zl_uv_mask_of(events), zl_uv_on_poll);
     if (rc < 0) {
         return rc;
     }

@@ -13,7 +13,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition,
 from difffuzz.runner import confirmed_differences
 
 # Parts of the mix that exposed a finding, each named for it. Issue 9's (the first eight) were fixed on the relfix
-# branch; PENDING_OPEN are the findings still open, left out of the CI run's mix until fixed (docs/reliability.md).
+# branch; PENDING_OPEN are the findings still open (none now), left out of the CI run's mix until fixed
+# (docs/reliability.md).
 FEATURES = frozenset({
     "nan_deadline",        # issue 9 table row 1: a NaN deadline stopped every timer
     "ops_after_close",     # issue 9 table row 2: transport ops after loop.close(); and remove_writer on a live
@@ -25,9 +26,9 @@ FEATURES = frozenset({
     "huge_limits",         # issue 9 reading: 4 * low overflowing in set_write_buffer_limits
     "interrupt",           # issue 9 reading: KeyboardInterrupt out of a callback, handles held aside
     "stop_boundary",       # what a transport schedules from the poll ran before a pending stop took effect (fixed)
-    "closed_while_watched",  # open, uv: a fd number closed under add_reader/add_writer stays watched when reused
+    "closed_while_watched",  # a fd number closed under add_reader/add_writer stayed watched when reused (fixed)
 })
-PENDING_OPEN = frozenset({"closed_while_watched"})
+PENDING_OPEN = frozenset()
 CI_FEATURES = FEATURES - PENDING_OPEN
 
 INF = math.inf

@@ -2,7 +2,9 @@
 # programs on stdin, answers each with a pickled (events, streams) or the exception that escaped the executor.
 #
 # Run as `python worker.py KIND` (KIND: a zloop backend name or "asyncio"). Its address space is capped so that
-# a runaway allocation in the loop under test is a MemoryError or a crash the parent reports, not a machine swapping.
+# a runaway allocation in the loop under test is a MemoryError or a crash the parent reports, not a machine swapping;
+# not under AddressSanitizer or valgrind (whose shadow memory needs far more address space than the cap), nor with
+# ZLOOP_FUZZ_NO_MEMORY_CAP=1.
 
 import asyncio
 import os
@@ -19,6 +21,15 @@ from difffuzz.executor import run_program  # noqa: E402
 MEMORY_CAP = 3 << 30
 
 
+def memory_cap_applies(environ=os.environ):
+    """False under ASan or valgrind: make check-asan and tests/valgrind/run.py load their runtime with LD_PRELOAD,
+    which the workers inherit."""
+    preload = environ.get("LD_PRELOAD", "")
+    if "libasan" in preload or "vgpreload" in preload:
+        return False
+    return environ.get("ZLOOP_FUZZ_NO_MEMORY_CAP", "") in ("", "0")
+
+
 def loop_factory(kind):
     if kind == "asyncio":
         return asyncio.new_event_loop
@@ -33,7 +44,8 @@ def read_exact(stream, size):
 
 def main():
     kind = sys.argv[1]
-    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_CAP, MEMORY_CAP))
+    if memory_cap_applies():
+        resource.setrlimit(resource.RLIMIT_AS, (MEMORY_CAP, MEMORY_CAP))
     warnings.simplefilter("ignore")
     new_loop = loop_factory(kind)
     # Process-wide state made on first use (libuv's signal pipe) is not a program's leak: make it before any baseline.

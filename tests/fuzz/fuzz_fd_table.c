@@ -236,6 +236,20 @@ model_clear_side(int fd, int event, int backend_fails)
     m->registered = (backend_fails && wanted != 0 && wanted != m->registered) ? 0 : wanted;
 }
 
+/* Expected effect of a failing modify through add_reader/add_writer or remove_reader/remove_writer (a dead watch):
+ * the fd is unregistered and its handles dropped, not cancelled, as asyncio's selector drops the key; C sides stay. */
+static void
+model_forget_dead_fd(int fd)
+{
+    model_slot *m = &slots[fd];
+    m->registered = 0;
+    for (int k = 0; k < 2; k++) {
+        if (m->side[k].handle != NULL) {
+            m->side[k] = (model_side){0};
+        }
+    }
+}
+
 static void
 keep_handle(PyObject *handle)
 {
@@ -265,6 +279,7 @@ op_add_callback(int fd, int event, int fail_errno, int fail_alloc)
     fuzz_alloc_reset();
     int wanted = slots[fd].registered | event;
     int backend_called = wanted != slots[fd].registered;
+    int was_modify = backend_called && slots[fd].registered != 0;
     backend_fail_errno = 0;
     Py_DECREF(args[0]);
     if (transport_side_of(fd, event)) {
@@ -276,6 +291,9 @@ op_add_callback(int fd, int event, int fail_errno, int fail_alloc)
         FUZZ_CHECK(alloc_failed || (backend_failed && backend_called), "add failed with nothing failing");
         FUZZ_CHECK(PyErr_ExceptionMatches(alloc_failed ? PyExc_MemoryError : PyExc_OSError), "wrong exception");
         PyErr_Clear();
+        if (!alloc_failed && was_modify) {
+            model_forget_dead_fd(fd);
+        }
         return;
     }
     FUZZ_CHECK(!backend_failed, "add succeeded through a backend failure");
@@ -305,10 +323,17 @@ op_remove_callback(int fd, int event, int fail_errno)
         PyErr_Clear();
         return;
     }
+    if (backend_failed) {
+        FUZZ_CHECK(res == NULL && PyErr_ExceptionMatches(PyExc_OSError), "remove hid a failing modify");
+        PyErr_Clear();
+        m->side[side_index(event)] = (model_side){0};
+        model_forget_dead_fd(fd);
+        return;
+    }
     FUZZ_CHECK(res != NULL, "remove raised");
     FUZZ_CHECK(res == (was_set ? Py_True : Py_False), "remove returned the wrong flag");
     Py_DECREF(res);
-    model_clear_side(fd, event, backend_failed);
+    model_clear_side(fd, event, 0);
     if (old != NULL) {
         FUZZ_CHECK(((zl_handle *)old)->cancelled, "a removed handle was not cancelled");
     }
