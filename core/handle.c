@@ -37,6 +37,30 @@ handle_visit_context(zl_handle *handle, visitproc visit, void *arg)
     return Py_TYPE(context)->tp_traverse(context, visit, arg);   /* what it holds, on its behalf */
 }
 
+/* A copy of an empty context is a fresh empty context: when the caller's context holds no variable, the handle
+ * makes its own only when it runs or is asked for it (get_context, _context). Nothing can tell the two apart, and
+ * the context is then made and freed next to the call, reusing CPython's context free list while it is hot,
+ * instead of one live context per queued handle (issue 10: call_soon_threadsafe from a thread, batch call_soon). */
+static int
+current_context_is_empty(void)
+{
+    PyObject *context = PyThreadState_Get()->context;   /* NULL until the thread first uses a context */
+    return context == NULL || PyObject_Length(context) == 0;
+}
+
+static int
+handle_make_deferred_context(zl_handle *handle)
+{
+    if (handle->context_deferred) {
+        handle->context = PyContext_New();
+        if (handle->context == NULL) {
+            return -1;
+        }
+        handle->context_deferred = 0;
+    }
+    return 0;
+}
+
 /* ------------------------------------------------------------------ creation */
 
 static zl_handle *
@@ -66,6 +90,7 @@ handle_alloc(int is_timer)
     handle->running = 0;
     handle->is_timer = is_timer != 0;
     handle->context_untracked = 0;
+    handle->context_deferred = 0;
     handle->scheduled = 0;
     handle->threadsafe = 0;
     handle->run_thread = 0;
@@ -119,7 +144,9 @@ zl_handle_new(zl_loop *loop, PyObject *callback, PyObject *const *args, Py_ssize
     if (handle_store_args(handle, args, nargs) < 0) {
         goto error;
     }
-    if (context == NULL || context == Py_None) {
+    if ((context == NULL || context == Py_None) && current_context_is_empty()) {
+        handle->context_deferred = 1;
+    } else if (context == NULL || context == Py_None) {
         handle->context = PyContext_CopyCurrent();
         if (handle->context == NULL) {
             goto error;
@@ -168,6 +195,7 @@ handle_clear(zl_handle *handle)
     handle_clear_args(handle);
     handle_track_context(handle);
     Py_CLEAR(handle->context);
+    handle->context_deferred = 0;
     Py_CLEAR(handle->loop);
     Py_CLEAR(handle->source_traceback);
     Py_CLEAR(handle->cancelled_repr);
@@ -268,9 +296,9 @@ zl_handle_run(zl_handle *handle)
     if (handle->threadsafe) {
         handle->run_thread = PyThread_get_thread_ident();
     }
-    PyObject *context = handle->context;
     PyObject *res = NULL;
-    if (PyContext_Enter(context) == 0) {
+    if (handle_make_deferred_context(handle) == 0 && PyContext_Enter(handle->context) == 0) {
+        PyObject *context = handle->context;
         res = PyObject_Vectorcall(callback, handle->args, handle->nargs, NULL);
         if (PyContext_Exit(context) < 0) {
             Py_CLEAR(res);
@@ -351,6 +379,9 @@ handle_py_cancelled(zl_handle *handle, PyObject *Py_UNUSED(ignored))
 static PyObject *
 handle_py_get_context(zl_handle *handle, PyObject *Py_UNUSED(ignored))
 {
+    if (handle_make_deferred_context(handle) < 0) {
+        return NULL;
+    }
     handle_track_context(handle);
     return zl_ref_or_none(handle->context);   /* NULL once the GC cleared a tracked handle */
 }
@@ -419,6 +450,9 @@ handle_get_loop(zl_handle *handle, void *Py_UNUSED(closure))
 static PyObject *
 handle_get_context(zl_handle *handle, void *Py_UNUSED(closure))
 {
+    if (handle_make_deferred_context(handle) < 0) {
+        return NULL;
+    }
     handle_track_context(handle);
     return zl_ref_or_none(handle->context);
 }
