@@ -203,6 +203,11 @@ PyObject *zl_loop_remove_reader(zl_loop *loop, PyObject *fileobj);
 PyObject *zl_loop_remove_writer(zl_loop *loop, PyObject *fileobj);
 int zl_fileobj_to_fd(PyObject *fileobj);
 
+/* loop._sock_recv_now / loop._sock_send_now (core/sock_now.c): one recv/send on a non-blocking socket, None when
+ * it would block. */
+PyObject *zl_loop_sock_recv_now(PyObject *loop, PyObject *const *args, Py_ssize_t nargs);
+PyObject *zl_loop_sock_send_now(PyObject *loop, PyObject *const *args, Py_ssize_t nargs);
+
 /* ------------------------------------------------------------------ module-wide state (python/module.c) */
 
 typedef struct zl_state {
