@@ -37,15 +37,16 @@ handle_visit_context(zl_handle *handle, visitproc visit, void *arg)
     return Py_TYPE(context)->tp_traverse(context, visit, arg);   /* what it holds, on its behalf */
 }
 
-/* A copy of an empty context is a fresh empty context: when the caller's context holds no variable, the handle
- * makes its own only when it runs or is asked for it (get_context, _context). Nothing can tell the two apart, and
- * the context is then made and freed next to the call, reusing CPython's context free list while it is hot,
- * instead of one live context per queued handle (issue 10: call_soon_threadsafe from a thread, batch call_soon). */
+/* A copy of an empty context is a fresh empty context: when the caller's context holds no variable and the loop
+ * already holds many handles, the handle makes its own only when it runs or is asked for it (get_context,
+ * _context). Nothing can tell the two apart, and the context is then made and freed next to the call, from
+ * CPython's context free list while it is hot, instead of one live context per queued handle (issue 10:
+ * call_soon_threadsafe from a thread, batch call_soon). With few handles queued, copying at once is cheaper. */
 static int
 current_context_is_empty(void)
 {
     PyObject *context = PyThreadState_Get()->context;   /* NULL until the thread first uses a context */
-    return context == NULL || PyObject_Length(context) == 0;
+    return context == NULL || Py_TYPE(context)->tp_as_mapping->mp_length(context) == 0;   /* cannot fail */
 }
 
 static int
@@ -144,14 +145,15 @@ zl_handle_new(zl_loop *loop, PyObject *callback, PyObject *const *args, Py_ssize
     if (handle_store_args(handle, args, nargs) < 0) {
         goto error;
     }
-    if ((context == NULL || context == Py_None) && current_context_is_empty()) {
-        handle->context_deferred = 1;
-    } else if (context == NULL || context == Py_None) {
-        handle->context = PyContext_CopyCurrent();
-        if (handle->context == NULL) {
+    if (context == NULL || context == Py_None) {
+        /* Few handles queued: a copy from the context free list is cheapest. Many: contexts they do not need yet
+         * would fill memory (deferred when empty) or the collector's lists (untracked otherwise). */
+        int many = loop->ready.len + loop->timers.len + loop->timers_due.len >= ZL_UNTRACKED_CONTEXT_MIN_QUEUED;
+        if (many && current_context_is_empty()) {
+            handle->context_deferred = 1;
+        } else if ((handle->context = PyContext_CopyCurrent()) == NULL) {
             goto error;
-        }
-        if (loop->ready.len + loop->timers.len + loop->timers_due.len >= ZL_UNTRACKED_CONTEXT_MIN_QUEUED) {
+        } else if (many) {
             PyObject_GC_UnTrack(handle->context);
             handle->context_untracked = 1;
         }
