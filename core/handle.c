@@ -37,6 +37,31 @@ handle_visit_context(zl_handle *handle, visitproc visit, void *arg)
     return Py_TYPE(context)->tp_traverse(context, visit, arg);   /* what it holds, on its behalf */
 }
 
+/* A copy of an empty context is a fresh empty context: when the caller's context holds no variable and the loop
+ * already holds many handles, the handle makes its own only when it runs or is asked for it (get_context,
+ * _context). Nothing can tell the two apart, and the context is then made and freed next to the call, from
+ * CPython's context free list while it is hot, instead of one live context per queued handle (issue 10:
+ * call_soon_threadsafe from a thread, batch call_soon). With few handles queued, copying at once is cheaper. */
+static int
+current_context_is_empty(void)
+{
+    PyObject *context = PyThreadState_Get()->context;   /* NULL until the thread first uses a context */
+    return context == NULL || Py_TYPE(context)->tp_as_mapping->mp_length(context) == 0;   /* cannot fail */
+}
+
+static int
+handle_make_deferred_context(zl_handle *handle)
+{
+    if (handle->context_deferred) {
+        handle->context = PyContext_New();
+        if (handle->context == NULL) {
+            return -1;
+        }
+        handle->context_deferred = 0;
+    }
+    return 0;
+}
+
 /* ------------------------------------------------------------------ creation */
 
 static zl_handle *
@@ -66,6 +91,7 @@ handle_alloc(int is_timer)
     handle->running = 0;
     handle->is_timer = is_timer != 0;
     handle->context_untracked = 0;
+    handle->context_deferred = 0;
     handle->scheduled = 0;
     handle->threadsafe = 0;
     handle->run_thread = 0;
@@ -120,11 +146,14 @@ zl_handle_new(zl_loop *loop, PyObject *callback, PyObject *const *args, Py_ssize
         goto error;
     }
     if (context == NULL || context == Py_None) {
-        handle->context = PyContext_CopyCurrent();
-        if (handle->context == NULL) {
+        /* Few handles queued: a copy from the context free list is cheapest. Many: contexts they do not need yet
+         * would fill memory (deferred when empty) or the collector's lists (untracked otherwise). */
+        int many = loop->ready.len + loop->timers.len + loop->timers_due.len >= ZL_UNTRACKED_CONTEXT_MIN_QUEUED;
+        if (many && current_context_is_empty()) {
+            handle->context_deferred = 1;
+        } else if ((handle->context = PyContext_CopyCurrent()) == NULL) {
             goto error;
-        }
-        if (loop->ready.len + loop->timers.len + loop->timers_due.len >= ZL_UNTRACKED_CONTEXT_MIN_QUEUED) {
+        } else if (many) {
             PyObject_GC_UnTrack(handle->context);
             handle->context_untracked = 1;
         }
@@ -168,6 +197,7 @@ handle_clear(zl_handle *handle)
     handle_clear_args(handle);
     handle_track_context(handle);
     Py_CLEAR(handle->context);
+    handle->context_deferred = 0;
     Py_CLEAR(handle->loop);
     Py_CLEAR(handle->source_traceback);
     Py_CLEAR(handle->cancelled_repr);
@@ -268,9 +298,9 @@ zl_handle_run(zl_handle *handle)
     if (handle->threadsafe) {
         handle->run_thread = PyThread_get_thread_ident();
     }
-    PyObject *context = handle->context;
     PyObject *res = NULL;
-    if (PyContext_Enter(context) == 0) {
+    if (handle_make_deferred_context(handle) == 0 && PyContext_Enter(handle->context) == 0) {
+        PyObject *context = handle->context;
         res = PyObject_Vectorcall(callback, handle->args, handle->nargs, NULL);
         if (PyContext_Exit(context) < 0) {
             Py_CLEAR(res);
@@ -351,6 +381,9 @@ handle_py_cancelled(zl_handle *handle, PyObject *Py_UNUSED(ignored))
 static PyObject *
 handle_py_get_context(zl_handle *handle, PyObject *Py_UNUSED(ignored))
 {
+    if (handle_make_deferred_context(handle) < 0) {
+        return NULL;
+    }
     handle_track_context(handle);
     return zl_ref_or_none(handle->context);   /* NULL once the GC cleared a tracked handle */
 }
@@ -419,6 +452,9 @@ handle_get_loop(zl_handle *handle, void *Py_UNUSED(closure))
 static PyObject *
 handle_get_context(zl_handle *handle, void *Py_UNUSED(closure))
 {
+    if (handle_make_deferred_context(handle) < 0) {
+        return NULL;
+    }
     handle_track_context(handle);
     return zl_ref_or_none(handle->context);
 }

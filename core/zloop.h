@@ -41,6 +41,7 @@ typedef struct zl_handle {
     unsigned char running;            /* its callback is executing: cancel leaves the arguments alone */
     unsigned char is_timer : 1;
     unsigned char context_untracked : 1; /* the copied context is not tracked by the GC (handle_gc.h) */
+    unsigned char context_deferred : 1; /* context is NULL: the current one was empty, a fresh one is made on use */
     unsigned char threadsafe : 1;     /* from call_soon_threadsafe: other threads wait while it runs (3.14) */
     unsigned char scheduled;          /* timers: ZL_TIMER_IN_HEAP or ZL_TIMER_DUE while the loop holds them */
     unsigned long run_thread;         /* threadsafe handles: the thread running the callback */
@@ -201,6 +202,11 @@ PyObject *zl_loop_add_writer(zl_loop *loop, PyObject *const *args, Py_ssize_t na
 PyObject *zl_loop_remove_reader(zl_loop *loop, PyObject *fileobj);
 PyObject *zl_loop_remove_writer(zl_loop *loop, PyObject *fileobj);
 int zl_fileobj_to_fd(PyObject *fileobj);
+
+/* loop._sock_recv_now / loop._sock_send_now (core/sock_now.c): one recv/send on a non-blocking socket, None when
+ * it would block. */
+PyObject *zl_loop_sock_recv_now(PyObject *loop, PyObject *const *args, Py_ssize_t nargs);
+PyObject *zl_loop_sock_send_now(PyObject *loop, PyObject *const *args, Py_ssize_t nargs);
 
 /* ------------------------------------------------------------------ module-wide state (python/module.c) */
 

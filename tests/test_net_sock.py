@@ -63,6 +63,42 @@ def test_sock_recv_returns_empty_bytes_at_eof(loop, pair):
     assert run(loop, main()) == b""
 
 
+def test_sock_recv_larger_than_one_read_buffer(loop, pair):
+    # zloop reads up to 256 KiB through one shared buffer and larger sizes straight into a bytes of that size.
+    client, server = pair
+    payload = os.urandom(600 * 1024)
+
+    async def main():
+        sender = loop.create_task(loop.sock_sendall(server, payload))
+        got = bytearray()
+        while len(got) < len(payload):
+            chunk = await loop.sock_recv(client, 1024 * 1024)
+            assert 0 < len(chunk) <= 1024 * 1024
+            got += chunk
+        await sender
+        return bytes(got)
+    assert run(loop, main()) == payload
+
+
+@pytest.mark.parametrize("make", [
+    pytest.param(lambda lp, c, s: lp.sock_recv(c, -1), id="recv_negative_size"),
+    pytest.param(lambda lp, c, s: (c.close(), lp.sock_recv(c, 10))[1], id="recv_closed"),
+    pytest.param(lambda lp, c, s: lp.sock_sendall(c, "text"), id="sendall_str"),
+    pytest.param(lambda lp, c, s: (c.close(), lp.sock_sendall(c, b"x"))[1],
+                 id="sendall_closed"),
+])
+def test_sock_recv_and_sendall_errors_are_asyncio_s(loop, make):
+    expected = stock_exception(lambda stock: _sock_call(stock, make))
+    assert expected in (OSError, ValueError, TypeError)
+    assert outcome(loop, _sock_call(loop, make)) is expected
+
+
+async def _sock_call(lp, make):
+    client, server = connected_pair()
+    with client, server:
+        return await make(lp, client, server)
+
+
 def test_sock_recv_into(loop, pair):
     client, server = pair
     buf = bytearray(10)

@@ -546,6 +546,34 @@ def test_ten_mebibytes_both_ways(loop, host):
     assert hashlib.sha256(echoed).digest() == hashlib.sha256(payload).digest()
 
 
+def test_large_reads_then_small_ones_then_eof(loop):
+    # After a read of 64 KiB or more, zloop reads straight into a bytes of what is queued (FIONREAD, at most
+    # 120 KiB): data, order, chunk sizes and the end of stream must come through as through the shared buffer.
+    big = os.urandom(3 * 1024 * 1024)
+    listener = tcp_listener("127.0.0.1")
+    listener.setblocking(False)
+
+    async def main():
+        transport, proto = await loop.create_connection(lambda: Recorder(loop), *listener.getsockname()[:2])
+        peer, _ = await loop.sock_accept(listener)
+        with peer:
+            peer.setblocking(False)
+            await loop.sock_sendall(peer, big)
+            await proto.receive(len(big))
+            for i in range(5):
+                await loop.sock_sendall(peer, b"small %d;" % i)
+                await asyncio.sleep(0.01)
+            peer.shutdown(socket.SHUT_WR)
+            await proto.eof
+        transport.close()
+        await proto.lost
+        return proto
+    with listener:
+        proto = run(loop, main(), timeout=60)
+    assert bytes(proto.data) == big + b"".join(b"small %d;" % i for i in range(5))
+    assert proto.calls[-2:] == ["eof", "lost"]
+
+
 def test_writelines(loop):
     async def main():
         server, address = await echo_server(loop)

@@ -5,6 +5,7 @@ import asyncio
 import contextvars
 import gc
 import sys
+import threading
 import weakref
 
 import pytest
@@ -195,6 +196,58 @@ def test_context_is_exited_after_an_exception(loop, run_forever):
     run_forever()
     assert isinstance(errors[0], ZeroDivisionError)
     assert errors[1] == "boom"
+
+
+def test_callbacks_scheduled_from_an_empty_context_each_get_their_own(loop, run_forever):
+    # zloop makes such a handle's context only when it runs or is asked for (a copy of an empty context is a fresh
+    # empty one): what one callback sets must still stay out of the others and out of the caller's context.
+    seen = []
+
+    def setter(value):
+        seen.append(var.get())
+        var.set(value)
+
+    def schedule():
+        for _ in range(600):    # zloop defers only once the loop holds many handles (512)
+            loop.call_soon(setter, "filler")
+        return [loop.call_soon(setter, "first"), loop.call_soon(setter, "second"),
+                loop.call_soon(lambda: seen.append(var.get()))]
+
+    handles = contextvars.Context().run(schedule)
+    asked = context_of(handles[0])
+    assert isinstance(asked, contextvars.Context) and len(asked) == 0
+    assert context_of(handles[0]) is asked
+    loop.call_soon(loop.stop)
+    run_forever()
+    assert seen == ["default"] * 603
+    assert asked[var] == "first"                       # the context asked for before is the one it ran in
+    assert context_of(handles[1])[var] == "second"     # made when it ran, kept as asyncio keeps its copy
+    assert var not in context_of(handles[2])
+    assert var.get() == "default"
+
+
+def test_threadsafe_from_a_fresh_thread_copies_its_context(loop, run_forever):
+    seen = []
+
+    def record_then_set(tag):
+        seen.append((tag, var.get()))
+        var.set(tag)
+
+    def produce():      # a new thread: its context was never used
+        for _ in range(600):    # zloop defers only once the loop holds many handles (512)
+            loop.call_soon_threadsafe(int)
+        loop.call_soon_threadsafe(record_then_set, "a")
+        loop.call_soon_threadsafe(record_then_set, "b")
+        var.set("thread")
+        loop.call_soon_threadsafe(record_then_set, "c")
+        loop.call_soon_threadsafe(loop.stop)
+
+    thread = threading.Thread(target=produce)
+    thread.start()
+    run_forever()
+    thread.join()
+    assert seen == [("a", "default"), ("b", "default"), ("c", "thread")]
+    assert var.get() == "default"
 
 
 # ------------------------------------------------------------------ Handle API

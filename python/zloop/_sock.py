@@ -283,11 +283,23 @@ class SocketMixin:
     async def sock_recv(self, sock, n):
         """Receive up to n bytes from the non-blocking socket sock."""
         check_socket(sock)
+        if type(sock) is socket.socket:
+            # One recv in C: nothing to read yet is a None, not a BlockingIOError (core/sock_now.c).
+            data = self._sock_recv_now(sock.fileno(), n)
+            if data is not None:
+                return data
+            return await self._wait_and_retry(sock, False, self._recv_now, n)
         try:
             return sock.recv(n)
         except (BlockingIOError, InterruptedError):
             pass
         return await self._wait_and_retry(sock, False, _recv, n)
+
+    def _recv_now(self, sock, n):
+        data = self._sock_recv_now(sock.fileno(), n)
+        if data is None:
+            raise BlockingIOError(errno.EAGAIN, os.strerror(errno.EAGAIN))
+        return data
 
     async def sock_recv_into(self, sock, buf):
         """Receive into the writable buffer buf; return the number of bytes received."""
@@ -332,10 +344,13 @@ class SocketMixin:
     async def sock_sendall(self, sock, data):
         """Send all of data on the connected socket sock."""
         check_socket(sock)
-        try:
-            sent = sock.send(data)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
+        if type(sock) is socket.socket:
+            sent = self._sock_send_now(sock.fileno(), data) or 0     # None: the socket takes nothing now
+        else:
+            try:
+                sent = sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
         if type(data) is bytes or type(data) is bytearray:
             if sent == len(data):
                 return
