@@ -6,6 +6,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "backend.h"
 #include "loop_stats.h"
@@ -178,6 +179,14 @@ PyObject *zl_loop_create_future(zl_loop *self, PyObject *ignored);
 /* stream transports (core/stream_transport.c) */
 PyObject *zl_loop_make_socket_transport(zl_loop *loop, PyObject *args, PyObject *kwds);
 PyObject *zl_stream_type_create(PyObject *transport_base);
+/* The transport of a connection accepted in C on fd (owned by it from then on, unless this fails: NULL), running
+ * in context (stolen); tcp: set TCP_NODELAY. */
+PyObject *zl_stream_accepted(zl_loop *loop, int fd, const struct sockaddr *peer, socklen_t peer_len, int tcp,
+                             PyObject *context, PyObject *protocol, PyObject *server);
+
+/* accepting in C (core/stream_server.c): loop._make_acceptor(sock, protocol_factory, server, backlog, on_error,
+ * report) */
+PyObject *zl_loop_make_acceptor(zl_loop *loop, PyObject *args, PyObject *kwds);
 
 /* datagram transports (core/datagram_transport.c) */
 PyObject *zl_loop_make_datagram_transport(zl_loop *loop, PyObject *args, PyObject *kwds);

@@ -1,8 +1,9 @@
 """zloop's Server (an asyncio.AbstractServer) and the accept loop behind create_server and create_unix_server.
 
-A listening socket is watched with add_reader; each readiness accepts a burst of at most `backlog` connections
-and builds their transports at once (no Task per connection). EMFILE/ENFILE/ENOBUFS/ENOMEM go to the exception
-handler and accepting pauses for asyncio's ACCEPT_RETRY_DELAY (1 s), then resumes.
+Plain (non-TLS) listening sockets are served by a C acceptor (loop._make_acceptor, core/stream_server.c): each
+readiness accepts a burst of at most `backlog` connections, calls the protocol factory and makes the transports in
+C. TLS servers keep the Python accept loop here (add_reader). Either way EMFILE/ENFILE/ENOBUFS/ENOMEM go to the
+exception handler and accepting pauses for asyncio's ACCEPT_RETRY_DELAY (1 s), then resumes.
 """
 
 import contextvars
@@ -164,11 +165,39 @@ class ServerMixin:
             registry = self.__dict__["_unix_server_sockets"] = {}
         return registry
 
+    def _acceptors(self):
+        # Listening sockets accepted on in C: sock -> acceptor.
+        registry = self.__dict__.get("_zl_acceptors")
+        if registry is None:
+            registry = self.__dict__["_zl_acceptors"] = {}
+        return registry
+
     def _start_serving(self, protocol_factory, sock, sslcontext=None, server=None, backlog=100,
                        ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
                        ssl_shutdown_timeout=None):
-        self.add_reader(sock.fileno(), self._accept_connection, protocol_factory, sock, sslcontext, server,
-                        backlog, ssl_handshake_timeout, ssl_shutdown_timeout)
+        if sslcontext:
+            self.add_reader(sock.fileno(), self._accept_connection, protocol_factory, sock, sslcontext, server,
+                            backlog, ssl_handshake_timeout, ssl_shutdown_timeout)
+            return
+        acceptors = self._acceptors()
+        acceptor = acceptors.get(sock)
+        if acceptor is None:
+            on_error = functools.partial(self._accept_failed, protocol_factory, sock, server, backlog)
+            acceptor = acceptors[sock] = self._make_acceptor(sock, protocol_factory, server, backlog, on_error,
+                                                             self._report_accept_failure)
+        acceptor.start()
+
+    def _accept_failed(self, protocol_factory, sock, server, backlog, exc):
+        # The C acceptor's accept() failed: out of resources pauses accepting, anything else is reported as an
+        # exception in the accept callback would be.
+        if exc.errno in _OUT_OF_RESOURCES:
+            self._pause_accepting(exc, protocol_factory, sock, None, server, backlog, None, None)
+            return
+        self.call_exception_handler({
+            "message": f"Exception in callback accepting connections on {sock!r}",
+            "exception": exc,
+            "socket": trsock.TransportSocket(sock),
+        })
 
     def _stop_serving(self, sock):
         path = None
@@ -179,7 +208,10 @@ class ServerMixin:
             except OSError:
                 path = None
             inode = registry.pop(sock)
-        if sock.fileno() != -1:
+        acceptor = self.__dict__.get("_zl_acceptors", {}).pop(sock, None)
+        if acceptor is not None:
+            acceptor.stop()
+        elif sock.fileno() != -1:
             self.remove_reader(sock.fileno())
         sock.close()
         if path:
@@ -224,7 +256,11 @@ class ServerMixin:
             "exception": exc,
             "socket": trsock.TransportSocket(sock),
         })
-        self.remove_reader(sock.fileno())
+        acceptor = self.__dict__.get("_zl_acceptors", {}).get(sock)
+        if acceptor is not None:
+            acceptor.stop()
+        else:
+            self.remove_reader(sock.fileno())
         timer = self.call_later(constants.ACCEPT_RETRY_DELAY, self._resume_accepting, protocol_factory, sock,
                                 sslcontext, server, backlog, ssl_handshake_timeout, ssl_shutdown_timeout)
         if server is not None:
