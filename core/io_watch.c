@@ -73,12 +73,17 @@ io_reserve(zl_io_table *io, int fd)
     if (len > (size_t)INT_MAX) {
         len = (size_t)fd + 1;
     }
-    zl_io_slot *slots = PyMem_Realloc(io->slots, len * sizeof(zl_io_slot));
+    /* Zeroed by calloc, not memset: a large table comes as fresh zero pages, and the slots of fds never opened
+     * stay out of the process's memory (a server's table is up to twice its connections). */
+    zl_io_slot *slots = PyMem_Calloc(len, sizeof(zl_io_slot));
     if (slots == NULL) {
         PyErr_NoMemory();
         return -1;
     }
-    memset(slots + io->len, 0, (len - (size_t)io->len) * sizeof(zl_io_slot));
+    if (io->len > 0) {
+        memcpy(slots, io->slots, (size_t)io->len * sizeof(zl_io_slot));
+    }
+    PyMem_Free(io->slots);
     io->slots = slots;
     io->len = (int)len;
     return 0;

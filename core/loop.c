@@ -683,6 +683,8 @@ static PyMethodDef loop_methods[] = {
     {"_make_handle", (PyCFunction)(void (*)(void))loop_make_handle, METH_VARARGS | METH_KEYWORDS,
      "_make_handle(callback, args, context=None) -> Handle, not scheduled."},
     {"_enqueue", (PyCFunction)loop_enqueue_handle, METH_O, "Queue a Handle to run in the next iteration (signal-safe)."},
+    {"_server_clients", (PyCFunction)zl_loop_server_clients, METH_O, "The transports a Server counts, still open."},
+    {"_fd_transport", (PyCFunction)zl_loop_fd_transport, METH_O, "The open transport owning an fd, or None."},
     {"_make_acceptor", (PyCFunction)(void (*)(void))zl_loop_make_acceptor, METH_VARARGS | METH_KEYWORDS,
      "_make_acceptor(sock, protocol_factory, server, backlog, on_error, report): accept in C (start() it)."},
     {"_make_socket_transport", (PyCFunction)(void (*)(void))zl_loop_make_socket_transport,

@@ -255,6 +255,44 @@ static PyType_Spec acceptor_spec = {
     .slots = acceptor_slots,
 };
 
+/* ------------------------------------------------------------------ the connections of a server */
+
+/* A server's connections are found in the fd table, not kept in a set: a transport owns its fd until it closes,
+ * and a closing one still waits for its writer until its queue drains (after that, abort() does nothing). */
+static int
+server_clients_add(PyObject *clients, PyObject *owner, PyObject *server)
+{
+    if (owner == NULL || zl_stream_server_of(owner) != server) {
+        return 0;
+    }
+    int present = PySequence_Contains(clients, owner);
+    return present != 0 ? (present < 0 ? -1 : 0) : PyList_Append(clients, owner);
+}
+
+PyObject *
+zl_loop_server_clients(zl_loop *loop, PyObject *server)
+{
+    PyObject *clients = PyList_New(0);
+    for (int fd = 0; clients != NULL && fd < loop->io.len; fd++) {
+        zl_io_slot *slot = &loop->io.slots[fd];
+        if (server_clients_add(clients, slot->transport_owner, server) < 0 ||
+            (slot->write.fn != NULL && server_clients_add(clients, slot->write.owner, server) < 0)) {
+            Py_CLEAR(clients);
+        }
+    }
+    return clients;
+}
+
+PyObject *
+zl_loop_fd_transport(zl_loop *loop, PyObject *fileobj)
+{
+    int fd = zl_fileobj_to_fd(fileobj);
+    if (fd < 0) {
+        return NULL;
+    }
+    return zl_ref_or_none(fd < loop->io.len ? loop->io.slots[fd].transport_owner : NULL);
+}
+
 /* ------------------------------------------------------------------ creation */
 
 /* TCP over IPv4 or IPv6 (not MPTCP, not SCTP): what asyncio sets TCP_NODELAY on. */

@@ -749,6 +749,15 @@ zl_stream_accepted(zl_loop *loop, int fd, const struct sockaddr *peer, socklen_t
     return stream_open(self, server, Py_None, tcp);
 }
 
+PyObject *
+zl_stream_server_of(PyObject *obj)
+{
+    if (zl_stream_type == NULL || !PyObject_TypeCheck(obj, zl_stream_type)) {
+        return NULL;
+    }
+    return ((zl_stream *)obj)->server;
+}
+
 /* ------------------------------------------------------------------ type */
 
 static PyMethodDef stream_methods[] = {

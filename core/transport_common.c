@@ -542,21 +542,6 @@ zl_transport_build_extra(PyObject *sock, PyObject *extra)
     return info;
 }
 
-static int
-transport_register_with_loop(zl_transport *t)
-{
-    PyObject *transports = PyObject_GetAttrString((PyObject *)t->loop, "_transports");
-    if (transports == NULL) {
-        PyErr_Clear();
-        return 0;
-    }
-    PyObject *fd = PyLong_FromLong(t->fd);
-    int rc = fd ? PyObject_SetItem(transports, fd, (PyObject *)t) : -1;
-    Py_XDECREF(fd);
-    Py_DECREF(transports);
-    return rc;
-}
-
 /* Schedule connection_made, the start of reading and the waiter, in that order, as asyncio does. */
 static int
 transport_schedule_start(zl_transport *t, PyObject *waiter)
@@ -583,7 +568,7 @@ transport_schedule_start(zl_transport *t, PyObject *waiter)
 int
 zl_transport_open(zl_transport *t, PyObject *waiter)
 {
-    if (zl_io_adopt_fd(t->loop, t->fd, (PyObject *)t) < 0 || transport_register_with_loop(t) < 0) {
+    if (zl_io_adopt_fd(t->loop, t->fd, (PyObject *)t) < 0) {
         return -1;
     }
     return transport_schedule_start(t, waiter);

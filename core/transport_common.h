@@ -176,7 +176,7 @@ PyObject *zl_transport_socket(zl_transport *t);
 const int *zl_transport_sock_fd_field(PyObject *sock, int fd);
 /* dict(extra or {}) with 'socket', 'sockname' and 'peername' as asyncio's transports give them. */
 PyObject *zl_transport_build_extra(PyObject *sock, PyObject *extra);
-/* Own the fd, join loop._transports, schedule connection_made, _start_reading and the waiter. */
+/* Own the fd (the fd table answers loop._fd_transport), schedule connection_made, _start_reading and the waiter. */
 int zl_transport_open(zl_transport *t, PyObject *waiter);
 /* Creation failed: drop the transport without closing the caller's socket. Returns NULL. */
 PyObject *zl_transport_discard(zl_transport *t);

@@ -184,9 +184,16 @@ PyObject *zl_stream_type_create(PyObject *transport_base);
 PyObject *zl_stream_accepted(zl_loop *loop, int fd, const struct sockaddr *peer, socklen_t peer_len, int tcp,
                              PyObject *context, PyObject *protocol, PyObject *server);
 
+/* The server a stream transport counts in (borrowed), or NULL: none, or obj is no stream transport. */
+PyObject *zl_stream_server_of(PyObject *obj);
+
 /* accepting in C (core/stream_server.c): loop._make_acceptor(sock, protocol_factory, server, backlog, on_error,
  * report) */
 PyObject *zl_loop_make_acceptor(zl_loop *loop, PyObject *args, PyObject *kwds);
+/* loop._server_clients(server): the stream transports counted by server that still hold their fd. */
+PyObject *zl_loop_server_clients(zl_loop *loop, PyObject *server);
+/* loop._fd_transport(fd): the open transport owning fd, or None. */
+PyObject *zl_loop_fd_transport(zl_loop *loop, PyObject *fileobj);
 
 /* datagram transports (core/datagram_transport.c) */
 PyObject *zl_loop_make_datagram_transport(zl_loop *loop, PyObject *args, PyObject *kwds);

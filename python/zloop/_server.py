@@ -11,7 +11,6 @@ import errno
 import functools
 import os
 import sys
-import weakref
 from asyncio import constants, events, exceptions, tasks, trsock
 from asyncio.log import logger
 
@@ -29,8 +28,7 @@ class Server(events.AbstractServer):
                  ssl_shutdown_timeout=None):
         self._loop = loop
         self._sockets = sockets
-        # Weak: a transport nobody references must still be collectable (and warn about being unclosed).
-        self._clients = weakref.WeakSet()
+        # The connections themselves are not kept here: the loop finds them in its fd table (_server_clients).
         self._active_count = 0
         self._waiters = []
         self._protocol_factory = protocol_factory
@@ -50,14 +48,10 @@ class Server(events.AbstractServer):
     def _attach(self, transport=None):
         assert self._sockets is not None
         self._active_count += 1
-        if transport is not None:
-            self._clients.add(transport)
 
     def _detach(self, transport=None):
         if self._active_count > 0:
             self._active_count -= 1
-        if transport is not None:
-            self._clients.discard(transport)
         if self._active_count == 0 and self._sockets is None:
             self._wakeup()
 
@@ -111,12 +105,12 @@ class Server(events.AbstractServer):
 
     def close_clients(self):
         """Close every connection accepted by this server (their buffers are flushed first)."""
-        for transport in self._clients.copy():
+        for transport in self._loop._server_clients(self):
             transport.close()
 
     def abort_clients(self):
         """Abort every connection accepted by this server at once."""
-        for transport in self._clients.copy():
+        for transport in self._loop._server_clients(self):
             transport.abort()
 
     async def start_serving(self):
