@@ -60,7 +60,8 @@ def rss_bytes():
 
 
 def sample():
-    return {"rss": rss_bytes(), "cpu_ns": time.process_time_ns()}
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return {"rss": rss_bytes(), "cpu_ns": time.process_time_ns(), "user": r.ru_utime, "sys": r.ru_stime}
 
 
 # ------------------------------------------------------------------ server child (the loop measured)

@@ -9,13 +9,17 @@
 #include <sys/un.h>
 
 zl_sock_addrs *
-zl_sock_addrs_new(int fd, const struct sockaddr *peer, socklen_t peer_len)
+zl_sock_addrs_new(int fd, const struct sockaddr *local, socklen_t local_len, const struct sockaddr *peer,
+                  socklen_t peer_len)
 {
-    struct sockaddr_storage local;
-    socklen_t local_len = sizeof(local);
-    memset(&local, 0, sizeof(local));
-    if (getsockname(fd, (struct sockaddr *)&local, &local_len) < 0 || local_len > sizeof(local)) {
-        local_len = 0;
+    struct sockaddr_storage own;
+    if (local == NULL) {
+        local = (const struct sockaddr *)&own;
+        local_len = sizeof(own);
+        memset(&own, 0, sizeof(own));
+        if (getsockname(fd, (struct sockaddr *)&own, &local_len) < 0 || local_len > sizeof(own)) {
+            local_len = 0;
+        }
     }
     zl_sock_addrs *addrs = PyMem_Malloc(sizeof(zl_sock_addrs) + local_len + peer_len);
     if (addrs == NULL) {
@@ -24,9 +28,29 @@ zl_sock_addrs_new(int fd, const struct sockaddr *peer, socklen_t peer_len)
     }
     addrs->local_len = local_len;
     addrs->peer_len = peer_len;
-    memcpy(addrs->bytes, &local, local_len);
+    memcpy(addrs->bytes, local, local_len);
     memcpy(addrs->bytes + local_len, peer, peer_len);
     return addrs;
+}
+
+socklen_t
+zl_sock_addr_shared_local(int fd, struct sockaddr_storage *out)
+{
+    socklen_t len = sizeof(*out);
+    memset(out, 0, sizeof(*out));
+    if (getsockname(fd, (struct sockaddr *)out, &len) < 0 || len > sizeof(*out)) {
+        return 0;
+    }
+    if (out->ss_family == AF_UNIX) {
+        return len;
+    }
+    if (out->ss_family == AF_INET) {
+        return ((struct sockaddr_in *)out)->sin_addr.s_addr != htonl(INADDR_ANY) ? len : 0;
+    }
+    if (out->ss_family == AF_INET6) {
+        return !IN6_IS_ADDR_UNSPECIFIED(&((struct sockaddr_in6 *)out)->sin6_addr) ? len : 0;
+    }
+    return 0;
 }
 
 static PyObject *

@@ -12,8 +12,15 @@ typedef struct zl_sock_addrs {
     unsigned char bytes[];           /* the local address, then the peer's */
 } zl_sock_addrs;
 
-/* The peer address accept() gave and fd's own (getsockname), in one block; NULL with MemoryError set. */
-zl_sock_addrs *zl_sock_addrs_new(int fd, const struct sockaddr *peer, socklen_t peer_len);
+/* The peer address accept() gave and fd's own, in one block; NULL with MemoryError set. local is fd's own address
+ * when the caller knows it (a listening socket bound to one address gives it to every connection), or NULL: asked
+ * with getsockname(). */
+zl_sock_addrs *zl_sock_addrs_new(int fd, const struct sockaddr *local, socklen_t local_len,
+                                 const struct sockaddr *peer, socklen_t peer_len);
+
+/* The address of listening socket fd when each of its connections has it as its own (one host address, or a Unix
+ * path); 0 when it is a wildcard (the connections' own addresses differ) or unknown. */
+socklen_t zl_sock_addr_shared_local(int fd, struct sockaddr_storage *out);
 
 /* An address as CPython's makesockaddr gives it for AF_INET, AF_INET6 and AF_UNIX; None for another family or an
  * empty one. */

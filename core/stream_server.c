@@ -1,5 +1,6 @@
 /* core/stream_server.c — accepting in C: each readiness of a listening stream socket accepts up to `backlog`
  * connections (accept4, non-blocking, close-on-exec), calls the protocol factory and makes the transport in C. */
+#include "sock_addr.h"
 #include "transport_common.h"
 
 #include <errno.h>
@@ -23,6 +24,8 @@ typedef struct zl_acceptor {
     int backlog;                     /* at most this many connections per readiness */
     int tcp;                         /* TCP: each connection gets TCP_NODELAY, as asyncio sets it */
     int watching;
+    socklen_t local_len;             /* every connection's own address, when the socket listens on one (else 0) */
+    struct sockaddr_storage local;
 } zl_acceptor;
 
 static PyTypeObject *acceptor_type;
@@ -106,9 +109,14 @@ acceptor_serve(zl_acceptor *self, int conn, const struct sockaddr *peer, socklen
     }
     PyObject *protocol = PyObject_CallNoArgs(self->protocol_factory);
     PyObject *transport = NULL;
+    zl_sock_addrs *addrs = NULL;
     if (protocol != NULL) {
+        addrs = zl_sock_addrs_new(conn, self->local_len ? (const struct sockaddr *)&self->local : NULL,
+                                  self->local_len, peer, peer_len);
+    }
+    if (addrs != NULL) {
         Py_INCREF(context);   /* the transport's readiness callbacks run in it too */
-        transport = zl_stream_accepted(self->loop, conn, peer, peer_len, self->tcp, context, protocol, self->server);
+        transport = zl_stream_accepted(self->loop, conn, addrs, self->tcp, context, protocol, self->server);
     }
     int rc = 0;
     if (transport == NULL) {
@@ -344,6 +352,7 @@ zl_loop_make_acceptor(zl_loop *loop, PyObject *args, PyObject *kwds)
     self->backlog = backlog > 1 ? backlog : 1;
     self->tcp = acceptor_is_tcp(fd);
     self->watching = 0;
+    self->local_len = zl_sock_addr_shared_local(fd, &self->local);
     PyObject_GC_Track(self);
     return (PyObject *)self;
 }

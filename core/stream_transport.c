@@ -731,19 +731,21 @@ zl_loop_make_socket_transport(zl_loop *loop, PyObject *args, PyObject *kwds)
 }
 
 PyObject *
-zl_stream_accepted(zl_loop *loop, int fd, const struct sockaddr *peer, socklen_t peer_len, int tcp,
-                   PyObject *context, PyObject *protocol, PyObject *server)
+zl_stream_accepted(zl_loop *loop, int fd, zl_sock_addrs *addrs, int tcp, PyObject *context, PyObject *protocol,
+                   PyObject *server)
 {
     if (zl_transport_check_creatable(loop, zl_stream_type) < 0) {
         Py_DECREF(context);
+        PyMem_Free(addrs);
         return NULL;
     }
     zl_stream *self = (zl_stream *)zl_transport_new_for_fd(zl_stream_type, &stream_kind, loop, fd, context);
     if (self == NULL) {
+        PyMem_Free(addrs);
         return NULL;
     }
-    self->addrs = zl_sock_addrs_new(fd, peer, peer_len);
-    if (self->addrs == NULL || stream_set_protocol(&self->base, protocol) < 0) {
+    self->addrs = addrs;
+    if (stream_set_protocol(&self->base, protocol) < 0) {
         return zl_transport_discard(&self->base);
     }
     return stream_open(self, server, Py_None, tcp);

@@ -180,9 +180,10 @@ PyObject *zl_loop_create_future(zl_loop *self, PyObject *ignored);
 PyObject *zl_loop_make_socket_transport(zl_loop *loop, PyObject *args, PyObject *kwds);
 PyObject *zl_stream_type_create(PyObject *transport_base);
 /* The transport of a connection accepted in C on fd (owned by it from then on, unless this fails: NULL), running
- * in context (stolen); tcp: set TCP_NODELAY. */
-PyObject *zl_stream_accepted(zl_loop *loop, int fd, const struct sockaddr *peer, socklen_t peer_len, int tcp,
-                             PyObject *context, PyObject *protocol, PyObject *server);
+ * in context, with addrs (a zl_sock_addrs, core/sock_addr.h); both stolen. tcp: set TCP_NODELAY. */
+struct zl_sock_addrs;
+PyObject *zl_stream_accepted(zl_loop *loop, int fd, struct zl_sock_addrs *addrs, int tcp, PyObject *context,
+                             PyObject *protocol, PyObject *server);
 
 /* The server a stream transport counts in (borrowed), or NULL: none, or obj is no stream transport. */
 PyObject *zl_stream_server_of(PyObject *obj);

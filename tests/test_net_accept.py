@@ -49,14 +49,15 @@ async def accept_one(loop, family, address, ask=True):
 
 
 def families():
-    out = [(socket.AF_INET, "127.0.0.1")]
+    # A wildcard listener's connections each have their own address; the others share the listener's.
+    out = [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET, "0.0.0.0")]
     if HAS_IPV6:
-        out.append((socket.AF_INET6, "::1"))
+        out += [(socket.AF_INET6, "::1"), (socket.AF_INET6, "::")]
     out.append((socket.AF_UNIX, None))
     return out
 
 
-@pytest.mark.parametrize("family,host", families(), ids=lambda v: getattr(v, "name", str(v)))
+@pytest.mark.parametrize("family,host", families(), ids=lambda v: getattr(v, "name", str(v) or "path"))
 @pytest.mark.parametrize("when", ["at_connection_made", "after_connection_lost"])
 def test_extra_info_of_accepted_connections(loop, family, host, when):
     async def main(path):
