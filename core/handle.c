@@ -26,6 +26,21 @@ handle_track_context(zl_handle *handle)
     }
 }
 
+/* The handle's context, made now when it copied an empty one (see zl_handle_new). NULL with an exception set
+ * when making it failed, or without one when the handle was cleared. */
+static PyObject *
+handle_context(zl_handle *handle)
+{
+    if (handle->context_empty) {
+        handle->context = PyContext_New();
+        if (handle->context == NULL) {
+            return NULL;
+        }
+        handle->context_empty = 0;
+    }
+    return handle->context;
+}
+
 static int
 handle_visit_context(zl_handle *handle, visitproc visit, void *arg)
 {
@@ -66,6 +81,7 @@ handle_alloc(int is_timer)
     handle->running = 0;
     handle->is_timer = is_timer != 0;
     handle->context_untracked = 0;
+    handle->context_empty = 0;
     handle->scheduled = 0;
     handle->threadsafe = 0;
     handle->run_thread = 0;
@@ -124,7 +140,14 @@ zl_handle_new(zl_loop *loop, PyObject *callback, PyObject *const *args, Py_ssize
         if (handle->context == NULL) {
             goto error;
         }
-        if (loop->ready.len + loop->timers.len + loop->timers_due.len >= ZL_UNTRACKED_CONTEXT_MIN_QUEUED) {
+        if (loop->ready.len + loop->timers.len + loop->timers_due.len < ZL_UNTRACKED_CONTEXT_MIN_QUEUED) {
+            /* few handles queued: keep the copy as it is */
+        } else if (PyObject_Size(handle->context) == 0) {
+            /* A copy of an empty context is an empty context: with many handles queued, it is made only when the
+             * callback runs (or get_context asks), so that a million pending timers do not hold a million. */
+            Py_CLEAR(handle->context);
+            handle->context_empty = 1;
+        } else {
             PyObject_GC_UnTrack(handle->context);
             handle->context_untracked = 1;
         }
@@ -168,6 +191,7 @@ handle_clear(zl_handle *handle)
     handle_clear_args(handle);
     handle_track_context(handle);
     Py_CLEAR(handle->context);
+    handle->context_empty = 0;
     Py_CLEAR(handle->loop);
     Py_CLEAR(handle->source_traceback);
     Py_CLEAR(handle->cancelled_repr);
@@ -268,9 +292,9 @@ zl_handle_run(zl_handle *handle)
     if (handle->threadsafe) {
         handle->run_thread = PyThread_get_thread_ident();
     }
-    PyObject *context = handle->context;
+    PyObject *context = handle_context(handle);
     PyObject *res = NULL;
-    if (PyContext_Enter(context) == 0) {
+    if (context != NULL && PyContext_Enter(context) == 0) {
         res = PyObject_Vectorcall(callback, handle->args, handle->nargs, NULL);
         if (PyContext_Exit(context) < 0) {
             Py_CLEAR(res);
@@ -352,7 +376,8 @@ static PyObject *
 handle_py_get_context(zl_handle *handle, PyObject *Py_UNUSED(ignored))
 {
     handle_track_context(handle);
-    return zl_ref_or_none(handle->context);   /* NULL once the GC cleared a tracked handle */
+    PyObject *context = handle_context(handle);   /* NULL once the GC cleared a tracked handle */
+    return context == NULL && PyErr_Occurred() ? NULL : zl_ref_or_none(context);
 }
 
 static PyObject *
@@ -420,7 +445,8 @@ static PyObject *
 handle_get_context(zl_handle *handle, void *Py_UNUSED(closure))
 {
     handle_track_context(handle);
-    return zl_ref_or_none(handle->context);
+    PyObject *context = handle_context(handle);
+    return context == NULL && PyErr_Occurred() ? NULL : zl_ref_or_none(context);
 }
 
 static PyObject *

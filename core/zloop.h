@@ -43,6 +43,7 @@ typedef struct zl_handle {
     unsigned char is_timer : 1;
     unsigned char context_untracked : 1; /* the copied context is not tracked by the GC (handle_gc.h) */
     unsigned char threadsafe : 1;     /* from call_soon_threadsafe: other threads wait while it runs (3.14) */
+    unsigned char context_empty : 1;  /* context is NULL for an empty copy: made when it runs or is asked for */
     unsigned char scheduled;          /* timers: ZL_TIMER_IN_HEAP or ZL_TIMER_DUE while the loop holds them */
     unsigned long run_thread;         /* threadsafe handles: the thread running the callback */
     double when;                      /* timers: deadline */
