@@ -543,8 +543,7 @@ loop_dealloc(zl_loop *self)
     zl_timer_heap_free(&self->timers);
     zl_ready_queue_free(&self->timers_due);
     zl_loop_stats_clear(&self->stats);
-    PyMem_Free(self->io.slots);
-    self->io.slots = NULL;
+    zl_io_free_slots(&self->io);
     PyTypeObject *type = Py_TYPE(self);
     type->tp_free((PyObject *)self);
 }

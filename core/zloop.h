@@ -210,6 +210,7 @@ int zl_io_adopt_fd(zl_loop *loop, int fd, PyObject *owner);
 void zl_io_disown_fd(zl_loop *loop, int fd, PyObject *owner);
 void zl_io_clear_owned_side(zl_loop *loop, int fd, int event, PyObject *owner);
 int zl_io_traverse(zl_io_table *io, visitproc visit, void *arg);
+void zl_io_free_slots(zl_io_table *io);
 /* Before each poll: drop from the backend the stale events (all of them before a blocking poll). */
 void zl_io_drop_stale(zl_loop *loop, int blocking);
 /* The fds the loop watches for someone (stale-only registrations left out). */
