@@ -41,6 +41,7 @@ import _loops
 PAYLOAD = 100              # bytes each connection sends and gets back
 WARM = 100                 # warm-up connections (hold, churn) before the measured ones
 FD_MARGIN = 200            # fds the server and client keep for themselves besides the connections
+CLIENT_GRACE = 30.0        # seconds the client may take past --time-limit to close its connections
 ROWS = ("hold", "churn", "timers")
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -233,8 +234,8 @@ def run_connections(spec, mode, n, batch, time_limit):
         return {"bytes_per_conn": (figure["end"]["rss"] - figure["base"]["rss"]) / n, "cpu_us": cpu / n / 1e3}
     finally:
         stop(server)
-        if client_proc is not None:
-            client_proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+        if client_proc is not None:   # its answer is in: closing its sockets gets a grace of its own
+            client_proc.wait(timeout=max(0.0, deadline - time.monotonic()) + CLIENT_GRACE)
             client_proc.stdout.close()
 
 
