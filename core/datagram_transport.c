@@ -1,5 +1,6 @@
 /* core/datagram_transport.c — the datagram transport (UDP and Unix datagram sockets) in C: the I/O dispatch
  * receives straight into protocol.datagram_received, sendto() sends at once and queues only on EAGAIN. */
+#include "sock_addr.h"
 #include "transport_common.h"
 
 #include <arpa/inet.h>
@@ -236,47 +237,11 @@ dgram_sockaddr_from_py(int family, PyObject *addr, zl_sockaddr *out)
     return 0;
 }
 
-static PyObject *
-dgram_ip_text(int family, const void *raw)
-{
-    char text[INET6_ADDRSTRLEN];
-    if (inet_ntop(family, raw, text, sizeof(text)) == NULL) {
-        return PyErr_SetFromErrno(PyExc_OSError);
-    }
-    return PyUnicode_FromString(text);
-}
-
 /* The Python form of an address recvfrom() gave, as the socket module returns it. */
 static PyObject *
 dgram_sockaddr_to_py(const zl_sockaddr *sa)
 {
-    if (sa->len == 0) {
-        Py_RETURN_NONE;
-    }
-    const struct sockaddr *generic = (const struct sockaddr *)&sa->storage;
-    if (generic->sa_family == AF_INET) {
-        const struct sockaddr_in *sin = (const struct sockaddr_in *)&sa->storage;
-        PyObject *host = dgram_ip_text(AF_INET, &sin->sin_addr);
-        return host == NULL ? NULL : Py_BuildValue("(Ni)", host, (int)ntohs(sin->sin_port));
-    }
-    if (generic->sa_family == AF_INET6) {
-        const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)&sa->storage;
-        PyObject *host = dgram_ip_text(AF_INET6, &sin6->sin6_addr);
-        return host == NULL ? NULL
-                            : Py_BuildValue("(NiII)", host, (int)ntohs(sin6->sin6_port),
-                                            (unsigned int)ntohl(sin6->sin6_flowinfo),
-                                            (unsigned int)sin6->sin6_scope_id);
-    }
-    const struct sockaddr_un *sun = (const struct sockaddr_un *)&sa->storage;
-    size_t path_len = sa->len > offsetof(struct sockaddr_un, sun_path) ? sa->len - offsetof(struct sockaddr_un, sun_path)
-                                                                       : 0;
-    if (path_len > sizeof(sun->sun_path)) {
-        path_len = sizeof(sun->sun_path);
-    }
-    if (path_len > 0 && sun->sun_path[0] == '\0') {
-        return PyBytes_FromStringAndSize(sun->sun_path, (Py_ssize_t)path_len);
-    }
-    return PyUnicode_DecodeFSDefaultAndSize(sun->sun_path, (Py_ssize_t)strnlen(sun->sun_path, path_len));
+    return zl_sock_addr_to_py(&sa->storage, sa->len);
 }
 
 /* The sender's address object: the previous one when the same peer sent again. New reference. */

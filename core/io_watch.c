@@ -6,6 +6,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
 
 /* ------------------------------------------------------------------ fds */
 
@@ -54,8 +56,39 @@ zl_fileobj_to_fd(PyObject *fileobj)
     return (int)fd;
 }
 
+/* The table lives in an anonymous mapping: its pages stay the kernel's zero pages until a slot is written, so a
+ * table sized for every fd the process may open costs memory only for the fds in use. */
+static zl_io_slot *
+io_map_slots(size_t len)
+{
+    void *slots = mmap(NULL, len * sizeof(zl_io_slot), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return slots == MAP_FAILED ? NULL : slots;
+}
+
+void
+zl_io_free_slots(zl_io_table *io)
+{
+    if (io->slots != NULL) {
+        (void)munmap(io->slots, (size_t)io->len * sizeof(zl_io_slot));
+    }
+    io->slots = NULL;
+    io->len = 0;
+}
+
+/* The table's second size, once 64 fds are not enough: every fd the process may open (RLIMIT_NOFILE's soft limit,
+ * at most 65536), so that a server's table is made once and never copied while it fills. */
+static size_t
+io_full_len(void)
+{
+    struct rlimit limit;
+    if (getrlimit(RLIMIT_NOFILE, &limit) < 0 || limit.rlim_cur < 128) {
+        return 128;
+    }
+    return limit.rlim_cur > 65536 ? 65536 : (size_t)limit.rlim_cur;
+}
+
 /* Make fd an index of the table. Only an open fd may grow it (add_reader(10**8) is asyncio's EBADF at once, not
- * gigabytes of slots first), and it grows to at most twice the highest open fd seen. */
+ * gigabytes of slots first): 64 slots, then the fd limit's, then twice the highest open fd seen. */
 static int
 io_reserve(zl_io_table *io, int fd)
 {
@@ -66,19 +99,22 @@ io_reserve(zl_io_table *io, int fd)
         PyErr_SetFromErrno(PyExc_OSError);
         return -1;
     }
-    size_t len = io->len ? (size_t)io->len : 64;
+    size_t len = io->len == 0 ? 64 : io->len == 64 ? io_full_len() : (size_t)io->len * 2;
     while (len <= (size_t)fd) {
         len *= 2;
     }
     if (len > (size_t)INT_MAX) {
         len = (size_t)fd + 1;
     }
-    zl_io_slot *slots = PyMem_Realloc(io->slots, len * sizeof(zl_io_slot));
+    zl_io_slot *slots = io_map_slots(len);
     if (slots == NULL) {
         PyErr_NoMemory();
         return -1;
     }
-    memset(slots + io->len, 0, (len - (size_t)io->len) * sizeof(zl_io_slot));
+    if (io->len > 0) {
+        memcpy(slots, io->slots, (size_t)io->len * sizeof(zl_io_slot));
+    }
+    zl_io_free_slots(io);
     io->slots = slots;
     io->len = (int)len;
     return 0;

@@ -551,8 +551,7 @@ loop_dealloc(zl_loop *self)
     zl_timer_heap_free(&self->timers);
     zl_ready_queue_free(&self->timers_due);
     zl_loop_stats_clear(&self->stats);
-    PyMem_Free(self->io.slots);
-    self->io.slots = NULL;
+    zl_io_free_slots(&self->io);
     PyTypeObject *type = Py_TYPE(self);
     type->tp_free((PyObject *)self);
 }
@@ -695,6 +694,10 @@ static PyMethodDef loop_methods[] = {
     {"_make_handle", (PyCFunction)(void (*)(void))loop_make_handle, METH_VARARGS | METH_KEYWORDS,
      "_make_handle(callback, args, context=None) -> Handle, not scheduled."},
     {"_enqueue", (PyCFunction)loop_enqueue_handle, METH_O, "Queue a Handle to run in the next iteration (signal-safe)."},
+    {"_server_clients", (PyCFunction)zl_loop_server_clients, METH_O, "The transports a Server counts, still open."},
+    {"_fd_transport", (PyCFunction)zl_loop_fd_transport, METH_O, "The open transport owning an fd, or None."},
+    {"_make_acceptor", (PyCFunction)(void (*)(void))zl_loop_make_acceptor, METH_VARARGS | METH_KEYWORDS,
+     "_make_acceptor(sock, protocol_factory, server, backlog, on_error, report): accept in C (start() it)."},
     {"_make_socket_transport", (PyCFunction)(void (*)(void))zl_loop_make_socket_transport,
      METH_VARARGS | METH_KEYWORDS, "_make_socket_transport(sock, protocol, waiter=None, *, extra=None, server=None)"},
     {"_make_datagram_transport", (PyCFunction)(void (*)(void))zl_loop_make_datagram_transport,

@@ -1,5 +1,6 @@
 /* core/stream_transport.c — the stream transport (TCP and Unix sockets) in C: the I/O dispatch reads straight
  * into the protocol, write() tries send() first and queues only the rest, flow control, half-close and close. */
+#include "sock_addr.h"
 #include "transport_common.h"
 #include "write_queue.h"
 
@@ -24,6 +25,7 @@ typedef struct zl_stream {
     PyObject *server;
     PyObject *empty_waiter;          /* future resolved when the write queue drains (sendfile) */
     zl_write_queue out;
+    zl_sock_addrs *addrs;            /* accepted in C: sockname and peername until get_extra_info() asks */
     unsigned char eof_requested;     /* write_eof() called */
     unsigned char large_reads;       /* the last read was at least ZL_DIRECT_READ_MIN bytes */
 } zl_stream;
@@ -523,6 +525,56 @@ stream_release_connection(zl_transport *t)
     stream_detach_from_server(self);
 }
 
+/* A TransportSocket for the extra dict: of the socket object, or (asked only once the connection is closed) of a
+ * closed socket of the same family, as asyncio's would be by then. */
+static PyObject *
+stream_extra_socket(zl_stream *self)
+{
+    PyObject *sock = zl_transport_socket(&self->base);
+    if (sock != NULL) {
+        return PyObject_CallOneArg(zl_global.transport_socket_type, sock);
+    }
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    PyObject *module = PyImport_ImportModule("socket");
+    PyObject *closed = module ? PyObject_CallMethod(module, "socket", "ii", zl_sock_addrs_family(self->addrs),
+                                                    SOCK_STREAM)
+                              : NULL;
+    Py_XDECREF(module);
+    PyObject *res = closed ? PyObject_CallMethod(closed, "close", NULL) : NULL;
+    Py_XDECREF(res);
+    PyObject *trsock = res ? PyObject_CallOneArg(zl_global.transport_socket_type, closed) : NULL;
+    Py_XDECREF(closed);
+    return trsock;
+}
+
+/* get_extra_info() on a connection accepted in C: socket, sockname and peername, made at the first call. */
+static PyObject *
+stream_make_extra(zl_transport *t)
+{
+    zl_stream *self = (zl_stream *)t;
+    if (self->addrs == NULL) {
+        return PyDict_New();
+    }
+    PyObject *info = PyDict_New();
+    PyObject *trsock = info ? stream_extra_socket(self) : NULL;
+    PyObject *sockname = trsock ? zl_sock_addrs_local(self->addrs) : NULL;
+    PyObject *peername = sockname ? zl_sock_addrs_peer(self->addrs) : NULL;
+    int rc = peername == NULL || PyDict_SetItemString(info, "peername", peername) < 0 ||
+             PyDict_SetItemString(info, "socket", trsock) < 0 || PyDict_SetItemString(info, "sockname", sockname) < 0;
+    Py_XDECREF(trsock);
+    Py_XDECREF(sockname);
+    Py_XDECREF(peername);
+    if (rc) {
+        Py_XDECREF(info);
+        return NULL;
+    }
+    PyMem_Free(self->addrs);
+    self->addrs = NULL;
+    return info;
+}
+
 static const zl_transport_kind stream_kind = {
     .on_readable = stream_on_readable,
     .on_writable = stream_on_writable,
@@ -531,6 +583,7 @@ static const zl_transport_kind stream_kind = {
     .queue_drop = stream_queue_drop,
     .queue_count_offset = offsetof(zl_stream, out.count),
     .queue_bytes_offset = offsetof(zl_stream, out.bytes),
+    .make_extra = stream_make_extra,
 };
 
 /* ------------------------------------------------------------------ Python API */
@@ -589,7 +642,7 @@ stream_py_reset_empty_waiter(zl_stream *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 stream_repr(zl_stream *self)
 {
-    const char *state = self->base.sock == NULL ? " closed" : self->base.closing ? " closing" : "";
+    const char *state = !zl_transport_is_open(&self->base) ? " closed" : self->base.closing ? " closing" : "";
     const char *read = !self->base.reading ? "idle" : "polling";
     return PyUnicode_FromFormat("<%s fd=%d%s read=%s write=<%s, bufsize=%zu>>", Py_TYPE(self)->tp_name,
                                 self->base.fd, state, read, self->base.writing ? "polling" : "idle", self->out.bytes);
@@ -656,6 +709,7 @@ stream_dealloc(zl_stream *self)
     }
     stream_clear(self);
     zl_write_queue_free(&self->out);
+    PyMem_Free(self->addrs);
     zl_transport_dealloc_end(&self->base);
 }
 
@@ -693,6 +747,31 @@ stream_attach_to_server(zl_stream *self, PyObject *server)
     return 0;
 }
 
+/* What every new stream does once it has its protocol: TCP_NODELAY, the server's count, the fd and the first
+ * callbacks. Returns the transport, or NULL (the transport discarded, the fd left to its owner). */
+static PyObject *
+stream_open(zl_stream *self, PyObject *server, PyObject *waiter, int tcp)
+{
+    if (tcp < 0) {
+        stream_set_nodelay(self->base.fd);
+    } else if (tcp) {
+        int one = 1;
+        (void)setsockopt(self->base.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    }
+    if (stream_attach_to_server(self, server) < 0) {
+        Py_CLEAR(self->server);   /* never counted by the server: nothing to detach */
+        return zl_transport_discard(&self->base);
+    }
+    if (zl_transport_open(&self->base, waiter) < 0) {
+        /* Counted by the server already: uncount it, or server.wait_closed() would wait for it for ever. */
+        PyObject *exc = zl_err_fetch();
+        stream_detach_from_server(self);
+        zl_err_restore(exc);
+        return zl_transport_discard(&self->base);
+    }
+    return (PyObject *)self;
+}
+
 PyObject *
 zl_loop_make_socket_transport(zl_loop *loop, PyObject *args, PyObject *kwds)
 {
@@ -713,19 +792,37 @@ zl_loop_make_socket_transport(zl_loop *loop, PyObject *args, PyObject *kwds)
     if (self->base.extra == NULL || stream_set_protocol(&self->base, protocol) < 0) {
         return zl_transport_discard(&self->base);
     }
-    stream_set_nodelay(self->base.fd);
-    if (stream_attach_to_server(self, server) < 0) {
-        Py_CLEAR(self->server);   /* never counted by the server: nothing to detach */
+    return stream_open(self, server, waiter, -1);
+}
+
+PyObject *
+zl_stream_accepted(zl_loop *loop, int fd, zl_sock_addrs *addrs, int tcp, PyObject *context, PyObject *protocol,
+                   PyObject *server)
+{
+    if (zl_transport_check_creatable(loop, zl_stream_type) < 0) {
+        Py_DECREF(context);
+        PyMem_Free(addrs);
+        return NULL;
+    }
+    zl_stream *self = (zl_stream *)zl_transport_new_for_fd(zl_stream_type, &stream_kind, loop, fd, context);
+    if (self == NULL) {
+        PyMem_Free(addrs);
+        return NULL;
+    }
+    self->addrs = addrs;
+    if (stream_set_protocol(&self->base, protocol) < 0) {
         return zl_transport_discard(&self->base);
     }
-    if (zl_transport_open(&self->base, waiter) < 0) {
-        /* Counted by the server already: uncount it, or server.wait_closed() would wait for it for ever. */
-        PyObject *exc = zl_err_fetch();
-        stream_detach_from_server(self);
-        zl_err_restore(exc);
-        return zl_transport_discard(&self->base);
+    return stream_open(self, server, Py_None, tcp);
+}
+
+PyObject *
+zl_stream_server_of(PyObject *obj)
+{
+    if (zl_stream_type == NULL || !PyObject_TypeCheck(obj, zl_stream_type)) {
+        return NULL;
     }
-    return (PyObject *)self;
+    return ((zl_stream *)obj)->server;
 }
 
 /* ------------------------------------------------------------------ type */

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <stddef.h>
+#include <unistd.h>
 
 /* The queue's entry count or byte total, by its offset in the transport object (see zl_transport_kind). */
 static size_t
@@ -269,13 +270,19 @@ static void
 transport_drop_socket(zl_transport *t)
 {
     t->sock_fd = &t->fd;
+    t->fd_owned = 0;
     Py_CLEAR(t->sock);
 }
 
-/* Close the socket object, if there still is one, and forget it. */
+/* Close the socket object (or the bare fd no socket object was made for), if still open, and forget it. */
 static void
 transport_close_socket(zl_transport *t)
 {
+    if (t->fd_owned) {
+        t->fd_owned = 0;
+        (void)close(t->fd);
+        return;
+    }
     if (t->sock == NULL) {
         return;
     }
@@ -338,7 +345,7 @@ zl_transport_clear(zl_transport *t)
 int
 zl_transport_finalize_unclosed(zl_transport *t)
 {
-    if (t->sock == NULL) {
+    if (!zl_transport_is_open(t)) {
         return 0;
     }
     PyObject *exc = zl_err_fetch();
@@ -392,8 +399,8 @@ zl_transport_check_creatable(zl_loop *loop, PyTypeObject *type)
 /* Where a socket.socket keeps its fd: CPython's socket object (PySocketSockObject) holds it, an int on POSIX, right
  * after the object header, and sets it to -1 on close() and detach(). Used only when it holds the fd fileno()
  * just gave; NULL for any other object. */
-static const int *
-transport_sock_fd_field(PyObject *sock, int fd)
+const int *
+zl_transport_sock_fd_field(PyObject *sock, int fd)
 {
     static PyTypeObject *socket_type;   /* _socket.socket, kept for the life of the process */
     if (socket_type == NULL) {
@@ -416,16 +423,8 @@ transport_sock_fd_field(PyObject *sock, int fd)
 }
 
 zl_transport *
-zl_transport_new(PyTypeObject *type, const zl_transport_kind *kind, zl_loop *loop, PyObject *sock)
+zl_transport_new_for_fd(PyTypeObject *type, const zl_transport_kind *kind, zl_loop *loop, int fd, PyObject *context)
 {
-    int fd = zl_fileobj_to_fd(sock);
-    if (fd < 0) {
-        return NULL;
-    }
-    PyObject *context = PyContext_CopyCurrent();
-    if (context == NULL) {
-        return NULL;
-    }
     zl_transport *t = (zl_transport *)type->tp_alloc(type, 0);
     if (t == NULL) {
         Py_DECREF(context);
@@ -444,16 +443,59 @@ zl_transport_new(PyTypeObject *type, const zl_transport_kind *kind, zl_loop *loo
     Py_INCREF(loop);
     t->loop = loop;
     t->fd = fd;
-    t->sock_fd = transport_sock_fd_field(sock, fd);
-    if (t->sock_fd == NULL) {
-        t->sock_fd = &t->fd;
-    }
-    Py_INCREF(sock);
-    t->sock = sock;
+    t->sock_fd = &t->fd;
+    t->fd_owned = 1;
     t->kind = kind;
     t->high_water = ZL_DEFAULT_HIGH_WATER;
     t->low_water = ZL_DEFAULT_HIGH_WATER / 4;
     return t;
+}
+
+zl_transport *
+zl_transport_new(PyTypeObject *type, const zl_transport_kind *kind, zl_loop *loop, PyObject *sock)
+{
+    int fd = zl_fileobj_to_fd(sock);
+    if (fd < 0) {
+        return NULL;
+    }
+    PyObject *context = PyContext_CopyCurrent();
+    zl_transport *t = context ? zl_transport_new_for_fd(type, kind, loop, fd, context) : NULL;
+    if (t == NULL) {
+        return NULL;
+    }
+    t->fd_owned = 0;   /* the caller's socket object owns it */
+    Py_INCREF(sock);
+    t->sock = sock;
+    t->sock_fd = zl_transport_sock_fd_field(sock, fd);
+    if (t->sock_fd == NULL) {
+        t->sock_fd = &t->fd;
+    }
+    return t;
+}
+
+PyObject *
+zl_transport_socket(zl_transport *t)
+{
+    if (!t->fd_owned) {
+        return t->sock;
+    }
+    PyObject *module = PyImport_ImportModule("socket");
+    PyObject *type = module ? PyObject_GetAttrString(module, "socket") : NULL;
+    Py_XDECREF(module);
+    PyObject *args = type ? Py_BuildValue("(iiii)", -1, -1, -1, t->fd) : NULL;
+    PyObject *sock = args ? PyObject_Call(type, args, NULL) : NULL;   /* socket.socket(fileno=fd) */
+    Py_XDECREF(args);
+    Py_XDECREF(type);
+    if (sock == NULL) {
+        return NULL;
+    }
+    t->fd_owned = 0;
+    t->sock = sock;
+    t->sock_fd = zl_transport_sock_fd_field(sock, t->fd);
+    if (t->sock_fd == NULL) {
+        t->sock_fd = &t->fd;
+    }
+    return sock;
 }
 
 /* info[key] = sock.method(), None when that raises OSError; keep_given leaves a key the caller gave alone. */
@@ -500,21 +542,6 @@ zl_transport_build_extra(PyObject *sock, PyObject *extra)
     return info;
 }
 
-static int
-transport_register_with_loop(zl_transport *t)
-{
-    PyObject *transports = PyObject_GetAttrString((PyObject *)t->loop, "_transports");
-    if (transports == NULL) {
-        PyErr_Clear();
-        return 0;
-    }
-    PyObject *fd = PyLong_FromLong(t->fd);
-    int rc = fd ? PyObject_SetItem(transports, fd, (PyObject *)t) : -1;
-    Py_XDECREF(fd);
-    Py_DECREF(transports);
-    return rc;
-}
-
 /* Schedule connection_made, the start of reading and the waiter, in that order, as asyncio does. */
 static int
 transport_schedule_start(zl_transport *t, PyObject *waiter)
@@ -541,7 +568,7 @@ transport_schedule_start(zl_transport *t, PyObject *waiter)
 int
 zl_transport_open(zl_transport *t, PyObject *waiter)
 {
-    if (zl_io_adopt_fd(t->loop, t->fd, (PyObject *)t) < 0 || transport_register_with_loop(t) < 0) {
+    if (zl_io_adopt_fd(t->loop, t->fd, (PyObject *)t) < 0) {
         return -1;
     }
     return transport_schedule_start(t, waiter);
@@ -705,6 +732,10 @@ zl_transport_py_get_extra_info(zl_transport *self, PyObject *const *args, Py_ssi
         PyErr_SetString(PyExc_TypeError, "get_extra_info(name, default=None)");
         return NULL;
     }
+    if (self->extra == NULL && self->kind->make_extra != NULL &&
+        (self->extra = self->kind->make_extra(self)) == NULL) {
+        return NULL;
+    }
     PyObject *value = self->extra ? PyDict_GetItemWithError(self->extra, given[0]) : NULL;
     if (value == NULL && PyErr_Occurred()) {
         return NULL;
@@ -717,13 +748,14 @@ zl_transport_py_get_extra_info(zl_transport *self, PyObject *const *args, Py_ssi
 PyObject *
 zl_transport_get_loop(zl_transport *self, void *Py_UNUSED(closure))
 {
-    return zl_ref_or_none(self->sock != NULL ? (PyObject *)self->loop : NULL);
+    return zl_ref_or_none(zl_transport_is_open(self) ? (PyObject *)self->loop : NULL);
 }
 
 PyObject *
 zl_transport_get_sock(zl_transport *self, void *Py_UNUSED(closure))
 {
-    return zl_ref_or_none(self->sock);
+    PyObject *sock = zl_transport_socket(self);
+    return sock == NULL && PyErr_Occurred() ? NULL : zl_ref_or_none(sock);
 }
 
 PyObject *

@@ -21,6 +21,7 @@ typedef struct zl_transport_kind {
     void (*queue_drop)(zl_transport *t);          /* abort: forget all that waits to be sent */
     size_t queue_count_offset;                    /* offsetof the queue's entry count (a size_t) in the object */
     size_t queue_bytes_offset;                    /* ... and of its byte total: get_write_buffer_size() */
+    PyObject *(*make_extra)(zl_transport *t);     /* the extra dict, made when first asked (NULL: made at creation) */
 } zl_transport_kind;
 
 /* The head both transport objects start with (as their first member, named base). */
@@ -31,7 +32,7 @@ struct zl_transport {
     PyObject *dict;                  /* instance __dict__ (made when first set): methods patched per transport */
     PyObject *context;               /* a copy of the context current at creation: readiness callbacks run in it */
     zl_loop *loop;
-    PyObject *sock;                  /* the socket object; NULL once connection_lost ran */
+    PyObject *sock;                  /* the socket object (made when asked, see fd_owned); NULL once closed */
     PyObject *protocol;
     const zl_transport_kind *kind;
     Py_ssize_t high_water;
@@ -45,7 +46,15 @@ struct zl_transport {
     unsigned char protocol_connected;
     unsigned char reading;           /* registered with the loop for reading */
     unsigned char writing;           /* ... and for writing */
+    unsigned char fd_owned;          /* made from a bare fd (accepted in C): open, no socket object asked for yet */
 };
+
+/* The connection is open: connection_lost has not closed the socket (or the bare fd) yet. */
+static inline int
+zl_transport_is_open(const zl_transport *t)
+{
+    return t->sock != NULL || t->fd_owned;
+}
 
 /* The caller closed (or detached) the socket object behind the transport's back: its number may name another
  * file by now, so the transport must not use it. asyncio's socket calls fail with EBADF then; so do ours. */
@@ -156,9 +165,18 @@ void zl_transport_dealloc_end(zl_transport *t);
 int zl_transport_check_creatable(zl_loop *loop, PyTypeObject *type);
 /* A new transport of type for sock: loop, fd, socket, kind and default water marks set. */
 zl_transport *zl_transport_new(PyTypeObject *type, const zl_transport_kind *kind, zl_loop *loop, PyObject *sock);
+/* The same for a bare fd it now owns (the socket object made only when asked), running its callbacks in context
+ * (stolen, also on failure). On failure the caller still owns fd. */
+zl_transport *zl_transport_new_for_fd(PyTypeObject *type, const zl_transport_kind *kind, zl_loop *loop, int fd,
+                                      PyObject *context);
+/* The socket object (a borrowed reference), made now from the fd the transport owns when none was asked for yet;
+ * NULL without an exception once the connection is closed, NULL with one when making it failed. */
+PyObject *zl_transport_socket(zl_transport *t);
+/* Where a socket.socket keeps its fd, when sock is one holding fd; NULL otherwise. */
+const int *zl_transport_sock_fd_field(PyObject *sock, int fd);
 /* dict(extra or {}) with 'socket', 'sockname' and 'peername' as asyncio's transports give them. */
 PyObject *zl_transport_build_extra(PyObject *sock, PyObject *extra);
-/* Own the fd, join loop._transports, schedule connection_made, _start_reading and the waiter. */
+/* Own the fd (the fd table answers loop._fd_transport), schedule connection_made, _start_reading and the waiter. */
 int zl_transport_open(zl_transport *t, PyObject *waiter);
 /* Creation failed: drop the transport without closing the caller's socket. Returns NULL. */
 PyObject *zl_transport_discard(zl_transport *t);

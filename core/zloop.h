@@ -6,6 +6,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "backend.h"
 #include "loop_stats.h"
@@ -179,6 +180,22 @@ PyObject *zl_loop_create_future(zl_loop *self, PyObject *ignored);
 /* stream transports (core/stream_transport.c) */
 PyObject *zl_loop_make_socket_transport(zl_loop *loop, PyObject *args, PyObject *kwds);
 PyObject *zl_stream_type_create(PyObject *transport_base);
+/* The transport of a connection accepted in C on fd (owned by it from then on, unless this fails: NULL), running
+ * in context, with addrs (a zl_sock_addrs, core/sock_addr.h); both stolen. tcp: set TCP_NODELAY. */
+struct zl_sock_addrs;
+PyObject *zl_stream_accepted(zl_loop *loop, int fd, struct zl_sock_addrs *addrs, int tcp, PyObject *context,
+                             PyObject *protocol, PyObject *server);
+
+/* The server a stream transport counts in (borrowed), or NULL: none, or obj is no stream transport. */
+PyObject *zl_stream_server_of(PyObject *obj);
+
+/* accepting in C (core/stream_server.c): loop._make_acceptor(sock, protocol_factory, server, backlog, on_error,
+ * report) */
+PyObject *zl_loop_make_acceptor(zl_loop *loop, PyObject *args, PyObject *kwds);
+/* loop._server_clients(server): the stream transports counted by server that still hold their fd. */
+PyObject *zl_loop_server_clients(zl_loop *loop, PyObject *server);
+/* loop._fd_transport(fd): the open transport owning fd, or None. */
+PyObject *zl_loop_fd_transport(zl_loop *loop, PyObject *fileobj);
 
 /* datagram transports (core/datagram_transport.c) */
 PyObject *zl_loop_make_datagram_transport(zl_loop *loop, PyObject *args, PyObject *kwds);
@@ -193,6 +210,7 @@ int zl_io_adopt_fd(zl_loop *loop, int fd, PyObject *owner);
 void zl_io_disown_fd(zl_loop *loop, int fd, PyObject *owner);
 void zl_io_clear_owned_side(zl_loop *loop, int fd, int event, PyObject *owner);
 int zl_io_traverse(zl_io_table *io, visitproc visit, void *arg);
+void zl_io_free_slots(zl_io_table *io);
 /* Before each poll: drop from the backend the stale events (all of them before a blocking poll). */
 void zl_io_drop_stale(zl_loop *loop, int blocking);
 /* The fds the loop watches for someone (stale-only registrations left out). */

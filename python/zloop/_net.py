@@ -6,7 +6,6 @@ sendfile(). The stream transport itself is C (LoopCore._make_socket_transport).
 """
 
 import os
-import weakref
 from asyncio import constants, exceptions, protocols
 
 from ._connect import ConnectMixin
@@ -21,14 +20,6 @@ _FALLBACK_BLOCK_SIZE = 64 * 1024
 
 class NetworkingMixin(ConnectMixin, ServerMixin, TLSMixin, SocketMixin):
     """Mixed into zloop.Loop, after LoopCore: a method the C core defines takes precedence."""
-
-    @property
-    def _transports(self):
-        # fd -> transport, weakly, as asyncio's selector loop keeps it: the C transport registers itself here.
-        registry = self.__dict__.get("_zl_transports")
-        if registry is None:
-            registry = self.__dict__["_zl_transports"] = weakref.WeakValueDictionary()
-        return registry
 
     # asyncio's selector transports and sslproto call these private names.
     def _add_reader(self, fd, callback, *args):

@@ -1,8 +1,9 @@
 """zloop's Server (an asyncio.AbstractServer) and the accept loop behind create_server and create_unix_server.
 
-A listening socket is watched with add_reader; each readiness accepts a burst of at most `backlog` connections
-and builds their transports at once (no Task per connection). EMFILE/ENFILE/ENOBUFS/ENOMEM go to the exception
-handler and accepting pauses for asyncio's ACCEPT_RETRY_DELAY (1 s), then resumes.
+Plain (non-TLS) listening sockets are served by a C acceptor (loop._make_acceptor, core/stream_server.c): each
+readiness accepts a burst of at most `backlog` connections, calls the protocol factory and makes the transports in
+C. TLS servers keep the Python accept loop here (add_reader). Either way EMFILE/ENFILE/ENOBUFS/ENOMEM go to the
+exception handler and accepting pauses for asyncio's ACCEPT_RETRY_DELAY (1 s), then resumes.
 """
 
 import contextvars
@@ -10,7 +11,6 @@ import errno
 import functools
 import os
 import sys
-import weakref
 from asyncio import constants, events, exceptions, tasks, trsock
 from asyncio.log import logger
 
@@ -28,8 +28,7 @@ class Server(events.AbstractServer):
                  ssl_shutdown_timeout=None):
         self._loop = loop
         self._sockets = sockets
-        # Weak: a transport nobody references must still be collectable (and warn about being unclosed).
-        self._clients = weakref.WeakSet()
+        # The connections themselves are not kept here: the loop finds them in its fd table (_server_clients).
         self._active_count = 0
         self._waiters = []
         self._protocol_factory = protocol_factory
@@ -49,14 +48,10 @@ class Server(events.AbstractServer):
     def _attach(self, transport=None):
         assert self._sockets is not None
         self._active_count += 1
-        if transport is not None:
-            self._clients.add(transport)
 
     def _detach(self, transport=None):
         if self._active_count > 0:
             self._active_count -= 1
-        if transport is not None:
-            self._clients.discard(transport)
         if self._active_count == 0 and self._sockets is None:
             self._wakeup()
 
@@ -110,12 +105,12 @@ class Server(events.AbstractServer):
 
     def close_clients(self):
         """Close every connection accepted by this server (their buffers are flushed first)."""
-        for transport in self._clients.copy():
+        for transport in self._loop._server_clients(self):
             transport.close()
 
     def abort_clients(self):
         """Abort every connection accepted by this server at once."""
-        for transport in self._clients.copy():
+        for transport in self._loop._server_clients(self):
             transport.abort()
 
     async def start_serving(self):
@@ -164,11 +159,39 @@ class ServerMixin:
             registry = self.__dict__["_unix_server_sockets"] = {}
         return registry
 
+    def _acceptors(self):
+        # Listening sockets accepted on in C: sock -> acceptor.
+        registry = self.__dict__.get("_zl_acceptors")
+        if registry is None:
+            registry = self.__dict__["_zl_acceptors"] = {}
+        return registry
+
     def _start_serving(self, protocol_factory, sock, sslcontext=None, server=None, backlog=100,
                        ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
                        ssl_shutdown_timeout=None):
-        self.add_reader(sock.fileno(), self._accept_connection, protocol_factory, sock, sslcontext, server,
-                        backlog, ssl_handshake_timeout, ssl_shutdown_timeout)
+        if sslcontext:
+            self.add_reader(sock.fileno(), self._accept_connection, protocol_factory, sock, sslcontext, server,
+                            backlog, ssl_handshake_timeout, ssl_shutdown_timeout)
+            return
+        acceptors = self._acceptors()
+        acceptor = acceptors.get(sock)
+        if acceptor is None:
+            on_error = functools.partial(self._accept_failed, protocol_factory, sock, server, backlog)
+            acceptor = acceptors[sock] = self._make_acceptor(sock, protocol_factory, server, backlog, on_error,
+                                                             self._report_accept_failure)
+        acceptor.start()
+
+    def _accept_failed(self, protocol_factory, sock, server, backlog, exc):
+        # The C acceptor's accept() failed: out of resources pauses accepting, anything else is reported as an
+        # exception in the accept callback would be.
+        if exc.errno in _OUT_OF_RESOURCES:
+            self._pause_accepting(exc, protocol_factory, sock, None, server, backlog, None, None)
+            return
+        self.call_exception_handler({
+            "message": f"Exception in callback accepting connections on {sock!r}",
+            "exception": exc,
+            "socket": trsock.TransportSocket(sock),
+        })
 
     def _stop_serving(self, sock):
         path = None
@@ -179,7 +202,10 @@ class ServerMixin:
             except OSError:
                 path = None
             inode = registry.pop(sock)
-        if sock.fileno() != -1:
+        acceptor = self.__dict__.get("_zl_acceptors", {}).pop(sock, None)
+        if acceptor is not None:
+            acceptor.stop()
+        elif sock.fileno() != -1:
             self.remove_reader(sock.fileno())
         sock.close()
         if path:
@@ -224,7 +250,11 @@ class ServerMixin:
             "exception": exc,
             "socket": trsock.TransportSocket(sock),
         })
-        self.remove_reader(sock.fileno())
+        acceptor = self.__dict__.get("_zl_acceptors", {}).get(sock)
+        if acceptor is not None:
+            acceptor.stop()
+        else:
+            self.remove_reader(sock.fileno())
         timer = self.call_later(constants.ACCEPT_RETRY_DELAY, self._resume_accepting, protocol_factory, sock,
                                 sslcontext, server, backlog, ssl_handshake_timeout, ssl_shutdown_timeout)
         if server is not None:

@@ -204,7 +204,7 @@ class SocketMixin:
 
     def _ensure_fd_no_transport(self, fd):
         fileno = fileobj_to_fd(fd)
-        transport = self._transports.get(fileno)
+        transport = self._fd_transport(fileno)
         if transport is not None and not transport.is_closing():
             raise RuntimeError(f"File descriptor {fd!r} is used by transport {transport!r}")
 
