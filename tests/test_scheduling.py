@@ -250,6 +250,60 @@ def test_threadsafe_from_a_fresh_thread_copies_its_context(loop, run_forever):
     assert var.get() == "default"
 
 
+def test_copies_of_an_empty_context_are_each_the_callbacks_own(loop, run_forever):
+    # With many handles queued, zloop makes the copy of an empty context only when the callback runs or
+    # get_context() asks: each handle must still get its own, and keep it.
+    seen = []
+    pending = [loop.call_later(3600, seen.append, "never") for _ in range(1000)]
+
+    def setter(value):
+        seen.append(var.get())
+        var.set(value)
+
+    def schedule():
+        early = loop.call_soon(setter, "first")
+        asked = context_of(early)
+        timer = loop.call_later(0, setter, "second")
+        return early, asked, timer
+
+    early, asked, timer = contextvars.Context().run(schedule)
+    assert isinstance(asked, contextvars.Context) and len(asked) == 0
+    assert context_of(early) is asked
+    loop.call_later(0.01, loop.stop)
+    run_forever()
+    assert seen == ["default", "default"]
+    assert asked[var] == "first" and context_of(early) is asked
+    assert context_of(timer)[var] == "second"
+    assert var.get() == "default"
+    for handle in pending:
+        handle.cancel()
+
+
+def test_a_reader_keeps_one_context_across_runs(loop, run_forever):
+    import socket
+    a, b = socket.socketpair()
+    seen = []
+
+    def on_readable():
+        a.recv(1)
+        seen.append(var.get())
+        var.set(f"run{len(seen)}")
+        if len(seen) == 2:
+            loop.stop()
+        else:
+            b.send(b"y")
+
+    try:
+        contextvars.Context().run(loop.add_reader, a.fileno(), on_readable)
+        b.send(b"x")
+        run_forever()
+    finally:
+        loop.remove_reader(a.fileno())
+        a.close()
+        b.close()
+    assert seen == ["default", "run1"]
+
+
 # ------------------------------------------------------------------ Handle API
 
 
