@@ -335,7 +335,7 @@ dgram_report_callback_error(zl_datagram *self, const char *callback)
     PyObject *exc = zl_err_fetch();
     PyObject *message = PyUnicode_FromFormat("Exception in callback %s.%s()", Py_TYPE(self)->tp_name, callback);
     PyObject *res = message == NULL ? NULL
-                                    : PyObject_CallFunction(zl_global.transport_protocol_error, "OOO",
+                                    : PyObject_CallFunction(self->base.loop->state->transport_protocol_error, "OOO",
                                                             (PyObject *)self, exc, message);
     Py_XDECREF(message);
     Py_XDECREF(exc);
@@ -857,7 +857,7 @@ dgram_init_fields(zl_datagram *self, PyObject *sock, PyObject *protocol, PyObjec
     Py_INCREF(address);
     self->address = address;
     int truthy = PyObject_IsTrue(address);
-    if (truthy < 0 || (self->base.extra = zl_transport_build_extra(sock, extra)) == NULL) {
+    if (truthy < 0 || (self->base.extra = zl_transport_build_extra(self->base.loop, sock, extra)) == NULL) {
         return -1;
     }
     self->has_address = (unsigned char)truthy;

@@ -104,14 +104,14 @@ zl_loop_stats_clear(zl_loop_stats *stats)
 
 /* The task a callback steps (Task.__step, _asyncio's TaskStepMethWrapper: __self__ is the task), or NULL. */
 static PyObject *
-stepped_task(PyObject *callback)
+stepped_task(zl_state *state, PyObject *callback)
 {
     PyObject *owner = PyObject_GetAttrString(callback, "__self__");
     if (owner == NULL) {
         PyErr_Clear();
         return NULL;
     }
-    if (zl_global.task_type == NULL || !PyObject_TypeCheck(owner, (PyTypeObject *)zl_global.task_type)) {
+    if (state->task_type == NULL || !PyObject_TypeCheck(owner, (PyTypeObject *)state->task_type)) {
         Py_DECREF(owner);
         return NULL;
     }
@@ -121,9 +121,9 @@ stepped_task(PyObject *callback)
 /* What the slowest callback was: for a task's step the task's repr (as asyncio's slow-callback warning says it),
  * else the handle's repr, or the callback's once the handle let it go. */
 static PyObject *
-describe_handle(zl_handle *handle, PyObject *callback)
+describe_handle(zl_state *state, zl_handle *handle, PyObject *callback)
 {
-    PyObject *task = stepped_task(callback);
+    PyObject *task = stepped_task(state, callback);
     if (task != NULL) {
         PyObject *text = PyObject_Repr(task);
         Py_DECREF(task);
@@ -140,7 +140,7 @@ record_slowest(zl_loop *loop, zl_handle *handle, PyObject *callback, uint64_t to
 {
     loop->stats.slowest_ticks = took;
     PyObject *exc = zl_err_fetch();   /* the run may have left SystemExit pending: keep it */
-    PyObject *text = describe_handle(handle, callback);
+    PyObject *text = describe_handle(loop->state, handle, callback);
     if (text == NULL) {
         PyErr_Clear();   /* a repr that raised still leaves the duration */
     }

@@ -407,7 +407,7 @@ static int
 stream_set_protocol(zl_transport *t, PyObject *protocol)
 {
     zl_stream *self = (zl_stream *)t;
-    int buffered = PyObject_IsInstance(protocol, zl_global.buffered_protocol_type);
+    int buffered = PyObject_IsInstance(protocol, t->loop->state->buffered_protocol_type);
     if (buffered < 0) {
         return -1;
     }
@@ -644,7 +644,7 @@ zl_loop_make_socket_transport(zl_loop *loop, PyObject *args, PyObject *kwds)
     if (self == NULL) {
         return NULL;
     }
-    self->base.extra = zl_transport_build_extra(sock, extra);
+    self->base.extra = zl_transport_build_extra(loop, sock, extra);
     if (self->base.extra == NULL || stream_set_protocol(&self->base, protocol) < 0) {
         return zl_transport_discard(&self->base);
     }

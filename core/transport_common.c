@@ -116,7 +116,7 @@ transport_call_flow_method(zl_transport *t, const char *method, const char *mess
         return -1;
     }
     PyObject *exc = zl_err_fetch();
-    res = PyObject_CallFunction(zl_global.transport_protocol_error, "OOs", (PyObject *)t, exc, message);
+    res = PyObject_CallFunction(t->loop->state->transport_protocol_error, "OOs", (PyObject *)t, exc, message);
     Py_XDECREF(exc);
     if (res == NULL) {
         if (zl_err_stops_loop()) {
@@ -185,7 +185,7 @@ int
 zl_transport_drop_after_lost(zl_transport *t)
 {
     if (t->conn_lost >= ZL_LOG_THRESHOLD_FOR_CONNLOST_WRITES) {
-        PyObject *res = PyObject_CallNoArgs(zl_global.warn_send_after_lost);
+        PyObject *res = PyObject_CallNoArgs(t->loop->state->warn_send_after_lost);
         if (res == NULL) {
             return -1;
         }
@@ -233,7 +233,7 @@ transport_force_close(zl_transport *t, PyObject *exc)
 int
 zl_transport_fatal_error(zl_transport *t, PyObject *exc, const char *message)
 {
-    PyObject *res = PyObject_CallFunction(zl_global.transport_fatal_error, "OOs", (PyObject *)t, exc, message);
+    PyObject *res = PyObject_CallFunction(t->loop->state->transport_fatal_error, "OOs", (PyObject *)t, exc, message);
     if (res == NULL) {
         if (zl_err_stops_loop()) {
             Py_DECREF(exc);
@@ -382,7 +382,7 @@ zl_transport_dealloc_end(zl_transport *t)
 int
 zl_transport_check_creatable(zl_loop *loop, PyTypeObject *type)
 {
-    if (zl_global.transport_socket_type == NULL || type == NULL) {
+    if (loop->state->transport_socket_type == NULL || type == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "zloop's transport types are not initialised");
         return -1;
     }
@@ -482,13 +482,13 @@ transport_set_extra_name(PyObject *info, PyObject *sock, const char *key, const 
 }
 
 PyObject *
-zl_transport_build_extra(PyObject *sock, PyObject *extra)
+zl_transport_build_extra(zl_loop *loop, PyObject *sock, PyObject *extra)
 {
     PyObject *info = (extra == NULL || extra == Py_None) ? PyDict_New() : PyDict_Copy(extra);
     if (info == NULL) {
         return NULL;
     }
-    PyObject *trsock = PyObject_CallOneArg(zl_global.transport_socket_type, sock);
+    PyObject *trsock = PyObject_CallOneArg(loop->state->transport_socket_type, sock);
     if (trsock == NULL || PyDict_SetItemString(info, "socket", trsock) < 0 ||
         transport_set_extra_name(info, sock, "sockname", "getsockname", 0) < 0 ||
         transport_set_extra_name(info, sock, "peername", "getpeername", 1) < 0) {
@@ -530,7 +530,7 @@ transport_schedule_start(zl_transport *t, PyObject *waiter)
     }
     if (waiter != NULL && waiter != Py_None) {
         PyObject *args[2] = {waiter, Py_None};
-        zl_handle *handle = zl_handle_new(t->loop, zl_global.set_result_unless_cancelled, args, 2, NULL, 0, 0.0);
+        zl_handle *handle = zl_handle_new(t->loop, t->loop->state->set_result_unless_cancelled, args, 2, NULL, 0, 0.0);
         if (handle == NULL || zl_loop_enqueue(t->loop, (PyObject *)handle) < 0) {
             return -1;
         }

@@ -157,7 +157,7 @@ int zl_transport_check_creatable(zl_loop *loop, PyTypeObject *type);
 /* A new transport of type for sock: loop, fd, socket, kind and default water marks set. */
 zl_transport *zl_transport_new(PyTypeObject *type, const zl_transport_kind *kind, zl_loop *loop, PyObject *sock);
 /* dict(extra or {}) with 'socket', 'sockname' and 'peername' as asyncio's transports give them. */
-PyObject *zl_transport_build_extra(PyObject *sock, PyObject *extra);
+PyObject *zl_transport_build_extra(zl_loop *loop, PyObject *sock, PyObject *extra);
 /* Own the fd, join loop._transports, schedule connection_made, _start_reading and the waiter. */
 int zl_transport_open(zl_transport *t, PyObject *waiter);
 /* Creation failed: drop the transport without closing the caller's socket. Returns NULL. */

@@ -13,10 +13,12 @@
 #include "timer_heap.h"
 
 typedef struct zl_loop zl_loop;
+typedef struct zl_state zl_state;
 
 /* ------------------------------------------------------------------ handles (core/handle.c) */
 
 #define ZL_HANDLE_INLINE_ARGS 3
+#define ZL_HANDLE_FREELIST_MAX 256        /* freed handles kept for reuse, per kind, in the module state */
 
 #define ZL_TIMER_IN_HEAP 1            /* zl_handle.scheduled: in loop->timers */
 #define ZL_TIMER_DUE 2                /* in loop->timers_due: already due when scheduled (call_later(0)) */
@@ -49,12 +51,19 @@ typedef struct zl_handle {
     PyObject *when_given;             /* call_at(when) given as an int: when() returns it, as asyncio keeps it */
 } zl_handle;
 
-extern PyTypeObject zl_handle_type;
-extern PyTypeObject zl_timer_handle_type;
+extern PyType_Spec zl_handle_spec;
+extern PyType_Spec zl_timer_handle_spec;   /* made with Handle as its base */
 
 /* A new Handle (or TimerHandle when is_timer) for callback(*args) in context (NULL: copy the current one). */
 zl_handle *zl_handle_new(zl_loop *loop, PyObject *callback, PyObject *const *args, Py_ssize_t nargs,
                          PyObject *context, int is_timer, double when);
+
+/* Handle types are made by the loop only (Python cannot instantiate them); 3.9 has no flag for it. */
+#ifdef Py_TPFLAGS_DISALLOW_INSTANTIATION
+#define ZL_TPFLAGS_NO_NEW Py_TPFLAGS_DISALLOW_INSTANTIATION
+#else
+#define ZL_TPFLAGS_NO_NEW 0
+#endif
 
 /* Run the handle's callback in its context. Exceptions go to the loop's exception handler;
  * returns -1 only for SystemExit/KeyboardInterrupt (or a failing handler), which must stop the loop. */
@@ -104,6 +113,8 @@ typedef struct zl_io_table {
 
 struct zl_loop {
     PyObject_HEAD
+    zl_state *state;                  /* the state of the module that made the loop's type (module.c) */
+    PyObject *module;                 /* that module, owned: the state lives as long as the loop */
     const zl_backend_ops *ops;
     zl_backend *backend;              /* NULL once closed */
     zl_ready_queue ready;
@@ -131,7 +142,7 @@ struct zl_loop {
     zl_loop_stats stats;              /* loop.stats(): counters, and timings while stats.timing (loop_stats.c) */
 };
 
-extern PyTypeObject zl_loop_type;
+extern PyType_Spec zl_loop_spec;
 
 /* The loop's clock: CLOCK_MONOTONIC in seconds, the clock of time.monotonic(). */
 double zl_loop_clock(void);
@@ -202,9 +213,14 @@ PyObject *zl_loop_remove_reader(zl_loop *loop, PyObject *fileobj);
 PyObject *zl_loop_remove_writer(zl_loop *loop, PyObject *fileobj);
 int zl_fileobj_to_fd(PyObject *fileobj);
 
-/* ------------------------------------------------------------------ module-wide state (python/module.c) */
+/* ------------------------------------------------------------------ module state (python/module.c) */
 
-typedef struct zl_state {
+/* What one zloop._zloop module object (one per interpreter) owns: its types, the Python hooks and asyncio objects
+ * the core calls, interned names. Loops reach it through loop->state, handles and transports through their loop. */
+struct zl_state {
+    PyTypeObject *loop_type;          /* LoopCore */
+    PyTypeObject *handle_type;        /* Handle */
+    PyTypeObject *timer_handle_type;  /* TimerHandle */
     PyObject *report_callback_error;  /* zloop._hooks.report_callback_error(handle, exc) */
     PyObject *warn_slow_callback;     /* zloop._hooks.warn_slow_callback(loop, handle, seconds) */
     PyObject *extract_stack;          /* zloop._hooks.extract_stack() -> traceback for debug mode */
@@ -227,9 +243,16 @@ typedef struct zl_state {
     PyObject *str_context_alias;      /* another str "context" a caller passes: see zl_kwname_equals */
     PyObject *str_name;               /* "name" (interned) */
     PyObject *str_name_alias;
-} zl_state;
+    zl_handle *handle_freelist[2][ZL_HANDLE_FREELIST_MAX];   /* [is_timer]: not objects (no type reference) */
+    int handle_freelist_len[2];
+};
 
-extern zl_state zl_global;
+/* Free the handles kept for reuse (module teardown). */
+void zl_handle_freelist_clear(zl_state *state);
+
+/* The state of the zloop module that made `type` or one of its bases; the module in *module (borrowed).
+ * NULL with TypeError set when no zloop type is among them. */
+zl_state *zl_state_of_type(PyTypeObject *type, PyObject **module);
 
 /* A new reference to value, or to None when value is NULL (getters of optional fields). */
 static inline PyObject *
