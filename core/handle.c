@@ -261,7 +261,8 @@ handle_report_error(zl_handle *handle)
         return -1;
     }
     PyObject *exc = zl_err_fetch();
-    PyObject *res = PyObject_CallFunctionObjArgs(handle_state(handle)->report_callback_error, (PyObject *)handle, exc, NULL);
+    PyObject *report = handle_state(handle)->report_callback_error;
+    PyObject *res = PyObject_CallFunctionObjArgs(report, (PyObject *)handle, exc, NULL);
     Py_DECREF(exc);
     if (res != NULL) {
         Py_DECREF(res);

@@ -24,8 +24,6 @@ typedef struct zl_stream {
     unsigned char eof_requested;     /* write_eof() called */
 } zl_stream;
 
-PyTypeObject *zl_stream_type;
-static char *read_buffer;
 
 /* ------------------------------------------------------------------ errors */
 
@@ -127,13 +125,14 @@ stream_on_readable(PyObject *owner, int fd)
     if (self->data_received == NULL) {
         return stream_read_into_protocol_buffer(self);
     }
-    if (read_buffer == NULL && (read_buffer = PyMem_RawMalloc(ZL_READ_BUFFER_SIZE)) == NULL) {
+    zl_state *state = self->base.loop->state;
+    if (state->read_buffer == NULL && (state->read_buffer = PyMem_RawMalloc(ZL_READ_BUFFER_SIZE)) == NULL) {
         PyErr_NoMemory();
         return zl_transport_fatal_error(&self->base, zl_err_fetch(), "Fatal read error on socket transport");
     }
     ssize_t n;
     do {
-        n = recv(fd, read_buffer, ZL_READ_BUFFER_SIZE, 0);
+        n = recv(fd, state->read_buffer, ZL_READ_BUFFER_SIZE, 0);
     } while (n < 0 && errno == EINTR);
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK) {
@@ -144,7 +143,7 @@ stream_on_readable(PyObject *owner, int fd)
     if (n == 0) {
         return stream_on_eof(self);
     }
-    PyObject *data = PyBytes_FromStringAndSize(read_buffer, n);
+    PyObject *data = PyBytes_FromStringAndSize(state->read_buffer, n);
     if (data == NULL) {
         return zl_transport_fatal_error(&self->base, zl_err_fetch(), "Fatal read error on socket transport");
     }
@@ -637,10 +636,10 @@ zl_loop_make_socket_transport(zl_loop *loop, PyObject *args, PyObject *kwds)
                                      &waiter, &extra, &server)) {
         return NULL;
     }
-    if (zl_transport_check_creatable(loop, zl_stream_type) < 0) {
+    if (zl_transport_check_creatable(loop, loop->state->stream_type) < 0) {
         return NULL;
     }
-    zl_stream *self = (zl_stream *)zl_transport_new(zl_stream_type, &stream_kind, loop, sock);
+    zl_stream *self = (zl_stream *)zl_transport_new(loop->state->stream_type, &stream_kind, loop, sock);
     if (self == NULL) {
         return NULL;
     }
@@ -727,14 +726,15 @@ static PyType_Spec stream_spec = {
 
 /* The transport type subclasses asyncio.Transport, whose instances hold one slot (_extra) after the header. */
 PyObject *
-zl_stream_type_create(PyObject *transport_base)
+zl_stream_type_create(PyObject *module, PyObject *transport_base)
 {
     PyObject *bases = PyTuple_Pack(1, transport_base);
     if (bases == NULL) {
         return NULL;
     }
-    PyObject *type = zl_transport_type_create(&stream_spec, bases, "asyncio.Transport has an unexpected layout",
-                                              &zl_stream_type);
+    zl_state *state = PyModule_GetState(module);
+    PyObject *type = zl_transport_type_create(module, &stream_spec, bases, "asyncio.Transport has an unexpected layout",
+                                              &state->stream_type);
     Py_DECREF(bases);
     return type;
 }

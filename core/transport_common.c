@@ -393,9 +393,9 @@ zl_transport_check_creatable(zl_loop *loop, PyTypeObject *type)
  * after the object header, and sets it to -1 on close() and detach(). Used only when it holds the fd fileno()
  * just gave; NULL for any other object. */
 static const int *
-transport_sock_fd_field(PyObject *sock, int fd)
+transport_sock_fd_field(zl_state *state, PyObject *sock, int fd)
 {
-    static PyTypeObject *socket_type;   /* _socket.socket, kept for the life of the process */
+    PyTypeObject *socket_type = state->socket_type;   /* this interpreter's _socket.socket */
     if (socket_type == NULL) {
         PyObject *module = PyImport_ImportModule("_socket");
         PyObject *type = module ? PyObject_GetAttrString(module, "socket") : NULL;
@@ -405,7 +405,7 @@ transport_sock_fd_field(PyObject *sock, int fd)
             PyErr_Clear();
             return NULL;
         }
-        socket_type = (PyTypeObject *)type;
+        socket_type = state->socket_type = (PyTypeObject *)type;
     }
     if (socket_type->tp_basicsize < (Py_ssize_t)(sizeof(PyObject) + sizeof(int)) ||
         !PyObject_TypeCheck(sock, socket_type)) {
@@ -444,7 +444,7 @@ zl_transport_new(PyTypeObject *type, const zl_transport_kind *kind, zl_loop *loo
     Py_INCREF(loop);
     t->loop = loop;
     t->fd = fd;
-    t->sock_fd = transport_sock_fd_field(sock, fd);
+    t->sock_fd = transport_sock_fd_field(loop->state, sock, fd);
     if (t->sock_fd == NULL) {
         t->sock_fd = &t->fd;
     }
@@ -558,7 +558,8 @@ zl_transport_discard(zl_transport *t)
 }
 
 PyObject *
-zl_transport_type_create(PyType_Spec *spec, PyObject *bases, const char *layout_error, PyTypeObject **slot)
+zl_transport_type_create(PyObject *module, PyType_Spec *spec, PyObject *bases, const char *layout_error,
+                         PyTypeObject **slot)
 {
     Py_ssize_t expected = (Py_ssize_t)offsetof(zl_transport, extra) + (Py_ssize_t)sizeof(PyObject *);
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(bases); i++) {
@@ -568,7 +569,7 @@ zl_transport_type_create(PyType_Spec *spec, PyObject *bases, const char *layout_
             return NULL;
         }
     }
-    PyObject *type = PyType_FromSpecWithBases(spec, bases);
+    PyObject *type = PyType_FromModuleAndSpec(module, spec, bases);
     if (type == NULL) {
         return NULL;
     }

@@ -163,7 +163,8 @@ int zl_transport_open(zl_transport *t, PyObject *waiter);
 /* Creation failed: drop the transport without closing the caller's socket. Returns NULL. */
 PyObject *zl_transport_discard(zl_transport *t);
 /* The type from spec over bases (a tuple of types whose instances hold only the _extra slot); kept in *slot too. */
-PyObject *zl_transport_type_create(PyType_Spec *spec, PyObject *bases, const char *layout_error, PyTypeObject **slot);
+PyObject *zl_transport_type_create(PyObject *module, PyType_Spec *spec, PyObject *bases, const char *layout_error,
+                                   PyTypeObject **slot);
 
 /* ------------------------------------------------------------------ Python methods and getters both types have */
 

@@ -188,11 +188,11 @@ PyObject *zl_loop_create_future(zl_loop *self, PyObject *ignored);
 
 /* stream transports (core/stream_transport.c) */
 PyObject *zl_loop_make_socket_transport(zl_loop *loop, PyObject *args, PyObject *kwds);
-PyObject *zl_stream_type_create(PyObject *transport_base);
+PyObject *zl_stream_type_create(PyObject *module, PyObject *transport_base);
 
 /* datagram transports (core/datagram_transport.c) */
 PyObject *zl_loop_make_datagram_transport(zl_loop *loop, PyObject *args, PyObject *kwds);
-PyObject *zl_datagram_type_create(PyObject *bases);
+PyObject *zl_datagram_type_create(PyObject *module, PyObject *bases);
 
 /* fd table */
 int zl_io_dispatch(zl_loop *loop, const zl_fired *fired, int count);
@@ -221,6 +221,9 @@ struct zl_state {
     PyTypeObject *loop_type;          /* LoopCore */
     PyTypeObject *handle_type;        /* Handle */
     PyTypeObject *timer_handle_type;  /* TimerHandle */
+    PyTypeObject *stream_type;        /* TCPTransport, made once asyncio is imported (_set_hooks) */
+    PyTypeObject *datagram_type;      /* UDPTransport, likewise */
+    PyTypeObject *socket_type;        /* _socket.socket, looked up on first use (transport_common.c) */
     PyObject *report_callback_error;  /* zloop._hooks.report_callback_error(handle, exc) */
     PyObject *warn_slow_callback;     /* zloop._hooks.warn_slow_callback(loop, handle, seconds) */
     PyObject *extract_stack;          /* zloop._hooks.extract_stack() -> traceback for debug mode */
@@ -245,6 +248,8 @@ struct zl_state {
     PyObject *str_name_alias;
     zl_handle *handle_freelist[2][ZL_HANDLE_FREELIST_MAX];   /* [is_timer]: not objects (no type reference) */
     int handle_freelist_len[2];
+    char *read_buffer;                /* stream reads land here before becoming bytes (stream_transport.c) */
+    char *recv_buffer;                /* datagrams likewise (datagram_transport.c) */
 };
 
 /* Free the handles kept for reuse (module teardown). */

@@ -93,7 +93,7 @@ module_set_one_hook(PyObject *module, PyObject *name, PyObject *value)
 {
     if (PyUnicode_CompareWithASCIIString(name, "transport_base") == 0) {
         /* The stream transport type subclasses asyncio.Transport, so it is made once asyncio is importable. */
-        PyObject *type = zl_stream_type_create(value);
+        PyObject *type = zl_stream_type_create(module, value);
         if (type == NULL) {
             return -1;
         }
@@ -101,7 +101,7 @@ module_set_one_hook(PyObject *module, PyObject *name, PyObject *value)
     }
     if (PyUnicode_CompareWithASCIIString(name, "datagram_transport_base") == 0) {
         /* The datagram transport type subclasses asyncio.DatagramTransport (and asyncio.Transport). */
-        PyObject *type = zl_datagram_type_create(value);
+        PyObject *type = zl_datagram_type_create(module, value);
         if (type == NULL) {
             return -1;
         }
@@ -170,6 +170,9 @@ static const size_t state_objects[] = {
     offsetof(zl_state, loop_type),
     offsetof(zl_state, handle_type),
     offsetof(zl_state, timer_handle_type),
+    offsetof(zl_state, stream_type),
+    offsetof(zl_state, datagram_type),
+    offsetof(zl_state, socket_type),
     offsetof(zl_state, report_callback_error),
     offsetof(zl_state, warn_slow_callback),
     offsetof(zl_state, extract_stack),
@@ -225,6 +228,12 @@ static void
 module_free(void *module)
 {
     module_clear((PyObject *)module);
+    zl_state *state = module_state((PyObject *)module);
+    if (state != NULL) {
+        PyMem_RawFree(state->read_buffer);
+        PyMem_RawFree(state->recv_buffer);
+        state->read_buffer = state->recv_buffer = NULL;
+    }
 }
 
 static int
