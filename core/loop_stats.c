@@ -2,6 +2,7 @@
  * slowest, loop.stats() (the figures as a dict of plain numbers) and loop.set_stats(). */
 #include "zloop.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -10,7 +11,7 @@
 #include <cpuid.h>
 #endif
 
-int zl_ticks_from_counter = -1;   /* -1 until zl_ticks_init decided */
+_Atomic int zl_ticks_from_counter = -1;   /* -1 until zl_ticks_init decided */
 
 /* ------------------------------------------------------------------ the tick clock */
 
@@ -45,33 +46,31 @@ counter_is_invariant(void)
 #endif
 }
 
-/* The calibration anchor: a tick count and CLOCK_MONOTONIC read together when timing was first switched on. */
+/* The calibration anchor: a tick count and CLOCK_MONOTONIC read together when timing was first switched on.
+ * Process-wide, like the clock it calibrates: written once under pthread_once, whichever interpreter asks first. */
 static uint64_t anchor_ticks;
 static uint64_t anchor_ns;
+static pthread_once_t ticks_once = PTHREAD_ONCE_INIT;
+static double measured_seconds_per_tick;
+static pthread_once_t measure_once = PTHREAD_ONCE_INIT;
+
+static void
+ticks_decide(void)
+{
+    anchor_ns = monotonic_ns();
+    zl_ticks_from_counter = counter_is_invariant();
+    anchor_ticks = zl_ticks();
+}
 
 static void
 zl_ticks_init(void)
 {
-    if (zl_ticks_from_counter >= 0) {
-        return;
-    }
-    zl_ticks_from_counter = counter_is_invariant();
-    anchor_ns = monotonic_ns();
-    anchor_ticks = zl_ticks();
+    pthread_once(&ticks_once, ticks_decide);
 }
 
-/* Seconds per tick, measured once over the time since the anchor (at least 2 ms: waits for the rest the first
- * time), then kept, so that figures read twice convert alike. */
-static double
-seconds_per_tick(void)
+static void
+ticks_measure(void)
 {
-    static double measured;
-    if (zl_ticks_from_counter <= 0) {   /* CLOCK_MONOTONIC nanoseconds (or timing never switched on) */
-        return 1e-9;
-    }
-    if (measured > 0.0) {
-        return measured;
-    }
     uint64_t elapsed_ns = monotonic_ns() - anchor_ns;
     if (elapsed_ns < 2000000) {
         struct timespec pause = {0, (long)(2000000 - elapsed_ns)};
@@ -79,8 +78,20 @@ seconds_per_tick(void)
     }
     uint64_t ticks = zl_ticks() - anchor_ticks;
     elapsed_ns = monotonic_ns() - anchor_ns;
-    measured = ticks > 0 ? (double)elapsed_ns * 1e-9 / (double)ticks : 1e-9;
-    return measured;
+    measured_seconds_per_tick = ticks > 0 ? (double)elapsed_ns * 1e-9 / (double)ticks : 1e-9;
+}
+
+/* Seconds per tick, measured once over the time since the anchor (at least 2 ms: waits for the rest the first
+ * time), then kept, so that figures read twice convert alike. */
+static double
+seconds_per_tick(void)
+{
+    if (zl_ticks_from_counter <= 0) {   /* CLOCK_MONOTONIC nanoseconds (or timing never switched on) */
+        return 1e-9;
+    }
+    zl_ticks_init();   /* decided already: waits until the anchor is written */
+    pthread_once(&measure_once, ticks_measure);
+    return measured_seconds_per_tick;
 }
 
 void
