@@ -250,6 +250,7 @@ struct zl_state {
     int handle_freelist_len[2];
     char *read_buffer;                /* stream reads land here before becoming bytes (stream_transport.c) */
     char *recv_buffer;                /* datagrams likewise (datagram_transport.c) */
+    int counted;                      /* in module.c's count of live states */
 };
 
 /* Free the handles kept for reuse (module teardown). */
