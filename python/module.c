@@ -1,6 +1,5 @@
-/* python/module.c — the zloop._zloop extension module: its types, the list of compiled-in backends, and the
- * Python hooks (error reporting, debug helpers) the C core calls into, kept in the module's state (one per
- * interpreter). */
+/* python/module.c — the zloop._zloop extension module: its heap types, the compiled-in backends, and its state
+ * (one per interpreter) with the Python hooks the C core calls into; subinterpreters may import it. */
 #include "../core/zloop.h"
 
 #include <stddef.h>
