@@ -12,6 +12,7 @@ import threading
 import pytest
 
 import zloop._zloop
+from conftest import TIME_SCALE
 
 pytestmark = pytest.mark.skipif(sys.version_info < (3, 12), reason="per-interpreter module slots are Python 3.12+")
 
@@ -221,7 +222,9 @@ def test_subinterpreters_come_and_go_without_leaking(backend):
         stock += _rss_growth_kib("asyncio", kinds, 2)
     assert zloop._zloop._live_states() == 1
     assert _open_fds() == fds
-    assert ours - stock < 2048, f"8 subinterpreters grew RSS by {ours} KiB running zloop, by {stock} KiB asyncio"
+    # Under ASan or valgrind (TIME_SCALE > 1) freed memory is held back for a while: RSS says nothing there.
+    assert TIME_SCALE > 1 or ours - stock < 2048, \
+        f"8 subinterpreters grew RSS by {ours} KiB running zloop, by {stock} KiB running asyncio"
     result = _workload_result(backend, _in_main_interpreter)
     assert result == dict(EXPECTED, backend=backend, states_alive=1)
 
