@@ -59,8 +59,6 @@ typedef struct zl_datagram {
     unsigned char native_addrs;      /* AF_INET, AF_INET6 or AF_UNIX: addresses converted in C */
 } zl_datagram;
 
-PyTypeObject *zl_datagram_type;
-static char *recv_buffer;
 static const zl_sockaddr no_sockaddr;
 
 /* ------------------------------------------------------------------ the send queue */
@@ -300,7 +298,7 @@ dgram_report_callback_error(zl_datagram *self, const char *callback)
     PyObject *exc = zl_err_fetch();
     PyObject *message = PyUnicode_FromFormat("Exception in callback %s.%s()", Py_TYPE(self)->tp_name, callback);
     PyObject *res = message == NULL ? NULL
-                                    : PyObject_CallFunction(zl_global.transport_protocol_error, "OOO",
+                                    : PyObject_CallFunction(self->base.loop->state->transport_protocol_error, "OOO",
                                                             (PyObject *)self, exc, message);
     Py_XDECREF(message);
     Py_XDECREF(exc);
@@ -343,7 +341,8 @@ dgram_classify_error(zl_datagram *self, const char *fatal_message)
 static int
 dgram_recv_native(zl_datagram *self, PyObject **data, PyObject **addr)
 {
-    if (recv_buffer == NULL && (recv_buffer = PyMem_RawMalloc(ZL_DGRAM_MAX_SIZE)) == NULL) {
+    zl_state *state = self->base.loop->state;
+    if (state->recv_buffer == NULL && (state->recv_buffer = PyMem_RawMalloc(ZL_DGRAM_MAX_SIZE)) == NULL) {
         PyErr_NoMemory();
         return -1;
     }
@@ -357,7 +356,8 @@ dgram_recv_native(zl_datagram *self, PyObject **data, PyObject **addr)
     do {
         memset(&from, 0, sizeof(from));
         from.len = sizeof(from.storage);
-        n = recvfrom(self->base.fd, recv_buffer, ZL_DGRAM_MAX_SIZE, 0, (struct sockaddr *)&from.storage, &from.len);
+        n = recvfrom(self->base.fd, state->recv_buffer, ZL_DGRAM_MAX_SIZE, 0, (struct sockaddr *)&from.storage,
+                     &from.len);
     } while (n < 0 && errno == EINTR);
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK) {
@@ -366,7 +366,7 @@ dgram_recv_native(zl_datagram *self, PyObject **data, PyObject **addr)
         PyErr_SetFromErrno(PyExc_OSError);
         return -1;
     }
-    if ((*data = PyBytes_FromStringAndSize(recv_buffer, n)) == NULL) {
+    if ((*data = PyBytes_FromStringAndSize(state->recv_buffer, n)) == NULL) {
         return -1;
     }
     if ((*addr = dgram_sender(self, &from)) == NULL) {
@@ -822,7 +822,7 @@ dgram_init_fields(zl_datagram *self, PyObject *sock, PyObject *protocol, PyObjec
     Py_INCREF(address);
     self->address = address;
     int truthy = PyObject_IsTrue(address);
-    if (truthy < 0 || (self->base.extra = zl_transport_build_extra(sock, extra)) == NULL) {
+    if (truthy < 0 || (self->base.extra = zl_transport_build_extra(self->base.loop, sock, extra)) == NULL) {
         return -1;
     }
     self->has_address = (unsigned char)truthy;
@@ -843,10 +843,10 @@ zl_loop_make_datagram_transport(zl_loop *loop, PyObject *args, PyObject *kwds)
                                      &address, &waiter, &extra)) {
         return NULL;
     }
-    if (zl_transport_check_creatable(loop, zl_datagram_type) < 0 || dgram_ensure_fd_free(loop, sock) < 0) {
+    if (zl_transport_check_creatable(loop, loop->state->datagram_type) < 0 || dgram_ensure_fd_free(loop, sock) < 0) {
         return NULL;
     }
-    zl_datagram *self = (zl_datagram *)zl_transport_new(zl_datagram_type, &dgram_kind, loop, sock);
+    zl_datagram *self = (zl_datagram *)zl_transport_new(loop->state->datagram_type, &dgram_kind, loop, sock);
     if (self == NULL) {
         return NULL;
     }
@@ -918,7 +918,7 @@ static PyType_Spec dgram_spec = {
 /* The datagram transport type subclasses the given base or bases (asyncio.DatagramTransport, and
  * asyncio.Transport as asyncio's own datagram transport does), whose instances hold one slot (_extra). */
 PyObject *
-zl_datagram_type_create(PyObject *bases)
+zl_datagram_type_create(PyObject *module, PyObject *bases)
 {
     PyObject *tuple;
     if (PyTuple_Check(bases)) {
@@ -927,8 +927,10 @@ zl_datagram_type_create(PyObject *bases)
     } else if ((tuple = PyTuple_Pack(1, bases)) == NULL) {
         return NULL;
     }
-    PyObject *type = zl_transport_type_create(&dgram_spec, tuple, "asyncio.DatagramTransport has an unexpected layout",
-                                              &zl_datagram_type);
+    zl_state *state = PyModule_GetState(module);
+    PyObject *type = zl_transport_type_create(module, &dgram_spec, tuple,
+                                              "asyncio.DatagramTransport has an unexpected layout",
+                                              &state->datagram_type);
     Py_DECREF(tuple);
     return type;
 }

@@ -5,10 +5,15 @@
 #include <structmember.h>
 #include <time.h>
 
-#define ZL_HANDLE_FREELIST_MAX 256
-
-static zl_handle *handle_freelist[2][ZL_HANDLE_FREELIST_MAX];   /* [is_timer] */
-static int handle_freelist_len[2];
+/* The module state of a handle's types: through its loop, or its type once the GC cleared the loop. */
+static zl_state *
+handle_state(zl_handle *handle)
+{
+    if (handle->loop != NULL) {
+        return handle->loop->state;
+    }
+    return (zl_state *)PyType_GetModuleState(Py_TYPE(handle));
+}
 
 /* ------------------------------------------------------------------ the copied context and the GC */
 
@@ -65,13 +70,13 @@ handle_make_deferred_context(zl_handle *handle)
 /* ------------------------------------------------------------------ creation */
 
 static zl_handle *
-handle_alloc(int is_timer)
+handle_alloc(zl_state *state, int is_timer)
 {
-    PyTypeObject *type = is_timer ? &zl_timer_handle_type : &zl_handle_type;
+    PyTypeObject *type = is_timer ? state->timer_handle_type : state->handle_type;
     zl_handle *handle;
-    if (handle_freelist_len[is_timer] > 0) {
-        handle = handle_freelist[is_timer][--handle_freelist_len[is_timer]];
-        (void)PyObject_Init((PyObject *)handle, type);
+    if (state->handle_freelist_len[is_timer] > 0) {
+        handle = state->handle_freelist[is_timer][--state->handle_freelist_len[is_timer]];
+        (void)PyObject_Init((PyObject *)handle, type);   /* takes a reference to the type */
     } else {
         handle = PyObject_GC_New(zl_handle, type);
         if (handle == NULL) {
@@ -133,7 +138,7 @@ zl_handle *
 zl_handle_new(zl_loop *loop, PyObject *callback, PyObject *const *args, Py_ssize_t nargs,
               PyObject *context, int is_timer, double when)
 {
-    zl_handle *handle = handle_alloc(is_timer);
+    zl_handle *handle = handle_alloc(loop->state, is_timer);
     if (handle == NULL) {
         return NULL;
     }
@@ -162,7 +167,7 @@ zl_handle_new(zl_loop *loop, PyObject *callback, PyObject *const *args, Py_ssize
         handle->context = context;
     }
     if (loop->debug) {
-        handle->source_traceback = PyObject_CallNoArgs(zl_global.extract_stack);
+        handle->source_traceback = PyObject_CallNoArgs(loop->state->extract_stack);
         if (handle->source_traceback == NULL) {
             goto error;
         }
@@ -220,6 +225,7 @@ handle_traverse(zl_handle *handle, visitproc visit, void *arg)
         return rc;
     }
     Py_VISIT(handle->loop);
+    Py_VISIT(Py_TYPE(handle));
     Py_VISIT(handle->source_traceback);
     Py_VISIT(handle->cancelled_repr);
     return 0;
@@ -253,13 +259,26 @@ handle_dealloc(zl_handle *handle)
     if (handle->weakreflist != NULL) {
         PyObject_ClearWeakRefs((PyObject *)handle);
     }
+    zl_state *state = handle_state(handle);
     handle_clear(handle);
     int is_timer = handle->is_timer;
-    if (handle_freelist_len[is_timer] < ZL_HANDLE_FREELIST_MAX) {
-        handle_freelist[is_timer][handle_freelist_len[is_timer]++] = handle;
-        return;
+    PyTypeObject *type = Py_TYPE(handle);
+    if (state->handle_freelist_len[is_timer] < ZL_HANDLE_FREELIST_MAX) {
+        state->handle_freelist[is_timer][state->handle_freelist_len[is_timer]++] = handle;
+    } else {
+        PyObject_GC_Del(handle);
     }
-    PyObject_GC_Del(handle);
+    Py_DECREF(type);   /* last: it may free the module, whose teardown frees the free list */
+}
+
+void
+zl_handle_freelist_clear(zl_state *state)
+{
+    for (int kind = 0; kind < 2; kind++) {
+        while (state->handle_freelist_len[kind] > 0) {
+            PyObject_GC_Del(state->handle_freelist[kind][--state->handle_freelist_len[kind]]);
+        }
+    }
 }
 
 /* ------------------------------------------------------------------ running and cancelling */
@@ -272,7 +291,8 @@ handle_report_error(zl_handle *handle)
         return -1;
     }
     PyObject *exc = zl_err_fetch();
-    PyObject *res = PyObject_CallFunctionObjArgs(zl_global.report_callback_error, (PyObject *)handle, exc, NULL);
+    PyObject *report = handle_state(handle)->report_callback_error;
+    PyObject *res = PyObject_CallFunctionObjArgs(report, (PyObject *)handle, exc, NULL);
     Py_DECREF(exc);
     if (res != NULL) {
         Py_DECREF(res);
@@ -413,7 +433,7 @@ handle_py_when(zl_handle *handle, PyObject *Py_UNUSED(ignored))
 static PyObject *
 handle_repr(zl_handle *handle)
 {
-    return PyObject_CallOneArg(zl_global.format_handle, (PyObject *)handle);
+    return PyObject_CallOneArg(handle_state(handle)->format_handle, (PyObject *)handle);
 }
 
 static PyObject *
@@ -508,19 +528,29 @@ static PyGetSetDef handle_getset[] = {
     {NULL, NULL, NULL, NULL, NULL},
 };
 
-PyTypeObject zl_handle_type = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "zloop.Handle",
-    .tp_doc = "A callback scheduled on a zloop loop (call_soon, add_reader, ...).",
-    .tp_basicsize = sizeof(zl_handle),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_dealloc = (destructor)handle_dealloc,
-    .tp_traverse = (traverseproc)handle_traverse,
-    .tp_clear = (inquiry)handle_clear,
-    .tp_repr = (reprfunc)handle_repr,
-    .tp_weaklistoffset = offsetof(zl_handle, weakreflist),
-    .tp_methods = handle_methods,
-    .tp_getset = handle_getset,
+static PyMemberDef handle_members[] = {
+    {"__weaklistoffset__", T_PYSSIZET, offsetof(zl_handle, weakreflist), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyType_Slot handle_slots[] = {
+    {Py_tp_doc, "A callback scheduled on a zloop loop (call_soon, add_reader, ...)."},
+    {Py_tp_dealloc, handle_dealloc},
+    {Py_tp_traverse, handle_traverse},
+    {Py_tp_clear, handle_clear},
+    {Py_tp_repr, handle_repr},
+    {Py_tp_methods, handle_methods},
+    {Py_tp_getset, handle_getset},
+    {Py_tp_members, handle_members},
+    {0, NULL},
+};
+
+/* BASETYPE: TimerHandle's base. Made by the loop only: Python cannot instantiate either. */
+PyType_Spec zl_handle_spec = {
+    .name = "zloop.Handle",
+    .basicsize = sizeof(zl_handle),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC | ZL_TPFLAGS_NO_NEW,
+    .slots = handle_slots,
 };
 
 /* asyncio: equal when deadline, callback, arguments and cancelled state are all equal. */
@@ -546,7 +576,7 @@ timer_handles_equal(zl_handle *a, zl_handle *b)
 static PyObject *
 timer_handle_richcompare(PyObject *self, PyObject *other, int op)
 {
-    if (!PyObject_TypeCheck(other, &zl_timer_handle_type)) {
+    if (!PyObject_TypeCheck(other, handle_state((zl_handle *)self)->timer_handle_type)) {
         Py_RETURN_NOTIMPLEMENTED;
     }
     zl_handle *a = (zl_handle *)self;
@@ -593,18 +623,21 @@ static PyGetSetDef timer_handle_getset[] = {
     {NULL, NULL, NULL, NULL, NULL},
 };
 
-PyTypeObject zl_timer_handle_type = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "zloop.TimerHandle",
-    .tp_doc = "A callback scheduled for a time on a zloop loop (call_later, call_at).",
-    .tp_basicsize = sizeof(zl_handle),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_base = &zl_handle_type,
-    .tp_dealloc = (destructor)handle_dealloc,
-    .tp_traverse = (traverseproc)handle_traverse,
-    .tp_clear = (inquiry)handle_clear,
-    .tp_richcompare = timer_handle_richcompare,
-    .tp_hash = timer_handle_hash,
-    .tp_methods = timer_handle_methods,
-    .tp_getset = timer_handle_getset,
+static PyType_Slot timer_handle_slots[] = {
+    {Py_tp_doc, "A callback scheduled for a time on a zloop loop (call_later, call_at)."},
+    {Py_tp_dealloc, handle_dealloc},
+    {Py_tp_traverse, handle_traverse},
+    {Py_tp_clear, handle_clear},
+    {Py_tp_richcompare, timer_handle_richcompare},
+    {Py_tp_hash, timer_handle_hash},
+    {Py_tp_methods, timer_handle_methods},
+    {Py_tp_getset, timer_handle_getset},
+    {0, NULL},
+};
+
+PyType_Spec zl_timer_handle_spec = {
+    .name = "zloop.TimerHandle",
+    .basicsize = sizeof(zl_handle),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | ZL_TPFLAGS_NO_NEW,
+    .slots = timer_handle_slots,
 };

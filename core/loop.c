@@ -80,9 +80,9 @@ loop_check_thread(zl_loop *loop)
 }
 
 static int
-loop_check_callback(PyObject *callback, const char *method)
+loop_check_callback(zl_loop *self, PyObject *callback, const char *method)
 {
-    PyObject *res = PyObject_CallFunction(zl_global.check_callback, "Os", callback, method);
+    PyObject *res = PyObject_CallFunction(self->state->check_callback, "Os", callback, method);
     if (res == NULL) {
         return -1;
     }
@@ -106,14 +106,14 @@ zl_loop_enqueue(zl_loop *loop, PyObject *handle)
 
 /* Split a vectorcall (callback, *args, context=None) into its parts; -1 with TypeError set. */
 static int
-parse_callback_call(const char *method, PyObject *const *args, Py_ssize_t nargs, Py_ssize_t leading,
-                    PyObject *kwnames, PyObject **context)
+parse_callback_call(zl_loop *self, const char *method, PyObject *const *args, Py_ssize_t nargs,
+                    Py_ssize_t leading, PyObject *kwnames, PyObject **context)
 {
     *context = NULL;
     Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
     for (Py_ssize_t i = 0; i < nkw; i++) {
         PyObject *name = PyTuple_GET_ITEM(kwnames, i);
-        if (!zl_kwname_equals(name, zl_global.str_context, &zl_global.str_context_alias)) {
+        if (!zl_kwname_equals(name, self->state->str_context, &self->state->str_context_alias)) {
             PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%U'", method, name);
             return -1;
         }
@@ -134,7 +134,7 @@ loop_schedule_soon(zl_loop *self, const char *method, PyObject *const *args, Py_
                    PyObject *kwnames, int threadsafe)
 {
     PyObject *context;
-    if (parse_callback_call(method, args, nargs, 0, kwnames, &context) < 0) {
+    if (parse_callback_call(self, method, args, nargs, 0, kwnames, &context) < 0) {
         return NULL;
     }
     if (zl_loop_check_closed(self) < 0) {
@@ -144,7 +144,7 @@ loop_schedule_soon(zl_loop *self, const char *method, PyObject *const *args, Py_
         if (!threadsafe && loop_check_thread(self) < 0) {
             return NULL;
         }
-        if (loop_check_callback(args[0], method) < 0) {
+        if (loop_check_callback(self, args[0], method) < 0) {
             return NULL;
         }
     }
@@ -208,7 +208,7 @@ loop_schedule_at(zl_loop *self, const char *method, double when, int due_now, Py
         return NULL;
     }
     if (self->debug) {
-        if (loop_check_thread(self) < 0 || loop_check_callback(args[0], method) < 0) {
+        if (loop_check_thread(self) < 0 || loop_check_callback(self, args[0], method) < 0) {
             return NULL;
         }
     }
@@ -251,7 +251,7 @@ loop_call_later(zl_loop *self, PyObject *const *args, Py_ssize_t nargs, PyObject
 {
     PyObject *context;
     double delay, now;
-    if (parse_callback_call("call_later", args, nargs, 1, kwnames, &context) < 0 ||
+    if (parse_callback_call(self, "call_later", args, nargs, 1, kwnames, &context) < 0 ||
         parse_time_argument(args[0], "delay must not be None", &delay) < 0 || zl_loop_now(self, &now) < 0) {
         return NULL;
     }
@@ -265,7 +265,7 @@ loop_call_at(zl_loop *self, PyObject *const *args, Py_ssize_t nargs, PyObject *k
     PyObject *context;
     double when;
     /* asyncio refuses None, then a closed loop, and only then looks at the deadline. */
-    if (parse_callback_call("call_at", args, nargs, 1, kwnames, &context) < 0 ||
+    if (parse_callback_call(self, "call_at", args, nargs, 1, kwnames, &context) < 0 ||
         (args[0] != Py_None && zl_loop_check_closed(self) < 0) ||
         parse_time_argument(args[0], "when cannot be None", &when) < 0) {
         return NULL;
@@ -440,7 +440,7 @@ loop_make_handle(zl_loop *self, PyObject *args, PyObject *kwds)
 static PyObject *
 loop_enqueue_handle(zl_loop *self, PyObject *handle)
 {
-    if (!PyObject_TypeCheck(handle, &zl_handle_type)) {
+    if (!PyObject_TypeCheck(handle, self->state->handle_type)) {
         PyErr_Format(PyExc_TypeError, "expected a zloop Handle, got %R", handle);
         return NULL;
     }
@@ -460,6 +460,25 @@ loop_enqueue_handle(zl_loop *self, PyObject *handle)
 }
 
 /* ------------------------------------------------------------------ type plumbing */
+
+/* A new loop (of LoopCore or a subclass) bound to the state of the module that made LoopCore. */
+static PyObject *
+loop_new(PyTypeObject *type, PyObject *Py_UNUSED(args), PyObject *Py_UNUSED(kwds))
+{
+    PyObject *module;
+    zl_state *state = zl_state_of_type(type, &module);
+    if (state == NULL) {
+        return NULL;
+    }
+    zl_loop *self = (zl_loop *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    Py_INCREF(module);
+    self->module = module;
+    self->state = state;
+    return (PyObject *)self;
+}
 
 static int
 loop_init(zl_loop *self, PyObject *args, PyObject *kwds)
@@ -514,6 +533,8 @@ loop_init(zl_loop *self, PyObject *args, PyObject *kwds)
 static int
 loop_traverse(zl_loop *self, visitproc visit, void *arg)
 {
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->module);
     Py_VISIT(self->current_handle);
     Py_VISIT(self->task_factory);
     Py_VISIT(self->time_override);
@@ -552,8 +573,11 @@ loop_dealloc(zl_loop *self)
     zl_ready_queue_free(&self->timers_due);
     zl_loop_stats_clear(&self->stats);
     zl_io_free_slots(&self->io);
+    PyObject *module = self->module;   /* the state lives until the loop is gone */
     PyTypeObject *type = Py_TYPE(self);
     type->tp_free((PyObject *)self);
+    Py_XDECREF(module);
+    Py_DECREF(type);
 }
 
 static PyObject *
@@ -730,19 +754,23 @@ static PyGetSetDef loop_getset[] = {
     {NULL, NULL, NULL, NULL, NULL},
 };
 
-PyTypeObject zl_loop_type = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "zloop._zloop.LoopCore",
-    .tp_doc = "The C core of a zloop event loop; zloop.Loop adds the rest of asyncio's API on top.",
-    .tp_basicsize = sizeof(zl_loop),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
-    .tp_new = PyType_GenericNew,
-    .tp_init = (initproc)loop_init,
-    .tp_dealloc = (destructor)loop_dealloc,
-    .tp_traverse = (traverseproc)loop_traverse,
-    .tp_clear = (inquiry)loop_clear,
-    .tp_setattro = (setattrofunc)loop_setattro,
-    .tp_methods = loop_methods,
-    .tp_members = loop_members,
-    .tp_getset = loop_getset,
+static PyType_Slot loop_slots[] = {
+    {Py_tp_doc, "The C core of a zloop event loop; zloop.Loop adds the rest of asyncio's API on top."},
+    {Py_tp_new, loop_new},
+    {Py_tp_init, loop_init},
+    {Py_tp_dealloc, loop_dealloc},
+    {Py_tp_traverse, loop_traverse},
+    {Py_tp_clear, loop_clear},
+    {Py_tp_setattro, loop_setattro},
+    {Py_tp_methods, loop_methods},
+    {Py_tp_members, loop_members},
+    {Py_tp_getset, loop_getset},
+    {0, NULL},
+};
+
+PyType_Spec zl_loop_spec = {
+    .name = "zloop._zloop.LoopCore",
+    .basicsize = sizeof(zl_loop),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .slots = loop_slots,
 };

@@ -2,6 +2,7 @@
  * slowest, loop.stats() (the figures as a dict of plain numbers) and loop.set_stats(). */
 #include "zloop.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -10,7 +11,7 @@
 #include <cpuid.h>
 #endif
 
-int zl_ticks_from_counter = -1;   /* -1 until zl_ticks_init decided */
+_Atomic int zl_ticks_from_counter = -1;   /* -1 until zl_ticks_init decided */
 
 /* ------------------------------------------------------------------ the tick clock */
 
@@ -45,9 +46,13 @@ counter_is_invariant(void)
 #endif
 }
 
-/* The calibration anchor: a tick count and CLOCK_MONOTONIC read together when timing was first switched on. */
+/* The calibration anchor: a tick count and CLOCK_MONOTONIC read together when timing was first switched on.
+ * Process-wide, like the clock it calibrates: written once under pthread_once, whichever interpreter asks first. */
 static uint64_t anchor_ticks;
 static uint64_t anchor_ns;
+static pthread_once_t ticks_once = PTHREAD_ONCE_INIT;
+static double measured_seconds_per_tick;
+static pthread_once_t measure_once = PTHREAD_ONCE_INIT;
 
 /* A handle under a microsecond is cheap: reading the clock around each would cost more than 3% of it. */
 #define ZL_STATS_CHEAP_NS 1000
@@ -65,31 +70,25 @@ measure_cheap_ticks(void)
 }
 
 static void
-zl_ticks_init(void)
+ticks_decide(void)
 {
-    if (zl_ticks_from_counter >= 0) {
-        return;
-    }
-    zl_ticks_from_counter = counter_is_invariant();
     anchor_ns = monotonic_ns();
+    zl_ticks_from_counter = counter_is_invariant();
     anchor_ticks = zl_ticks();
     if (zl_ticks_from_counter > 0) {
         cheap_ticks = measure_cheap_ticks();
     }
 }
 
-/* Seconds per tick, measured once over the time since the anchor (at least 2 ms: waits for the rest the first
- * time), then kept, so that figures read twice convert alike. */
-static double
-seconds_per_tick(void)
+static void
+zl_ticks_init(void)
 {
-    static double measured;
-    if (zl_ticks_from_counter <= 0) {   /* CLOCK_MONOTONIC nanoseconds (or timing never switched on) */
-        return 1e-9;
-    }
-    if (measured > 0.0) {
-        return measured;
-    }
+    pthread_once(&ticks_once, ticks_decide);
+}
+
+static void
+ticks_measure(void)
+{
     uint64_t elapsed_ns = monotonic_ns() - anchor_ns;
     if (elapsed_ns < 2000000) {
         struct timespec pause = {0, (long)(2000000 - elapsed_ns)};
@@ -97,8 +96,20 @@ seconds_per_tick(void)
     }
     uint64_t ticks = zl_ticks() - anchor_ticks;
     elapsed_ns = monotonic_ns() - anchor_ns;
-    measured = ticks > 0 ? (double)elapsed_ns * 1e-9 / (double)ticks : 1e-9;
-    return measured;
+    measured_seconds_per_tick = ticks > 0 ? (double)elapsed_ns * 1e-9 / (double)ticks : 1e-9;
+}
+
+/* Seconds per tick, measured once over the time since the anchor (at least 2 ms: waits for the rest the first
+ * time), then kept, so that figures read twice convert alike. */
+static double
+seconds_per_tick(void)
+{
+    if (zl_ticks_from_counter <= 0) {   /* CLOCK_MONOTONIC nanoseconds (or timing never switched on) */
+        return 1e-9;
+    }
+    zl_ticks_init();   /* decided already: waits until the anchor is written */
+    pthread_once(&measure_once, ticks_measure);
+    return measured_seconds_per_tick;
 }
 
 /* Timing starts (set_stats(True), ZLOOP_STATS, a run of the loop): from now, handles one by one. */
@@ -134,14 +145,14 @@ zl_loop_stats_clear(zl_loop_stats *stats)
 
 /* The task a callback steps (Task.__step, _asyncio's TaskStepMethWrapper: __self__ is the task), or NULL. */
 static PyObject *
-stepped_task(PyObject *callback)
+stepped_task(zl_state *state, PyObject *callback)
 {
     PyObject *owner = PyObject_GetAttrString(callback, "__self__");
     if (owner == NULL) {
         PyErr_Clear();
         return NULL;
     }
-    if (zl_global.task_type == NULL || !PyObject_TypeCheck(owner, (PyTypeObject *)zl_global.task_type)) {
+    if (state->task_type == NULL || !PyObject_TypeCheck(owner, (PyTypeObject *)state->task_type)) {
         Py_DECREF(owner);
         return NULL;
     }
@@ -151,9 +162,9 @@ stepped_task(PyObject *callback)
 /* What the slowest callback was: for a task's step the task's repr (as asyncio's slow-callback warning says it),
  * else the handle's repr (`handle`: the one that just ran, still whole), or the callback's. */
 static PyObject *
-describe_handle(zl_handle *handle, PyObject *callback)
+describe_handle(zl_state *state, zl_handle *handle, PyObject *callback)
 {
-    PyObject *task = stepped_task(callback);
+    PyObject *task = stepped_task(state, callback);
     if (task != NULL) {
         PyObject *text = PyObject_Repr(task);
         Py_DECREF(task);
@@ -168,9 +179,9 @@ describe_handle(zl_handle *handle, PyObject *callback)
 /* A span of several handles slower than the slowest so far: which of them it was is not known (the clock was
  * read at its ends only), so it is named as the span and its time is an upper bound for the slow one. */
 static PyObject *
-describe_span(PyObject *first_callback, uint32_t handles)
+describe_span(zl_state *state, PyObject *first_callback, uint32_t handles)
 {
-    PyObject *first = describe_handle(NULL, first_callback);
+    PyObject *first = describe_handle(state, NULL, first_callback);
     if (first == NULL) {
         return NULL;
     }
@@ -185,8 +196,8 @@ record_slowest(zl_loop *loop, zl_handle *last, uint32_t handles, uint64_t took)
     zl_loop_stats *stats = &loop->stats;
     stats->slowest_ticks = took;
     PyObject *exc = zl_err_fetch();   /* the run may have left SystemExit pending: keep it */
-    PyObject *text = handles == 1 ? describe_handle(last, stats->span_callback)
-                                  : describe_span(stats->span_callback, handles);
+    PyObject *text = handles == 1 ? describe_handle(loop->state, last, stats->span_callback)
+                                  : describe_span(loop->state, stats->span_callback, handles);
     if (text == NULL) {
         PyErr_Clear();   /* a repr that raised still leaves the duration */
     }

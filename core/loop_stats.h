@@ -32,7 +32,7 @@ typedef struct zl_loop_stats {
 
 /* A monotonic tick count: the CPU's invariant cycle counter on x86-64 and arm64, else CLOCK_MONOTONIC in ns. */
 uint64_t zl_ticks_slow(void);
-extern int zl_ticks_from_counter;
+extern _Atomic int zl_ticks_from_counter;   /* decided once per process (loop_stats.c) */
 
 static inline uint64_t
 zl_ticks(void)

@@ -201,7 +201,7 @@ run_handle_debug(zl_loop *loop, zl_handle *handle)
     double took = zl_loop_clock() - started;
     Py_CLEAR(loop->current_handle);
     if (rc == 0 && took >= loop->slow_callback_duration) {
-        PyObject *res = PyObject_CallFunction(zl_global.warn_slow_callback, "OOd", (PyObject *)loop,
+        PyObject *res = PyObject_CallFunction(loop->state->warn_slow_callback, "OOd", (PyObject *)loop,
                                               (PyObject *)handle, took);
         if (res == NULL) {
             return -1;

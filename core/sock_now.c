@@ -6,11 +6,9 @@
 #include <limits.h>
 #include <sys/socket.h>
 
-/* Reads go through one buffer per process (the GIL serialises them) and are copied out at their size: a 1 KiB
- * message costs a 1 KiB bytes, where socket.recv(256 KiB) allocates 256 KiB and shrinks it. */
+/* Reads go through one buffer per interpreter (its module state; the GIL serialises them) and are copied out at
+ * their size: a 1 KiB message costs a 1 KiB bytes, where socket.recv(256 KiB) allocates 256 KiB and shrinks it. */
 #define ZL_SOCK_RECV_BUFFER_SIZE (256 * 1024)
-
-static char *sock_recv_buffer;
 
 /* The fd argument: sock.fileno() as the caller passed it (-1 for a closed socket: the call then fails with EBADF,
  * as sock.recv/sock.send on a closed socket do). */
@@ -87,7 +85,7 @@ sock_recv_large(int fd, Py_ssize_t size)
 /* loop._sock_recv_now(sock.fileno(), n): bytes received (b"" at end of stream), or None when none are ready; the same
  * errors as sock.recv(n) otherwise. The caller checked that sock is a non-blocking socket.socket. */
 PyObject *
-zl_loop_sock_recv_now(PyObject *Py_UNUSED(loop), PyObject *const *args, Py_ssize_t nargs)
+zl_loop_sock_recv_now(PyObject *loop, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "_sock_recv_now(fd, n) takes 2 arguments");
@@ -108,17 +106,19 @@ zl_loop_sock_recv_now(PyObject *Py_UNUSED(loop), PyObject *const *args, Py_ssize
     if (size > ZL_SOCK_RECV_BUFFER_SIZE) {
         return sock_recv_large(fd, size);
     }
-    if (sock_recv_buffer == NULL && (sock_recv_buffer = PyMem_RawMalloc(ZL_SOCK_RECV_BUFFER_SIZE)) == NULL) {
+    zl_state *state = ((zl_loop *)loop)->state;
+    if (state->sock_recv_buffer == NULL &&
+        (state->sock_recv_buffer = PyMem_RawMalloc(ZL_SOCK_RECV_BUFFER_SIZE)) == NULL) {
         return PyErr_NoMemory();
     }
-    Py_ssize_t n = sock_recv_once(fd, sock_recv_buffer, size);
+    Py_ssize_t n = sock_recv_once(fd, state->sock_recv_buffer, size);
     if (n < 0) {
         if (n == -1) {
             return NULL;
         }
         Py_RETURN_NONE;
     }
-    return PyBytes_FromStringAndSize(sock_recv_buffer, n);
+    return PyBytes_FromStringAndSize(state->sock_recv_buffer, n);
 }
 
 /* loop._sock_send_now(sock.fileno(), data): the number of bytes sent, or None when the socket cannot take any now.

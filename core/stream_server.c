@@ -28,7 +28,6 @@ typedef struct zl_acceptor {
     struct sockaddr_storage local;
 } zl_acceptor;
 
-static PyTypeObject *acceptor_type;
 
 /* ------------------------------------------------------------------ watching */
 
@@ -268,9 +267,9 @@ static PyType_Spec acceptor_spec = {
 /* A server's connections are found in the fd table, not kept in a set: a transport owns its fd until it closes,
  * and a closing one still waits for its writer until its queue drains (after that, abort() does nothing). */
 static int
-server_clients_add(PyObject *clients, PyObject *owner, PyObject *server)
+server_clients_add(zl_loop *loop, PyObject *clients, PyObject *owner, PyObject *server)
 {
-    if (owner == NULL || zl_stream_server_of(owner) != server) {
+    if (owner == NULL || zl_stream_server_of(loop->state, owner) != server) {
         return 0;
     }
     int present = PySequence_Contains(clients, owner);
@@ -283,8 +282,8 @@ zl_loop_server_clients(zl_loop *loop, PyObject *server)
     PyObject *clients = PyList_New(0);
     for (int fd = 0; clients != NULL && fd < loop->io.len; fd++) {
         zl_io_slot *slot = &loop->io.slots[fd];
-        if (server_clients_add(clients, slot->transport_owner, server) < 0 ||
-            (slot->write.fn != NULL && server_clients_add(clients, slot->write.owner, server) < 0)) {
+        if (server_clients_add(loop, clients, slot->transport_owner, server) < 0 ||
+            (slot->write.fn != NULL && server_clients_add(loop, clients, slot->write.owner, server) < 0)) {
             Py_CLEAR(clients);
         }
     }
@@ -327,19 +326,21 @@ zl_loop_make_acceptor(zl_loop *loop, PyObject *args, PyObject *kwds)
         zl_loop_check_closed(loop) < 0) {
         return NULL;
     }
-    if (acceptor_type == NULL && (acceptor_type = (PyTypeObject *)PyType_FromSpec(&acceptor_spec)) == NULL) {
+    zl_state *state = loop->state;
+    if (state->acceptor_type == NULL &&
+        (state->acceptor_type = (PyTypeObject *)PyType_FromModuleAndSpec(loop->module, &acceptor_spec, NULL)) == NULL) {
         return NULL;
     }
     int fd = zl_fileobj_to_fd(sock);
     PyObject *context = fd < 0 ? NULL : PyContext_CopyCurrent();
-    zl_acceptor *self = context ? PyObject_GC_New(zl_acceptor, acceptor_type) : NULL;
+    zl_acceptor *self = context ? PyObject_GC_New(zl_acceptor, state->acceptor_type) : NULL;
     if (self == NULL) {
         Py_XDECREF(context);
         return NULL;
     }
     self->loop = (zl_loop *)Py_NewRef(loop);
     self->sock = Py_NewRef(sock);
-    self->sock_fd = zl_transport_sock_fd_field(sock, fd);
+    self->sock_fd = zl_transport_sock_fd_field(state, sock, fd);
     if (self->sock_fd == NULL) {
         self->sock_fd = &self->fd;
     }

@@ -30,8 +30,6 @@ typedef struct zl_stream {
     unsigned char large_reads;       /* the last read was at least ZL_DIRECT_READ_MIN bytes */
 } zl_stream;
 
-PyTypeObject *zl_stream_type;
-static char *read_buffer;
 
 /* ------------------------------------------------------------------ errors */
 
@@ -169,18 +167,19 @@ stream_recv_bytes(zl_stream *self, int fd, ssize_t *n)
             return *n == 0 ? PyBytes_FromStringAndSize(NULL, 0) : NULL;
         }
     }
-    if (read_buffer == NULL && (read_buffer = PyMem_RawMalloc(ZL_READ_BUFFER_SIZE)) == NULL) {
+    zl_state *state = self->base.loop->state;
+    if (state->read_buffer == NULL && (state->read_buffer = PyMem_RawMalloc(ZL_READ_BUFFER_SIZE)) == NULL) {
         *n = 0;
         return PyErr_NoMemory();
     }
     do {
-        *n = recv(fd, read_buffer, ZL_READ_BUFFER_SIZE, 0);
+        *n = recv(fd, state->read_buffer, ZL_READ_BUFFER_SIZE, 0);
     } while (*n < 0 && errno == EINTR);
     if (*n < 0) {
         return NULL;
     }
     self->large_reads = *n >= ZL_DIRECT_READ_MIN;
-    PyObject *data = PyBytes_FromStringAndSize(read_buffer, *n);
+    PyObject *data = PyBytes_FromStringAndSize(state->read_buffer, *n);
     if (data == NULL) {
         *n = 0;
     }
@@ -474,7 +473,7 @@ static int
 stream_set_protocol(zl_transport *t, PyObject *protocol)
 {
     zl_stream *self = (zl_stream *)t;
-    int buffered = PyObject_IsInstance(protocol, zl_global.buffered_protocol_type);
+    int buffered = PyObject_IsInstance(protocol, t->loop->state->buffered_protocol_type);
     if (buffered < 0) {
         return -1;
     }
@@ -532,7 +531,7 @@ stream_extra_socket(zl_stream *self)
 {
     PyObject *sock = zl_transport_socket(&self->base);
     if (sock != NULL) {
-        return PyObject_CallOneArg(zl_global.transport_socket_type, sock);
+        return PyObject_CallOneArg(self->base.loop->state->transport_socket_type, sock);
     }
     if (PyErr_Occurred()) {
         return NULL;
@@ -544,7 +543,7 @@ stream_extra_socket(zl_stream *self)
     Py_XDECREF(module);
     PyObject *res = closed ? PyObject_CallMethod(closed, "close", NULL) : NULL;
     Py_XDECREF(res);
-    PyObject *trsock = res ? PyObject_CallOneArg(zl_global.transport_socket_type, closed) : NULL;
+    PyObject *trsock = res ? PyObject_CallOneArg(self->base.loop->state->transport_socket_type, closed) : NULL;
     Py_XDECREF(closed);
     return trsock;
 }
@@ -781,14 +780,14 @@ zl_loop_make_socket_transport(zl_loop *loop, PyObject *args, PyObject *kwds)
                                      &waiter, &extra, &server)) {
         return NULL;
     }
-    if (zl_transport_check_creatable(loop, zl_stream_type) < 0) {
+    if (zl_transport_check_creatable(loop, loop->state->stream_type) < 0) {
         return NULL;
     }
-    zl_stream *self = (zl_stream *)zl_transport_new(zl_stream_type, &stream_kind, loop, sock);
+    zl_stream *self = (zl_stream *)zl_transport_new(loop->state->stream_type, &stream_kind, loop, sock);
     if (self == NULL) {
         return NULL;
     }
-    self->base.extra = zl_transport_build_extra(sock, extra);
+    self->base.extra = zl_transport_build_extra(loop, sock, extra);
     if (self->base.extra == NULL || stream_set_protocol(&self->base, protocol) < 0) {
         return zl_transport_discard(&self->base);
     }
@@ -799,12 +798,12 @@ PyObject *
 zl_stream_accepted(zl_loop *loop, int fd, zl_sock_addrs *addrs, int tcp, PyObject *context, PyObject *protocol,
                    PyObject *server)
 {
-    if (zl_transport_check_creatable(loop, zl_stream_type) < 0) {
+    if (zl_transport_check_creatable(loop, loop->state->stream_type) < 0) {
         Py_DECREF(context);
         PyMem_Free(addrs);
         return NULL;
     }
-    zl_stream *self = (zl_stream *)zl_transport_new_for_fd(zl_stream_type, &stream_kind, loop, fd, context);
+    zl_stream *self = (zl_stream *)zl_transport_new_for_fd(loop->state->stream_type, &stream_kind, loop, fd, context);
     if (self == NULL) {
         PyMem_Free(addrs);
         return NULL;
@@ -817,9 +816,9 @@ zl_stream_accepted(zl_loop *loop, int fd, zl_sock_addrs *addrs, int tcp, PyObjec
 }
 
 PyObject *
-zl_stream_server_of(PyObject *obj)
+zl_stream_server_of(zl_state *state, PyObject *obj)
 {
-    if (zl_stream_type == NULL || !PyObject_TypeCheck(obj, zl_stream_type)) {
+    if (state->stream_type == NULL || !PyObject_TypeCheck(obj, state->stream_type)) {
         return NULL;
     }
     return ((zl_stream *)obj)->server;
@@ -889,14 +888,15 @@ static PyType_Spec stream_spec = {
 
 /* The transport type subclasses asyncio.Transport, whose instances hold one slot (_extra) after the header. */
 PyObject *
-zl_stream_type_create(PyObject *transport_base)
+zl_stream_type_create(PyObject *module, PyObject *transport_base)
 {
     PyObject *bases = PyTuple_Pack(1, transport_base);
     if (bases == NULL) {
         return NULL;
     }
-    PyObject *type = zl_transport_type_create(&stream_spec, bases, "asyncio.Transport has an unexpected layout",
-                                              &zl_stream_type);
+    zl_state *state = PyModule_GetState(module);
+    PyObject *type = zl_transport_type_create(module, &stream_spec, bases, "asyncio.Transport has an unexpected layout",
+                                              &state->stream_type);
     Py_DECREF(bases);
     return type;
 }

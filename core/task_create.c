@@ -19,23 +19,24 @@ static PyObject *
 create_task_direct(zl_loop *self, PyObject *coro, PyObject *name, PyObject *context)
 {
     PyObject *call_args[4] = {coro, (PyObject *)self, name, context};
-    PyObject *kwnames = context != NULL ? zl_global.kwnames_loop_name_context : zl_global.kwnames_loop_name;
-    return PyObject_Vectorcall(zl_global.task_type, call_args, 1, kwnames);
+    zl_state *state = self->state;
+    PyObject *kwnames = context != NULL ? state->kwnames_loop_name_context : state->kwnames_loop_name;
+    return PyObject_Vectorcall(state->task_type, call_args, 1, kwnames);
 }
 
 /* Whether asyncio.tasks.Task is still the type the fast path makes. Stock create_task looks tasks.Task up on every
  * call, and code that swaps it (CPython's tests swap in the pure-Python Task) must get the same from zloop. */
 static int
-task_type_is_current(void)
+task_type_is_current(zl_state *state)
 {
-    if (zl_global.tasks_namespace == NULL) {
+    if (state->tasks_namespace == NULL) {
         return 1;
     }
-    PyObject *current = PyDict_GetItemWithError(zl_global.tasks_namespace, zl_global.str_Task);   /* borrowed */
+    PyObject *current = PyDict_GetItemWithError(state->tasks_namespace, state->str_Task);   /* borrowed */
     if (current == NULL) {
         PyErr_Clear();   /* the Python path reports a missing tasks.Task */
     }
-    return current == zl_global.task_type;
+    return current == state->task_type;
 }
 
 PyObject *
@@ -44,8 +45,9 @@ zl_loop_create_task(zl_loop *self, PyObject *const *args, Py_ssize_t nargs, PyOb
     if (zl_loop_check_closed(self) < 0) {
         return NULL;
     }
-    if (self->task_factory != NULL || self->debug || nargs != 1 || zl_global.task_type == NULL ||
-        !task_type_is_current()) {
+    zl_state *state = self->state;
+    if (self->task_factory != NULL || self->debug || nargs != 1 || state->task_type == NULL ||
+        !task_type_is_current(state)) {
         return create_task_slow(self, args, nargs, kwnames);
     }
     PyObject *name = Py_None;
@@ -54,9 +56,9 @@ zl_loop_create_task(zl_loop *self, PyObject *const *args, Py_ssize_t nargs, PyOb
     for (Py_ssize_t i = 0; i < nkw; i++) {
         PyObject *key = PyTuple_GET_ITEM(kwnames, i);
         PyObject *value = args[nargs + i];
-        if (zl_kwname_equals(key, zl_global.str_name, &zl_global.str_name_alias)) {
+        if (zl_kwname_equals(key, state->str_name, &state->str_name_alias)) {
             name = value;
-        } else if (!zl_kwname_equals(key, zl_global.str_context, &zl_global.str_context_alias)) {
+        } else if (!zl_kwname_equals(key, state->str_context, &state->str_context_alias)) {
             /* eager_start, or a keyword this Python's Task does not take: let the Python path decide. */
             return create_task_slow(self, args, nargs, kwnames);
         } else if (value == Py_None) {
@@ -74,10 +76,11 @@ zl_loop_create_task(zl_loop *self, PyObject *const *args, Py_ssize_t nargs, PyOb
 PyObject *
 zl_loop_create_future(zl_loop *self, PyObject *Py_UNUSED(ignored))
 {
-    if (zl_global.future_type == NULL) {
+    zl_state *state = self->state;
+    if (state->future_type == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "zloop is not initialised: import zloop first");
         return NULL;
     }
     PyObject *args[1] = {(PyObject *)self};
-    return PyObject_Vectorcall(zl_global.future_type, args, 0, zl_global.kwnames_loop);
+    return PyObject_Vectorcall(state->future_type, args, 0, state->kwnames_loop);
 }

@@ -117,7 +117,7 @@ transport_call_flow_method(zl_transport *t, const char *method, const char *mess
         return -1;
     }
     PyObject *exc = zl_err_fetch();
-    res = PyObject_CallFunction(zl_global.transport_protocol_error, "OOs", (PyObject *)t, exc, message);
+    res = PyObject_CallFunction(t->loop->state->transport_protocol_error, "OOs", (PyObject *)t, exc, message);
     Py_XDECREF(exc);
     if (res == NULL) {
         if (zl_err_stops_loop()) {
@@ -186,7 +186,7 @@ int
 zl_transport_drop_after_lost(zl_transport *t)
 {
     if (t->conn_lost >= ZL_LOG_THRESHOLD_FOR_CONNLOST_WRITES) {
-        PyObject *res = PyObject_CallNoArgs(zl_global.warn_send_after_lost);
+        PyObject *res = PyObject_CallNoArgs(t->loop->state->warn_send_after_lost);
         if (res == NULL) {
             return -1;
         }
@@ -234,7 +234,7 @@ transport_force_close(zl_transport *t, PyObject *exc)
 int
 zl_transport_fatal_error(zl_transport *t, PyObject *exc, const char *message)
 {
-    PyObject *res = PyObject_CallFunction(zl_global.transport_fatal_error, "OOs", (PyObject *)t, exc, message);
+    PyObject *res = PyObject_CallFunction(t->loop->state->transport_fatal_error, "OOs", (PyObject *)t, exc, message);
     if (res == NULL) {
         if (zl_err_stops_loop()) {
             Py_DECREF(exc);
@@ -389,7 +389,7 @@ zl_transport_dealloc_end(zl_transport *t)
 int
 zl_transport_check_creatable(zl_loop *loop, PyTypeObject *type)
 {
-    if (zl_global.transport_socket_type == NULL || type == NULL) {
+    if (loop->state->transport_socket_type == NULL || type == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "zloop's transport types are not initialised");
         return -1;
     }
@@ -400,9 +400,9 @@ zl_transport_check_creatable(zl_loop *loop, PyTypeObject *type)
  * after the object header, and sets it to -1 on close() and detach(). Used only when it holds the fd fileno()
  * just gave; NULL for any other object. */
 const int *
-zl_transport_sock_fd_field(PyObject *sock, int fd)
+zl_transport_sock_fd_field(zl_state *state, PyObject *sock, int fd)
 {
-    static PyTypeObject *socket_type;   /* _socket.socket, kept for the life of the process */
+    PyTypeObject *socket_type = state->socket_type;   /* this interpreter's _socket.socket */
     if (socket_type == NULL) {
         PyObject *module = PyImport_ImportModule("_socket");
         PyObject *type = module ? PyObject_GetAttrString(module, "socket") : NULL;
@@ -412,7 +412,7 @@ zl_transport_sock_fd_field(PyObject *sock, int fd)
             PyErr_Clear();
             return NULL;
         }
-        socket_type = (PyTypeObject *)type;
+        socket_type = state->socket_type = (PyTypeObject *)type;
     }
     if (socket_type->tp_basicsize < (Py_ssize_t)(sizeof(PyObject) + sizeof(int)) ||
         !PyObject_TypeCheck(sock, socket_type)) {
@@ -466,7 +466,7 @@ zl_transport_new(PyTypeObject *type, const zl_transport_kind *kind, zl_loop *loo
     t->fd_owned = 0;   /* the caller's socket object owns it */
     Py_INCREF(sock);
     t->sock = sock;
-    t->sock_fd = zl_transport_sock_fd_field(sock, fd);
+    t->sock_fd = zl_transport_sock_fd_field(loop->state, sock, fd);
     if (t->sock_fd == NULL) {
         t->sock_fd = &t->fd;
     }
@@ -491,7 +491,7 @@ zl_transport_socket(zl_transport *t)
     }
     t->fd_owned = 0;
     t->sock = sock;
-    t->sock_fd = zl_transport_sock_fd_field(sock, t->fd);
+    t->sock_fd = zl_transport_sock_fd_field(t->loop->state, sock, t->fd);
     if (t->sock_fd == NULL) {
         t->sock_fd = &t->fd;
     }
@@ -524,13 +524,13 @@ transport_set_extra_name(PyObject *info, PyObject *sock, const char *key, const 
 }
 
 PyObject *
-zl_transport_build_extra(PyObject *sock, PyObject *extra)
+zl_transport_build_extra(zl_loop *loop, PyObject *sock, PyObject *extra)
 {
     PyObject *info = (extra == NULL || extra == Py_None) ? PyDict_New() : PyDict_Copy(extra);
     if (info == NULL) {
         return NULL;
     }
-    PyObject *trsock = PyObject_CallOneArg(zl_global.transport_socket_type, sock);
+    PyObject *trsock = PyObject_CallOneArg(loop->state->transport_socket_type, sock);
     if (trsock == NULL || PyDict_SetItemString(info, "socket", trsock) < 0 ||
         transport_set_extra_name(info, sock, "sockname", "getsockname", 0) < 0 ||
         transport_set_extra_name(info, sock, "peername", "getpeername", 1) < 0) {
@@ -557,7 +557,7 @@ transport_schedule_start(zl_transport *t, PyObject *waiter)
     }
     if (waiter != NULL && waiter != Py_None) {
         PyObject *args[2] = {waiter, Py_None};
-        zl_handle *handle = zl_handle_new(t->loop, zl_global.set_result_unless_cancelled, args, 2, NULL, 0, 0.0);
+        zl_handle *handle = zl_handle_new(t->loop, t->loop->state->set_result_unless_cancelled, args, 2, NULL, 0, 0.0);
         if (handle == NULL || zl_loop_enqueue(t->loop, (PyObject *)handle) < 0) {
             return -1;
         }
@@ -585,7 +585,8 @@ zl_transport_discard(zl_transport *t)
 }
 
 PyObject *
-zl_transport_type_create(PyType_Spec *spec, PyObject *bases, const char *layout_error, PyTypeObject **slot)
+zl_transport_type_create(PyObject *module, PyType_Spec *spec, PyObject *bases, const char *layout_error,
+                         PyTypeObject **slot)
 {
     Py_ssize_t expected = (Py_ssize_t)offsetof(zl_transport, extra) + (Py_ssize_t)sizeof(PyObject *);
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(bases); i++) {
@@ -595,7 +596,7 @@ zl_transport_type_create(PyType_Spec *spec, PyObject *bases, const char *layout_
             return NULL;
         }
     }
-    PyObject *type = PyType_FromSpecWithBases(spec, bases);
+    PyObject *type = PyType_FromModuleAndSpec(module, spec, bases);
     if (type == NULL) {
         return NULL;
     }

@@ -173,15 +173,16 @@ zl_transport *zl_transport_new_for_fd(PyTypeObject *type, const zl_transport_kin
  * NULL without an exception once the connection is closed, NULL with one when making it failed. */
 PyObject *zl_transport_socket(zl_transport *t);
 /* Where a socket.socket keeps its fd, when sock is one holding fd; NULL otherwise. */
-const int *zl_transport_sock_fd_field(PyObject *sock, int fd);
+const int *zl_transport_sock_fd_field(zl_state *state, PyObject *sock, int fd);
 /* dict(extra or {}) with 'socket', 'sockname' and 'peername' as asyncio's transports give them. */
-PyObject *zl_transport_build_extra(PyObject *sock, PyObject *extra);
+PyObject *zl_transport_build_extra(zl_loop *loop, PyObject *sock, PyObject *extra);
 /* Own the fd (the fd table answers loop._fd_transport), schedule connection_made, _start_reading and the waiter. */
 int zl_transport_open(zl_transport *t, PyObject *waiter);
 /* Creation failed: drop the transport without closing the caller's socket. Returns NULL. */
 PyObject *zl_transport_discard(zl_transport *t);
 /* The type from spec over bases (a tuple of types whose instances hold only the _extra slot); kept in *slot too. */
-PyObject *zl_transport_type_create(PyType_Spec *spec, PyObject *bases, const char *layout_error, PyTypeObject **slot);
+PyObject *zl_transport_type_create(PyObject *module, PyType_Spec *spec, PyObject *bases, const char *layout_error,
+                                   PyTypeObject **slot);
 
 /* ------------------------------------------------------------------ Python methods and getters both types have */
 

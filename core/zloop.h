@@ -14,10 +14,12 @@
 #include "timer_heap.h"
 
 typedef struct zl_loop zl_loop;
+typedef struct zl_state zl_state;
 
 /* ------------------------------------------------------------------ handles (core/handle.c) */
 
 #define ZL_HANDLE_INLINE_ARGS 3
+#define ZL_HANDLE_FREELIST_MAX 256        /* freed handles kept for reuse, per kind, in the module state */
 
 #define ZL_TIMER_IN_HEAP 1            /* zl_handle.scheduled: in loop->timers */
 #define ZL_TIMER_DUE 2                /* in loop->timers_due: already due when scheduled (call_later(0)) */
@@ -51,12 +53,19 @@ typedef struct zl_handle {
     PyObject *when_given;             /* call_at(when) given as an int: when() returns it, as asyncio keeps it */
 } zl_handle;
 
-extern PyTypeObject zl_handle_type;
-extern PyTypeObject zl_timer_handle_type;
+extern PyType_Spec zl_handle_spec;
+extern PyType_Spec zl_timer_handle_spec;   /* made with Handle as its base */
 
 /* A new Handle (or TimerHandle when is_timer) for callback(*args) in context (NULL: copy the current one). */
 zl_handle *zl_handle_new(zl_loop *loop, PyObject *callback, PyObject *const *args, Py_ssize_t nargs,
                          PyObject *context, int is_timer, double when);
+
+/* Handle types are made by the loop only (Python cannot instantiate them); 3.9 has no flag for it. */
+#ifdef Py_TPFLAGS_DISALLOW_INSTANTIATION
+#define ZL_TPFLAGS_NO_NEW Py_TPFLAGS_DISALLOW_INSTANTIATION
+#else
+#define ZL_TPFLAGS_NO_NEW 0
+#endif
 
 /* Run the handle's callback in its context. Exceptions go to the loop's exception handler;
  * returns -1 only for SystemExit/KeyboardInterrupt (or a failing handler), which must stop the loop. */
@@ -106,6 +115,8 @@ typedef struct zl_io_table {
 
 struct zl_loop {
     PyObject_HEAD
+    zl_state *state;                  /* the state of the module that made the loop's type (module.c) */
+    PyObject *module;                 /* that module, owned: the state lives as long as the loop */
     const zl_backend_ops *ops;
     zl_backend *backend;              /* NULL once closed */
     zl_ready_queue ready;
@@ -133,7 +144,7 @@ struct zl_loop {
     zl_loop_stats stats;              /* loop.stats(): counters, and timings while stats.timing (loop_stats.c) */
 };
 
-extern PyTypeObject zl_loop_type;
+extern PyType_Spec zl_loop_spec;
 
 /* The loop's clock: CLOCK_MONOTONIC in seconds, the clock of time.monotonic(). */
 double zl_loop_clock(void);
@@ -179,7 +190,7 @@ PyObject *zl_loop_create_future(zl_loop *self, PyObject *ignored);
 
 /* stream transports (core/stream_transport.c) */
 PyObject *zl_loop_make_socket_transport(zl_loop *loop, PyObject *args, PyObject *kwds);
-PyObject *zl_stream_type_create(PyObject *transport_base);
+PyObject *zl_stream_type_create(PyObject *module, PyObject *transport_base);
 /* The transport of a connection accepted in C on fd (owned by it from then on, unless this fails: NULL), running
  * in context, with addrs (a zl_sock_addrs, core/sock_addr.h); both stolen. tcp: set TCP_NODELAY. */
 struct zl_sock_addrs;
@@ -187,7 +198,7 @@ PyObject *zl_stream_accepted(zl_loop *loop, int fd, struct zl_sock_addrs *addrs,
                              PyObject *protocol, PyObject *server);
 
 /* The server a stream transport counts in (borrowed), or NULL: none, or obj is no stream transport. */
-PyObject *zl_stream_server_of(PyObject *obj);
+PyObject *zl_stream_server_of(zl_state *state, PyObject *obj);
 
 /* accepting in C (core/stream_server.c): loop._make_acceptor(sock, protocol_factory, server, backlog, on_error,
  * report) */
@@ -199,7 +210,7 @@ PyObject *zl_loop_fd_transport(zl_loop *loop, PyObject *fileobj);
 
 /* datagram transports (core/datagram_transport.c) */
 PyObject *zl_loop_make_datagram_transport(zl_loop *loop, PyObject *args, PyObject *kwds);
-PyObject *zl_datagram_type_create(PyObject *bases);
+PyObject *zl_datagram_type_create(PyObject *module, PyObject *bases);
 
 /* fd table */
 int zl_io_dispatch(zl_loop *loop, const zl_fired *fired, int count);
@@ -226,9 +237,18 @@ int zl_fileobj_to_fd(PyObject *fileobj);
 PyObject *zl_loop_sock_recv_now(PyObject *loop, PyObject *const *args, Py_ssize_t nargs);
 PyObject *zl_loop_sock_send_now(PyObject *loop, PyObject *const *args, Py_ssize_t nargs);
 
-/* ------------------------------------------------------------------ module-wide state (python/module.c) */
+/* ------------------------------------------------------------------ module state (python/module.c) */
 
-typedef struct zl_state {
+/* What one zloop._zloop module object (one per interpreter) owns: its types, the Python hooks and asyncio objects
+ * the core calls, interned names. Loops reach it through loop->state, handles and transports through their loop. */
+struct zl_state {
+    PyTypeObject *loop_type;          /* LoopCore */
+    PyTypeObject *handle_type;        /* Handle */
+    PyTypeObject *timer_handle_type;  /* TimerHandle */
+    PyTypeObject *stream_type;        /* TCPTransport, made once asyncio is imported (_set_hooks) */
+    PyTypeObject *datagram_type;      /* UDPTransport, likewise */
+    PyTypeObject *socket_type;        /* _socket.socket, looked up on first use (transport_common.c) */
+    PyTypeObject *acceptor_type;      /* the C accept loop of plain servers, made on first use (stream_server.c) */
     PyObject *report_callback_error;  /* zloop._hooks.report_callback_error(handle, exc) */
     PyObject *warn_slow_callback;     /* zloop._hooks.warn_slow_callback(loop, handle, seconds) */
     PyObject *extract_stack;          /* zloop._hooks.extract_stack() -> traceback for debug mode */
@@ -251,9 +271,20 @@ typedef struct zl_state {
     PyObject *str_context_alias;      /* another str "context" a caller passes: see zl_kwname_equals */
     PyObject *str_name;               /* "name" (interned) */
     PyObject *str_name_alias;
-} zl_state;
+    zl_handle *handle_freelist[2][ZL_HANDLE_FREELIST_MAX];   /* [is_timer]: not objects (no type reference) */
+    int handle_freelist_len[2];
+    char *read_buffer;                /* stream reads land here before becoming bytes (stream_transport.c) */
+    char *recv_buffer;                /* datagrams likewise (datagram_transport.c) */
+    char *sock_recv_buffer;           /* loop.sock_recv's reads on a plain socket (sock_now.c) */
+    int counted;                      /* in module.c's count of live states */
+};
 
-extern zl_state zl_global;
+/* Free the handles kept for reuse (module teardown). */
+void zl_handle_freelist_clear(zl_state *state);
+
+/* The state of the zloop module that made `type` or one of its bases; the module in *module (borrowed).
+ * NULL with TypeError set when no zloop type is among them. */
+zl_state *zl_state_of_type(PyTypeObject *type, PyObject **module);
 
 /* A new reference to value, or to None when value is NULL (getters of optional fields). */
 static inline PyObject *

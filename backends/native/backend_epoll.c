@@ -207,7 +207,7 @@ static int
 epoll_wait_ns(zl_backend *b, int64_t timeout_ns)
 {
 #ifdef SYS_epoll_pwait2
-    static int have_pwait2 = 1;
+    static _Atomic int have_pwait2 = 1;   /* shared by every loop of every interpreter */
     if (have_pwait2 && timeout_ns > 0) {
         struct timespec ts = {.tv_sec = timeout_ns / 1000000000, .tv_nsec = timeout_ns % 1000000000};
         long n = syscall(SYS_epoll_pwait2, b->epfd, b->events, ZL_EPOLL_BATCH, &ts, NULL, 0);
