@@ -9,7 +9,7 @@ import zloop
 
 from conftest import BACKENDS
 
-KNOWN = {"native", "uv", "event"}
+KNOWN = {"native", "uv", "event", "uring"}
 
 pytestmark = pytest.mark.zloop_only
 
