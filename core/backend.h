@@ -3,6 +3,7 @@
 #ifndef ZL_BACKEND_H
 #define ZL_BACKEND_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 /* Readiness bits, used both for what the core wants and what the backend reports. */
@@ -40,7 +41,7 @@ typedef struct zl_backend zl_backend;   /* a backend's private per-loop state */
  *   error in recv/send). A backend may report an event the fd is no longer watched for; the core filters.
  */
 typedef struct zl_backend_ops {
-    const char *name;              /* "native", "uv", "event" */
+    const char *name;              /* "native", "uv", "event", "uring" */
     unsigned features;             /* ZL_BACKEND_F_* */
 
     /* New backend state, or NULL with errno set. */
@@ -90,5 +91,11 @@ const char *zl_backend_default_name(void);
 extern const zl_backend_ops zl_backend_native;
 extern const zl_backend_ops zl_backend_uv;
 extern const zl_backend_ops zl_backend_event;
+extern const zl_backend_ops zl_backend_uring;
+
+/* Open the first backend of spec (a name, or names separated by commas: "uring,native") that can be created.
+ * On success sets *ops and returns the new state. On failure returns NULL with errno set, a message in why naming
+ * each refusal (e.g. why io_uring_setup was refused), and *ops NULL when no name of spec is compiled in. */
+zl_backend *zl_backend_open(const char *spec, const zl_backend_ops **ops, char *why, size_t why_len);
 
 #endif /* ZL_BACKEND_H */

@@ -504,22 +504,20 @@ loop_init(zl_loop *self, PyObject *args, PyObject *kwds)
             name = zl_backend_default_name();
         }
     }
-    const zl_backend_ops *ops = zl_backend_find(name);
-    if (ops == NULL) {
-        PyObject *names = PyUnicode_FromString("");
-        for (size_t i = 0; names != NULL && zl_backend_table[i] != NULL; i++) {
-            PyObject *joined = PyUnicode_FromFormat("%U%s%s", names, i ? ", " : "", zl_backend_table[i]->name);
-            Py_SETREF(names, joined);
-        }
-        if (names != NULL) {
-            PyErr_Format(PyExc_ValueError, "unknown zloop backend '%s'; available: %U", name, names);
-            Py_DECREF(names);
-        }
-        return -1;
-    }
-    self->backend = ops->create();
+    const zl_backend_ops *ops = NULL;
+    char why[512];
+    self->backend = zl_backend_open(name, &ops, why, sizeof(why));
     if (self->backend == NULL) {
-        PyErr_SetFromErrno(PyExc_OSError);
+        int err = errno;
+        if (ops == NULL) {
+            PyErr_SetString(PyExc_ValueError, why);     /* no name of the list is compiled in */
+        } else {
+            PyObject *exc_args = Py_BuildValue("(is)", err, why);
+            if (exc_args != NULL) {
+                PyErr_SetObject(PyExc_OSError, exc_args);
+                Py_DECREF(exc_args);
+            }
+        }
         return -1;
     }
     self->ops = ops;

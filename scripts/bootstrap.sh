@@ -5,7 +5,7 @@ set -eu
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 
-DEB_PACKAGES="autoconf automake libtool pkg-config make gcc libuv1-dev libevent-dev valgrind wrk"
+DEB_PACKAGES="autoconf automake libtool pkg-config make gcc libuv1-dev libevent-dev liburing-dev valgrind wrk"
 missing=""
 for pkg in $DEB_PACKAGES; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"

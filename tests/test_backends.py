@@ -9,7 +9,7 @@ import zloop
 
 from conftest import BACKENDS
 
-KNOWN = {"native", "uv", "event"}
+KNOWN = {"native", "uv", "event", "uring"}
 
 pytestmark = pytest.mark.zloop_only
 
@@ -209,3 +209,16 @@ def test_backends_are_independent():
     finally:
         for lp in loops:
             lp.close()
+
+
+def test_backend_list_takes_the_first_that_works(backend, python_run):
+    # ZLOOP_BACKEND=uring,native: names not compiled in (or whose create() fails) are passed over.
+    proc = python_run(PROBE, env={"ZLOOP_BACKEND": f"no-such-backend,{backend},native"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [backend, "ran"]
+
+
+def test_backend_list_of_unknown_names(python_run):
+    outcome = construct_in_child(python_run, "zloop.new_event_loop(backend='bogus,nope')")
+    assert outcome.startswith("ValueError: ") and "'bogus,nope'" in outcome
+    assert all(b in outcome for b in BACKENDS)

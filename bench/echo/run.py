@@ -45,6 +45,7 @@ import time
 
 import chart
 import client
+import many
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import _harness  # noqa: E402  (bench/_harness.py)
@@ -185,9 +186,13 @@ def measure(spec: str, cell: dict, args, workdir: str) -> dict:
             marks["cpu1"] = read_cpu_seconds(server.pid)
 
         family, address = server.target()
-        result = client.run(family, address, cell["msize"], args.concurrency,
-                            args.duration, args.warmup, args.max_requests,
-                            on_start=on_start, on_stop=on_stop)
+        if args.connections:
+            result = many.run(family, address, cell["msize"], args.connections, args.duration, args.warmup,
+                              on_start=on_start, on_stop=on_stop)
+        else:
+            result = client.run(family, address, cell["msize"], args.concurrency,
+                                args.duration, args.warmup, args.max_requests,
+                                on_start=on_start, on_stop=on_stop)
     if server.exit_code != 0:
         record["server_exit"] = server.exit_code
 
@@ -225,6 +230,8 @@ def run_matrix(args) -> list:
              for t in args.transports for m in args.modes for s in args.sizes]
     if args.floor:
         build_floor()
+    if args.connections:
+        many.build()
     total = args.rounds * sum(len(cell_specs(args, cell)) for cell in cells)
     estimate = total * (args.duration + args.warmup + 0.6)
     when = f"{estimate:.0f} s" if estimate < 120 else f"{estimate / 60:.0f} min"
@@ -243,7 +250,7 @@ def run_matrix(args) -> list:
                              f"{cell['mode']} {cell['msize']} {spec}")
                     try:
                         record = measure(spec, cell, args, workdir)
-                    except (client.EchoError, ServerError, OSError, ValueError) as exc:
+                    except (client.EchoError, many.ManyClientError, ServerError, OSError, ValueError) as exc:
                         record = dict(cell, loop=spec, error=f"{type(exc).__name__}: {exc}")
                         log(f"{label}: FAILED: {record['error']}")
                     else:
@@ -341,7 +348,11 @@ def _table_row(s: dict) -> str:
             f"{s['cpu_us_per_req']:>10.1f} {_fmt(s.get('cpu_vs_uvloop'), 'x'):>6} "
             f"{'-' if above is None else f'{above:.1f}':>7} {_fmt(s.get('above_floor_vs_uvloop'), 'x'):>6} "
             f"{s['server_cpu_util'] * 100:>6.0f}% "
-            f"{s['p50_us']:>7.0f} {s['p99_us']:>7.0f}")
+            f"{_fmt_us(s['p50_us']):>7} {_fmt_us(s['p99_us']):>7}")
+
+
+def _fmt_us(value):
+    return "-" if value is None else f"{value:.0f}"   # none in the many-connections mode (no per-request clock)
 
 
 def _fmt(value, suffix=""):
@@ -399,6 +410,9 @@ def parse_args(argv=None):
                         help=f"client processes, one connection each (default "
                              f"{DEFAULT_CONCURRENCY}: the machine has 2 cores shared "
                              "by clients and server)")
+    parser.add_argument("--connections", type=int, default=0,
+                        help="many-connections mode: one C client (many_client.c) with this many lock-step "
+                             "connections instead of --concurrency processes (e.g. 64, 256)")
     parser.add_argument("--max-requests", type=int, default=5_000_000,
                         help="cap on measured requests per run")
     parser.add_argument("--quick", action="store_true", help="small, fast matrix")
@@ -442,6 +456,8 @@ def _validate(parser, args) -> None:
         parser.error(f"--duration must be in (0, {client.MAX_DURATION:.0f}]")
     if not 1 <= args.rounds <= 100 or not 1 <= args.concurrency <= 256:
         parser.error("--rounds must be 1..100 and --concurrency 1..256")
+    if not 0 <= args.connections <= 4096:
+        parser.error("--connections must be 0 (the 3-process mode) .. 4096")
     if not os.path.exists("/proc/self/stat"):
         parser.error("server CPU is read from /proc/PID/stat: Linux only")
 
@@ -460,7 +476,7 @@ def main(argv=None) -> int:
         "machine": dict(machine_info(), loadavg_at_start=load_at_start),
         "settings": {name: getattr(args, name) for name in
                      ("loops", "floor", "modes", "sizes", "transports", "rounds", "duration",
-                      "warmup", "concurrency", "max_requests")},
+                      "warmup", "concurrency", "connections", "max_requests")},
         "baseline": BASELINE,
         "cells": summary,
         "runs": records,

@@ -1,0 +1,122 @@
+#!/usr/bin/env python3
+"""System calls per request of an echo server: the other half of the echo benchmark's CPU per request.
+
+For each loop: start server.py, run the lock-step load (client.py's processes, or many_client.c with
+--connections N), and count the server's system calls over exactly the measured window, all its threads:
+with `perf stat -e raw_syscalls:sys_enter -p PID` (the default; a tracepoint count, cheap enough not to change
+the server's batching), or with `strace -c -f -p PID` (--strace: a count per system call, but strace slows every
+call down, so the server batches differently and the figures are for the breakdown, not the total).
+
+    PYTHONPATH=python python3 bench/echo/syscalls.py --loops zloop:native,zloop:uring --mode proto \\
+        --msize 1024 --connections 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import client
+import many
+import run as echo_run
+
+ATTACH_SECONDS = 0.3   # time given to perf/strace to attach before the window opens
+
+
+def _start_counter(tool: str, pid: int, out: str) -> subprocess.Popen:
+    if tool == "strace":
+        command = ["strace", "-c", "-f", "-o", out, "-p", str(pid)]
+    else:
+        command = ["perf", "stat", "-x", ",", "-e", "raw_syscalls:sys_enter", "-o", out, "-p", str(pid)]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(ATTACH_SECONDS)
+    return proc
+
+
+def _stop_counter(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=30)
+
+
+def _parse_perf(text: str) -> dict:
+    for line in text.splitlines():
+        fields = line.split(",")
+        if len(fields) > 2 and fields[2] == "raw_syscalls:sys_enter":
+            return {"total": int(fields[0])}
+    raise ValueError(f"no raw_syscalls:sys_enter count in perf's output: {text!r}")
+
+
+def _parse_strace(text: str) -> dict:
+    """strace -c's table: {syscall: calls, ..., "total": calls}."""
+    counts = {}
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 5 and fields[0].replace(".", "").isdigit() and fields[-1] != "total":
+            counts[fields[-1]] = int(fields[3])
+        elif fields and fields[-1] == "total":
+            counts["total"] = int(fields[3])
+    return counts
+
+
+def measure(spec: str, args, workdir: str) -> dict:
+    """One server under load with a counter attached for the measured window."""
+    out = os.path.join(workdir, "count.txt")
+    marks = {}
+    with echo_run.EchoServer(spec, args.mode, "tcp", workdir) as server:
+        def on_start():
+            marks["counter"] = _start_counter(args.tool, server.pid, out)
+
+        def on_stop():
+            _stop_counter(marks["counter"])
+
+        family, address = server.target()
+        if args.connections:
+            result = many.run(family, address, args.msize, args.connections, args.duration, args.warmup,
+                              on_start=on_start, on_stop=on_stop)
+        else:
+            result = client.run(family, address, args.msize, args.concurrency, args.duration, args.warmup,
+                                on_start=on_start, on_stop=on_stop)
+    with open(out) as f:
+        text = f.read()
+    counts = _parse_strace(text) if args.tool == "strace" else _parse_perf(text)
+    # The counter runs from before the clients' go to after they stop: requests are the window's, syscalls
+    # include the attach time's idle polls (a few, the server waits for the go).
+    return {"loop": spec, "requests": result["requests"], "counts": counts,
+            "per_request": {name: calls / result["requests"] for name, calls in counts.items()}}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--loops", default="zloop:native,zloop:uring")
+    parser.add_argument("--mode", default="proto", choices=echo_run.MODES)
+    parser.add_argument("--msize", type=int, default=1024)
+    parser.add_argument("--concurrency", type=int, default=echo_run.DEFAULT_CONCURRENCY)
+    parser.add_argument("--connections", type=int, default=0, help="many-connections mode (many_client.c)")
+    parser.add_argument("--duration", type=float, default=2.0)
+    parser.add_argument("--warmup", type=float, default=0.5)
+    parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds; each row is one run")
+    parser.add_argument("--strace", dest="tool", action="store_const", const="strace", default="perf",
+                        help="count per system call with strace -c -f (slows the server down)")
+    args = parser.parse_args(argv)
+    loops = [spec for spec in args.loops.split(",") if spec]
+    workdir = tempfile.mkdtemp(prefix="zloop-syscalls-")
+    load = f"{args.connections} connections" if args.connections else f"{args.concurrency} client processes"
+    print(f"# {args.mode} {args.msize} B, {load}, {args.duration} s, counted with {args.tool}")
+    for rnd in range(args.rounds):
+        for spec in echo_run.rotated(loops, rnd):
+            row = measure(spec, args, workdir)
+            per = row["per_request"]
+            detail = "  ".join(f"{name} {value:.3f}" for name, value in
+                               sorted(per.items(), key=lambda item: -item[1]) if name != "total")
+            print(f"{spec:<14} {row['requests']:>9} req  {per['total']:.3f} syscalls/req  {detail}".rstrip(),
+                  flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
