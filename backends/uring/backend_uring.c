@@ -27,6 +27,7 @@ typedef struct uring_fd_watch {
     uint32_t gen;                      /* tag of this fd's poll in user_data; meaningful while armed */
     unsigned char events;              /* watched ZL_EV_* events; 0: not watched */
     unsigned char armed;               /* a poll tagged gen is queued or live in the kernel */
+    unsigned char seen;                /* a CQE of poll gen was checked against dev/ino already */
     int fired_slot;                    /* index in fired[] when fired_epoch is the current poll's */
     uint32_t fired_epoch;
     dev_t dev;                         /* identity of the file watched, to tell -EEXIST from a reused number */
@@ -93,6 +94,20 @@ watch_arm(zl_backend *b, int fd)
     }
     w->gen = gen;
     w->armed = 1;
+    w->seen = 0;
+    return 0;
+}
+
+/* Arm fd's poll and submit it at once: the kernel takes the file the number names when it issues the add, and
+ * the caller may close the number before the next poll (the add would then watch whatever file reuses it). */
+static int
+watch_arm_now(zl_backend *b, int fd)
+{
+    int rc = watch_arm(b, fd);
+    if (rc < 0) {
+        return rc;
+    }
+    (void)io_uring_submit(&b->ring);   /* if refused (-EBUSY), the add stays queued for the next poll's submit */
     return 0;
 }
 
@@ -220,36 +235,48 @@ uring_watch(zl_backend *b, int fd, int events)
     w->events = (unsigned char)events;
     w->dev = st.st_dev;
     w->ino = st.st_ino;
-    rc = watch_arm(b, fd);
+    rc = watch_arm_now(b, fd);
     if (rc < 0) {
         w->events = 0;
     }
     return rc;
 }
 
+/* 0 if fd still names the file w watched, -ENOENT if it names another one now, -EBADF (fstat's) if closed. */
+static int
+watch_check_identity(const uring_fd_watch *w, int fd)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+        return -errno;
+    }
+    return st.st_dev == w->dev && st.st_ino == w->ino ? 0 : -ENOENT;
+}
+
 static int
 uring_modify(zl_backend *b, int fd, int old_events, int events)
 {
-    struct stat st;
     (void)old_events;
     if (fd < 0 || fd >= b->watches_len || b->watches[fd].events == 0) {
         return -ENOENT;
     }
-    /* Remove and add rather than POLL_UPDATE: the add takes whatever file the number names now, so a number
-     * closed and reused under the backend is watched as its new file. */
-    int rc = watch_disarm(b, fd);
+    uring_fd_watch *w = &b->watches[fd];
+    /* The watch died with its file, as an epoll registration does: the caller unwatches it. */
+    int rc = watch_check_identity(w, fd);
     if (rc < 0) {
         return rc;
     }
-    uring_fd_watch *w = &b->watches[fd];
+    /* Remove and add rather than POLL_UPDATE: a poll the kernel ended is re-armed the same way. The add is
+     * submitted at once, while the number names the file just checked. */
+    rc = watch_disarm(b, fd);
+    if (rc < 0) {
+        return rc;
+    }
     int saved = w->events;
     w->events = (unsigned char)events;
-    rc = watch_arm(b, fd);
+    rc = watch_arm_now(b, fd);
     if (rc < 0) {
         w->events = (unsigned char)saved;
-    } else if (fstat(fd, &st) == 0) {
-        w->dev = st.st_dev;            /* the file the new poll watches, for the hang-up check */
-        w->ino = st.st_ino;
     }
     return rc;
 }
@@ -325,12 +352,21 @@ fired_add(zl_backend *b, int fd, int events, int *count)
 }
 
 /* Whether fd still names the file watched. A poll holds its file open, so a number closed while watched keeps
- * reporting the old file (its hang-up, typically) until the poll is cancelled. */
+ * reporting the old file until the poll is cancelled. */
 static int
 watch_names_same_file(const uring_fd_watch *w, int fd)
 {
     struct stat st;
     return fstat(fd, &st) == 0 && st.st_dev == w->dev && st.st_ino == w->ino;
+}
+
+/* Whether a CQE may come from a file whose number was closed since: the first of its poll (the readiness may
+ * predate a close), a hang-up or error, or readiness the last poll reported already and its callback did not
+ * consume (a callback that closed the fd without unwatching it). A fresh event of a checked poll costs nothing. */
+static int
+poll_cqe_is_suspicious(const zl_backend *b, const uring_fd_watch *w, int res)
+{
+    return !w->seen || (res & (POLLHUP | POLLERR | POLLRDHUP)) || w->fired_epoch == b->epoch - 1;
 }
 
 static void
@@ -344,12 +380,14 @@ handle_poll_cqe(zl_backend *b, const struct io_uring_cqe *cqe, int *count)
     if (!w->armed || w->gen != zl_uring_gen_of(cqe->user_data)) {
         return;                        /* a cancelled poll, or one of a closed and reused number */
     }
-    if (cqe->res > 0 && (cqe->res & (POLLHUP | POLLERR | POLLRDHUP)) && !watch_names_same_file(w, fd)) {
-        /* Closed without unwatch (epoll would have dropped it with the file): let the old file go, report
-         * nothing. Checked on hang-ups and errors only, which are rare, so it costs no syscall per event. */
-        (void)watch_disarm(b, fd);
-        w->armed = 0;
-        return;
+    if (cqe->res > 0 && poll_cqe_is_suspicious(b, w, cqe->res)) {
+        if (!watch_names_same_file(w, fd)) {
+            /* Closed without unwatch (epoll would have dropped it with the file): let the old file go, report
+             * nothing; modify then fails as the contract says, and unwatch forgets the number. */
+            (void)watch_disarm(b, fd);
+            return;
+        }
+        w->seen = 1;
     }
     if (!(cqe->flags & IORING_CQE_F_MORE)) {
         /* The kernel ended the multishot: arm a new one unless the fd failed (-EBADF: closed before the add).
