@@ -920,6 +920,26 @@ def test_changing_a_watch_of_a_closed_number_raises_ebadf(loop, registered):
         assert fired == []
 
 
+@pytest.mark.parametrize("registered", [False, True], ids=["fresh", "registered"])
+@pytest.mark.parametrize("event", ["reader", "writer"])
+def test_a_socket_closed_under_its_watch_is_closed_for_its_peer(loop, event, registered):
+    # epoll holds no reference to a watched file: closing the socket closes it, and its peer reads EOF at once. An
+    # io_uring poll holds the file: the loop must let it go once it runs (difffuzz: a transport's socket closed).
+    _spin(loop, 0)
+    ours, peer = socket.socketpair()
+    with peer:
+        peer.setblocking(False)
+        fired = []
+        getattr(loop, f"add_{event}")(ours.fileno(), fired.append, event)
+        if registered:
+            _spin(loop, 0.01)
+        number = ours.fileno()
+        ours.close()
+        _spin(loop, 0.02)
+        assert peer.recv(10) == b""
+        getattr(loop, f"remove_{event}")(number)
+
+
 # ---------------------------------------------------------------------- a closed loop, calls from callbacks
 
 @pytest.mark.parametrize("call", [

@@ -21,6 +21,8 @@
 #include "uring_ring.h"
 
 #define ZL_URING_BATCH 1024            /* CQEs reaped per poll, hence fired entries at most */
+#define ZL_URING_SWEEP_FDS 16          /* watched numbers checked for a closed file per sweep */
+#define ZL_URING_SWEEP_NS 1000000      /* at most one sweep a millisecond */
 
 /* What the backend knows of one fd number. */
 typedef struct uring_fd_watch {
@@ -45,6 +47,8 @@ struct zl_backend {
     uint32_t epoch;                    /* count of polls, for de-duplicating fired entries */
     uring_fd_watch *watches;
     int watches_len;
+    int sweep_cursor;                  /* next number the sweep of closed files checks */
+    int64_t sweep_due_ns;              /* monotonic time of the next sweep */
     int fired_count;                   /* entries of the last poll: re-checked by the next one (level) */
     zl_fired fired[ZL_URING_BATCH];
 };
@@ -457,10 +461,37 @@ queue_poll_work(zl_backend *b)
     return rc;
 }
 
+/* A number closed while watched (no unwatch) leaves its file open, held by the poll, and no CQE may ever come to
+ * tell: its peer would never see the close. Check a few watched numbers against the file watched, round-robin, at
+ * most once a millisecond, and cancel the polls of dead watches so their files close as epoll would let them. */
+static void
+sweep_closed_watches(zl_backend *b)
+{
+    int64_t now = monotonic_ns();
+    if (now < b->sweep_due_ns || b->watches_len == 0) {
+        return;
+    }
+    b->sweep_due_ns = now + ZL_URING_SWEEP_NS;
+    int checked = 0;
+    for (int step = 0; step < b->watches_len && checked < ZL_URING_SWEEP_FDS; step++) {
+        int fd = b->sweep_cursor;
+        b->sweep_cursor = fd + 1 < b->watches_len ? fd + 1 : 0;
+        uring_fd_watch *w = &b->watches[fd];
+        if (!w->armed) {
+            continue;
+        }
+        checked++;
+        if (!watch_names_same_file(w, fd)) {
+            (void)watch_disarm(b, fd);
+        }
+    }
+}
+
 static int
 uring_poll(zl_backend *b, int64_t timeout_ns, const zl_fired **fired)
 {
     *fired = b->fired;
+    sweep_closed_watches(b);
     int rc = queue_poll_work(b);
     if (rc < 0) {
         return rc;
