@@ -19,6 +19,7 @@
 #include <event2/event.h>
 
 #include "../../core/backend.h"
+#include "../wake_fd.h"
 #include "event_timeout.h"
 
 /* Linux wakes through one eventfd; elsewhere (or with -DZL_EVENT_WAKE_PIPE, to test that path) through a pipe. */
@@ -535,14 +536,7 @@ zl_event_wake(zl_backend *b)
 #else
     char one = 1;
 #endif
-    ssize_t n;
-    do {
-        n = write(b->wake_wfd, &one, sizeof(one));
-    } while (n < 0 && errno == EINTR);
-    if (n < 0 && errno != EAGAIN) {
-        return -errno;   /* EAGAIN: the counter or pipe is full, so a wake-up is already pending */
-    }
-    return 0;
+    return zl_wake_fd_write(b->wake_wfd, &one, sizeof(one));
 }
 
 /* ---- fork ---- */

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "../../core/backend.h"
+#include "../wake_fd.h"
 
 #define ZL_EPOLL_BATCH 256
 
@@ -254,14 +255,7 @@ static int
 native_wake(zl_backend *b)
 {
     uint64_t one = 1;
-    ssize_t n;
-    do {
-        n = write(b->wakefd, &one, sizeof(one));
-    } while (n < 0 && errno == EINTR);
-    if (n < 0 && errno != EAGAIN) {
-        return -errno;
-    }
-    return 0;
+    return zl_wake_fd_write(b->wakefd, &one, sizeof(one));
 }
 
 /* Forget watched fds the child has already closed: their numbers may be reused by the fds made below. */

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "../../core/backend.h"
+#include "../wake_fd.h"
 
 /*
  * How kqueue differs from epoll, and what this file does about it:
@@ -344,14 +345,7 @@ zl_kq_consume_wake(const zl_backend *b, const struct kevent *ev)
 static int
 native_wake(zl_backend *b)
 {
-    ssize_t n;
-    do {
-        n = write(b->wake_pipe[1], "", 1);
-    } while (n < 0 && errno == EINTR);
-    if (n < 0 && errno != EAGAIN) {
-        return -errno;
-    }
-    return 0;                         /* EAGAIN: the pipe is full, a wake-up is pending already */
+    return zl_wake_fd_write(b->wake_pipe[1], "", 1);
 }
 
 #endif /* ZL_KQ_USER_WAKE */

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "../../core/backend.h"
+#include "../wake_fd.h"
 #include "uring_ring.h"
 
 #define ZL_URING_BATCH 1024            /* CQEs reaped per poll, hence fired entries at most */
@@ -529,14 +530,7 @@ static int
 uring_wake(zl_backend *b)
 {
     uint64_t one = 1;
-    ssize_t n;
-    do {
-        n = write(b->wakefd, &one, sizeof(one));
-    } while (n < 0 && errno == EINTR);
-    if (n < 0 && errno != EAGAIN) {
-        return -errno;
-    }
-    return 0;
+    return zl_wake_fd_write(b->wakefd, &one, sizeof(one));
 }
 
 /* Forget watched fds the child has already closed: their numbers may be reused by the fds made below. */
