@@ -1,7 +1,9 @@
 # tests/test_subinterpreters.py — zloop in subinterpreters (3.12+): each interpreter gets its own module state, so a
 # loop runs in a legacy or an isolated (own GIL) subinterpreter on every backend, and the main one is unaffected.
 
+import ctypes
 import functools
+import gc
 import json
 import os
 import subprocess
@@ -188,7 +190,19 @@ def _open_fds():
     return len(os.listdir("/proc/self/fd"))
 
 
+def _malloc_trim():
+    """glibc's malloc_trim(0), where there is one: freed heap memory goes back to the system now, not whenever the
+    allocator decides, so an RSS reading does not depend on when earlier tests' memory happened to be released."""
+    try:
+        libc = ctypes.CDLL(None)
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _rss_kib():
+    gc.collect()
+    _malloc_trim()
     with open("/proc/self/status") as fp:
         for line in fp:
             if line.startswith("VmRSS:"):
@@ -206,25 +220,37 @@ def _rss_growth_kib(backend, kinds, rounds):
     return grown
 
 
+def _extra_rss_kib(backend, kinds):
+    """How much more RSS 8 subinterpreters running zloop's loop left behind than 8 running stock asyncio's, interleaved
+    in pairs so that both see the same machine."""
+    ours = stock = 0
+    for _ in range(4):
+        ours += _rss_growth_kib(backend, kinds, 2)
+        stock += _rss_growth_kib("asyncio", kinds, 2)
+    return ours, stock
+
+
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts open files through /proc")
 def test_subinterpreters_come_and_go_without_leaking(backend):
     """Each subinterpreter's module state, types, hooks and loops go with it; fds stay as they were, and memory grows
     no more than with stock asyncio's loop doing the same (CPython keeps some of every destroyed subinterpreter's,
-    several MiB for an isolated one)."""
+    several MiB for an isolated one). RSS is noisy (the allocator returns memory when it likes, other tests leave
+    some behind): a measurement is tried up to three times, and a leak of 256 KiB a subinterpreter fails every one."""
     kinds = _usable_kinds()
     for kind in kinds:   # warm-up: the first subinterpreter of each kind fills caches that stay
         _workload_result(backend, lambda code: _run_in_subinterpreter(code, kind))
     _workload_result("asyncio", lambda code: _run_in_subinterpreter(code, kinds[0]))
     fds = _open_fds()
-    ours = stock = 0
-    for _ in range(4):   # interleaved, so that both see the same machine
-        ours += _rss_growth_kib(backend, kinds, 2)
-        stock += _rss_growth_kib("asyncio", kinds, 2)
+    attempts = []
+    for _ in range(3):
+        attempts.append(_extra_rss_kib(backend, kinds))
+        if attempts[-1][0] - attempts[-1][1] < 2048:
+            break
     assert zloop._zloop._live_states() == 1
     assert _open_fds() == fds
     # Under ASan or valgrind (TIME_SCALE > 1) freed memory is held back for a while: RSS says nothing there.
-    assert TIME_SCALE > 1 or ours - stock < 2048, \
-        f"8 subinterpreters grew RSS by {ours} KiB running zloop, by {stock} KiB running asyncio"
+    assert TIME_SCALE > 1 or attempts[-1][0] - attempts[-1][1] < 2048, \
+        "8 subinterpreters grew RSS by (zloop KiB, asyncio KiB): " + ", ".join(map(str, attempts))
     result = _workload_result(backend, _in_main_interpreter)
     assert result == dict(EXPECTED, backend=backend, states_alive=1)
 
