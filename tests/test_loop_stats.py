@@ -146,9 +146,13 @@ def test_timings_record_the_slowest_callback_and_poll_time(loop):
     assert "slow_callback" in stats["slowest_callback"]
     assert 0.025 <= stats["slowest_callback_seconds"] < 10
     assert stats["callback_seconds"] >= stats["slowest_callback_seconds"]
-    # Blocked from the last callback to the timer (less if the machine was too busy to run the loop on time).
+    # Blocked from the last callback to the timer (less if the machine was too busy to run the loop on time). When
+    # the process was descheduled past the timer's deadline, the timer is due at once: the loop never blocks, and
+    # the few microseconds between the two marks are its own work, not poll time.
     idle = marks["stopped"] - marks["idle"]
-    assert idle * 0.5 <= stats["poll_seconds"] <= time.monotonic() - started
+    assert 0 <= stats["poll_seconds"] <= time.monotonic() - started
+    if idle >= 0.001:
+        assert idle * 0.5 <= stats["poll_seconds"]
     assert stats["lag_samples"] == 1
 
 
