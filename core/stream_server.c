@@ -280,7 +280,7 @@ PyObject *
 zl_loop_server_clients(zl_loop *loop, PyObject *server)
 {
     PyObject *clients = PyList_New(0);
-    for (int fd = 0; clients != NULL && fd < loop->io.len; fd++) {
+    for (int fd = 0; clients != NULL && fd < loop->io.used; fd++) {
         zl_io_slot *slot = &loop->io.slots[fd];
         if (server_clients_add(loop, clients, slot->transport_owner, server) < 0 ||
             (slot->write.fn != NULL && server_clients_add(loop, clients, slot->write.owner, server) < 0)) {
