@@ -25,11 +25,10 @@
 #define ZL_UV_FIRST_SLOTS 64
 #define ZL_UV_DESTROY_RUNS 16          /* uv_run rounds destroy allows for close callbacks (one is enough) */
 
-/* A poll handle and what its callbacks need. Freed by its close callback, so it may outlive its slot. */
+/* A poll handle; handle.data is its backend, uv_fileno() its fd. Freed by its close callback, so it may outlive
+ * its slot. Nothing else per handle: it is what a watched fd costs besides the slot. */
 typedef struct zl_uv_poll {
     uv_poll_t handle;                  /* first member: a uv_poll_t* is a zl_uv_poll* */
-    zl_backend *backend;
-    int fd;
 } zl_uv_poll;
 
 /* What the backend knows about one fd number. */
@@ -71,14 +70,20 @@ struct zl_backend {
 
 /* ---- fd slots ---- */
 
+/* *array grown from old_len to len elements of elem bytes, the new ones zeroed when zero says so. A new block, not
+ * realloc + memset: calloc's fresh pages stay untouched until used, so the slots of fd numbers never watched (a
+ * table doubled past 16,384 fds holds 32,768) cost no memory. */
 static int
-zl_uv_grow(void **array, size_t elem, int old_len, int len)
+zl_uv_grow(void **array, size_t elem, int old_len, int len, int zero)
 {
-    char *grown = realloc(*array, elem * (size_t)len);
+    char *grown = zero ? calloc((size_t)len, elem) : malloc(elem * (size_t)len);
     if (grown == NULL) {
         return -ENOMEM;
     }
-    memset(grown + elem * (size_t)old_len, 0, elem * (size_t)(len - old_len));
+    if (old_len > 0) {
+        memcpy(grown, *array, elem * (size_t)old_len);
+    }
+    free(*array);
     *array = grown;
     return 0;
 }
@@ -98,8 +103,8 @@ zl_uv_reserve(zl_backend *b, int fd)
         len *= 2;
     }
     /* Each array keeps its old contents if the other fails; slots_len only moves when both grew. */
-    if (zl_uv_grow((void **)&b->slots, sizeof(*b->slots), b->slots_len, len) < 0 ||
-        zl_uv_grow((void **)&b->pending_fds, sizeof(*b->pending_fds), b->slots_len, len) < 0) {
+    if (zl_uv_grow((void **)&b->slots, sizeof(*b->slots), b->slots_len, len, 1) < 0 ||
+        zl_uv_grow((void **)&b->pending_fds, sizeof(*b->pending_fds), b->slots_len, len, 0) < 0) {
         return -ENOMEM;
     }
     b->slots_len = len;
@@ -176,8 +181,12 @@ static void
 zl_uv_on_poll(uv_poll_t *handle, int status, int uv_events)
 {
     zl_uv_poll *poll = (zl_uv_poll *)handle;
-    zl_backend *b = poll->backend;
-    zl_uv_slot *slot = &b->slots[poll->fd];
+    zl_backend *b = handle->data;
+    uv_os_fd_t fd;
+    if (uv_fileno((uv_handle_t *)handle, &fd) < 0) {
+        return;                        /* closing: replaced or unwatched */
+    }
+    zl_uv_slot *slot = &b->slots[fd];
     if (slot->poll != poll) {
         return;                        /* a replaced handle; it is already closing */
     }
@@ -192,9 +201,9 @@ zl_uv_on_poll(uv_poll_t *handle, int status, int uv_events)
         events |= ZL_EV_WRITE;
     }
     if (status < 0) {
-        zl_uv_restart_after_error(b, slot, poll->fd);
+        zl_uv_restart_after_error(b, slot, fd);
     }
-    zl_uv_record(b, slot, poll->fd, events);
+    zl_uv_record(b, slot, fd, events);
 }
 
 static void
@@ -460,6 +469,7 @@ static int
 zl_uv_poll_init_keeping_flags(zl_backend *b, zl_uv_poll *poll, int fd, int fd_flags)
 {
     int rc = uv_poll_init(&b->loop, &poll->handle, fd);
+    poll->handle.data = b;             /* libuv never touches it */
     if (!(fd_flags & O_NONBLOCK)) {
         (void)fcntl(fd, F_SETFL, fd_flags);
     }
@@ -492,8 +502,6 @@ zl_uv_watch(zl_backend *b, int fd, int events)
     if (poll == NULL) {
         return -ENOMEM;
     }
-    poll->backend = b;
-    poll->fd = fd;
     rc = zl_uv_poll_init_keeping_flags(b, poll, fd, fd_flags);
     if (rc < 0) {
         free(poll);                    /* uv_poll_init fails before it links the handle into the loop */
@@ -581,7 +589,7 @@ static int
 zl_uv_poll_fds(zl_backend *b, int64_t timeout_ns, const zl_fired **fired)
 {
     if (b->fired_cap < b->slots_len) {   /* the last poll's result is no longer in use */
-        if (zl_uv_grow((void **)&b->fired, sizeof(*b->fired), b->fired_cap, b->slots_len) < 0) {
+        if (zl_uv_grow((void **)&b->fired, sizeof(*b->fired), 0, b->slots_len, 0) < 0) {
             return -ENOMEM;
         }
         b->fired_cap = b->slots_len;
