@@ -73,6 +73,7 @@ zl_io_free_slots(zl_io_table *io)
     }
     io->slots = NULL;
     io->len = 0;
+    io->used = 0;
 }
 
 /* The table's second size, once 64 fds are not enough: every fd the process may open (RLIMIT_NOFILE's soft limit,
@@ -93,6 +94,9 @@ static int
 io_reserve(zl_io_table *io, int fd)
 {
     if (fd < io->len) {
+        if (fd >= io->used) {
+            io->used = fd + 1;
+        }
         return 0;
     }
     if (fcntl(fd, F_GETFD) < 0) {
@@ -114,9 +118,11 @@ io_reserve(zl_io_table *io, int fd)
     if (io->len > 0) {
         memcpy(slots, io->slots, (size_t)io->len * sizeof(zl_io_slot));
     }
+    int used = io->used;
     zl_io_free_slots(io);
     io->slots = slots;
     io->len = (int)len;
+    io->used = fd >= used ? fd + 1 : used;
     return 0;
 }
 
@@ -438,7 +444,7 @@ void
 zl_io_release_all(zl_loop *loop)
 {
     zl_io_table *io = &loop->io;
-    for (int fd = 0; fd < io->len; fd++) {
+    for (int fd = 0; fd < io->used; fd++) {
         zl_io_slot *slot = &io->slots[fd];
         if (slot->registered != 0 && loop->backend != NULL) {
             (void)loop->ops->unwatch(loop->backend, fd, slot->registered);
@@ -545,7 +551,7 @@ zl_io_clear_owned_side(zl_loop *loop, int fd, int event, PyObject *owner)
 int
 zl_io_traverse(zl_io_table *io, visitproc visit, void *arg)
 {
-    for (int fd = 0; fd < io->len; fd++) {
+    for (int fd = 0; fd < io->used; fd++) {
         Py_VISIT(io->slots[fd].read.handle);
         Py_VISIT(io->slots[fd].read.owner);
         Py_VISIT(io->slots[fd].read.fileobj);
@@ -747,7 +753,7 @@ io_find_added_fileobj(zl_loop *loop, PyObject *fileobj)
     if (PyLong_Check(fileobj) || !PyErr_ExceptionMatches(PyExc_ValueError)) {
         return -1;
     }
-    for (int fd = 0; fd < loop->io.len; fd++) {
+    for (int fd = 0; fd < loop->io.used; fd++) {
         zl_io_slot *slot = &loop->io.slots[fd];
         if (slot->read.fileobj == fileobj || slot->write.fileobj == fileobj) {
             PyErr_Clear();

@@ -5,9 +5,20 @@
 
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+/* How accepted connections get TCP_NODELAY, which asyncio sets on each. Linux copies the listening socket's
+ * TCP_NODELAY to the sockets it accepts, so it is set once on the listener and checked on the first connection:
+ * one system call per connection saved where that holds, a setsockopt per connection where it does not. */
+typedef enum zl_accept_nodelay {
+    ZL_NODELAY_NONE,                 /* not TCP */
+    ZL_NODELAY_PROBE,                /* set on the listener; the next connection tells whether it was inherited */
+    ZL_NODELAY_INHERITED,            /* connections arrive with it */
+    ZL_NODELAY_EACH,                 /* set on each connection */
+} zl_accept_nodelay;
 
 /* One listening socket being served (loop._make_acceptor): the owner of its fd's reader in the fd table. */
 typedef struct zl_acceptor {
@@ -22,7 +33,7 @@ typedef struct zl_acceptor {
     PyObject *context;               /* the context serving started in: each connection runs in a copy of it */
     int fd;
     int backlog;                     /* at most this many connections per readiness */
-    int tcp;                         /* TCP: each connection gets TCP_NODELAY, as asyncio sets it */
+    zl_accept_nodelay nodelay;       /* TCP: each connection gets TCP_NODELAY, as asyncio sets it */
     int watching;
     socklen_t local_len;             /* every connection's own address, when the socket listens on one (else 0) */
     struct sockaddr_storage local;
@@ -95,6 +106,19 @@ acceptor_connection_failed(zl_acceptor *self, PyObject *protocol)
     return acceptor_hook_done(self, res);
 }
 
+/* Whether conn still needs its own setsockopt(TCP_NODELAY). */
+static int
+acceptor_conn_needs_nodelay(zl_acceptor *self, int conn)
+{
+    if (self->nodelay == ZL_NODELAY_PROBE) {
+        int on = 0;
+        socklen_t len = sizeof(on);
+        int inherited = getsockopt(conn, IPPROTO_TCP, TCP_NODELAY, &on, &len) == 0 && on;
+        self->nodelay = inherited ? ZL_NODELAY_INHERITED : ZL_NODELAY_EACH;
+    }
+    return self->nodelay == ZL_NODELAY_EACH;
+}
+
 /* Protocol and transport for the accepted fd, in a copy of the serving context (asyncio runs each in its own
  * task, which copies it). The fd is closed when that fails. -1 only when the loop must stop. */
 static int
@@ -115,7 +139,8 @@ acceptor_serve(zl_acceptor *self, int conn, const struct sockaddr *peer, socklen
     }
     if (addrs != NULL) {
         Py_INCREF(context);   /* the transport's readiness callbacks run in it too */
-        transport = zl_stream_accepted(self->loop, conn, addrs, self->tcp, context, protocol, self->server);
+        transport = zl_stream_accepted(self->loop, conn, addrs, acceptor_conn_needs_nodelay(self, conn), context,
+                                       protocol, self->server);
     }
     int rc = 0;
     if (transport == NULL) {
@@ -280,7 +305,7 @@ PyObject *
 zl_loop_server_clients(zl_loop *loop, PyObject *server)
 {
     PyObject *clients = PyList_New(0);
-    for (int fd = 0; clients != NULL && fd < loop->io.len; fd++) {
+    for (int fd = 0; clients != NULL && fd < loop->io.used; fd++) {
         zl_io_slot *slot = &loop->io.slots[fd];
         if (server_clients_add(loop, clients, slot->transport_owner, server) < 0 ||
             (slot->write.fn != NULL && server_clients_add(loop, clients, slot->write.owner, server) < 0)) {
@@ -313,6 +338,16 @@ acceptor_is_tcp(int fd)
         return 0;
     }
     return (domain == AF_INET || domain == AF_INET6) && protocol == IPPROTO_TCP;
+}
+
+static zl_accept_nodelay
+acceptor_nodelay_for(int fd)
+{
+    if (!acceptor_is_tcp(fd)) {
+        return ZL_NODELAY_NONE;
+    }
+    int one = 1;
+    return setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) == 0 ? ZL_NODELAY_PROBE : ZL_NODELAY_EACH;
 }
 
 PyObject *
@@ -351,7 +386,7 @@ zl_loop_make_acceptor(zl_loop *loop, PyObject *args, PyObject *kwds)
     self->context = context;
     self->fd = fd;
     self->backlog = backlog > 1 ? backlog : 1;
-    self->tcp = acceptor_is_tcp(fd);
+    self->nodelay = acceptor_nodelay_for(fd);
     self->watching = 0;
     self->local_len = zl_sock_addr_shared_local(fd, &self->local);
     PyObject_GC_Track(self);

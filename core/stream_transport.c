@@ -57,7 +57,7 @@ stream_protocol_failed(zl_stream *self, const char *message)
 static int
 stream_on_eof(zl_stream *self)
 {
-    PyObject *res = PyObject_CallMethod(self->base.protocol, "eof_received", NULL);
+    PyObject *res = PyObject_CallMethodNoArgs(self->base.protocol, ZL_NAME(self->base.loop->state, eof_received));
     if (res == NULL) {
         return stream_protocol_failed(self, "Fatal error: protocol.eof_received() call failed.");
     }
@@ -479,13 +479,13 @@ stream_set_protocol(zl_transport *t, PyObject *protocol)
     }
     PyObject *data_received = NULL, *get_buffer = NULL, *buffer_updated = NULL;
     if (buffered) {
-        get_buffer = PyObject_GetAttrString(protocol, "get_buffer");
-        buffer_updated = get_buffer ? PyObject_GetAttrString(protocol, "buffer_updated") : NULL;
+        get_buffer = PyObject_GetAttr(protocol, ZL_NAME(t->loop->state, get_buffer));
+        buffer_updated = get_buffer ? PyObject_GetAttr(protocol, ZL_NAME(t->loop->state, buffer_updated)) : NULL;
         if (buffer_updated == NULL) {
             Py_XDECREF(get_buffer);
             return -1;
         }
-    } else if ((data_received = PyObject_GetAttrString(protocol, "data_received")) == NULL) {
+    } else if ((data_received = PyObject_GetAttr(protocol, ZL_NAME(t->loop->state, data_received))) == NULL) {
         return -1;
     }
     Py_INCREF(protocol);
@@ -506,7 +506,7 @@ stream_detach_from_server(zl_stream *self)
     }
     PyObject *server = self->server;
     self->server = NULL;
-    PyObject *detached = PyObject_CallMethod(server, "_detach", "O", (PyObject *)self);
+    PyObject *detached = PyObject_CallMethodOneArg(server, ZL_NAME(self->base.loop->state, _detach), (PyObject *)self);
     if (detached == NULL) {
         PyErr_WriteUnraisable((PyObject *)self);
     }
@@ -738,7 +738,7 @@ stream_attach_to_server(zl_stream *self, PyObject *server)
     }
     Py_INCREF(server);
     self->server = server;
-    PyObject *attached = PyObject_CallMethod(server, "_attach", "O", (PyObject *)self);
+    PyObject *attached = PyObject_CallMethodOneArg(server, ZL_NAME(self->base.loop->state, _attach), (PyObject *)self);
     if (attached == NULL) {
         return -1;
     }

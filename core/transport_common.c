@@ -31,9 +31,9 @@ transport_call_soon(zl_transport *t, PyObject *callback, PyObject *arg)
 }
 
 int
-zl_transport_call_soon_method(zl_transport *t, const char *name, PyObject *arg)
+zl_transport_call_soon_method(zl_transport *t, PyObject *name, PyObject *arg)
 {
-    PyObject *method = PyObject_GetAttrString((PyObject *)t, name);
+    PyObject *method = PyObject_GetAttr((PyObject *)t, name);
     if (method == NULL) {
         return -1;
     }
@@ -201,7 +201,7 @@ zl_transport_drop_after_lost(zl_transport *t)
 int
 zl_transport_call_connection_lost_soon(zl_transport *t, PyObject *exc)
 {
-    return zl_transport_call_soon_method(t, "_call_connection_lost", exc == NULL ? Py_None : exc);
+    return zl_transport_call_soon_method(t, ZL_NAME(t->loop->state, _call_connection_lost), exc == NULL ? Py_None : exc);
 }
 
 /* Stop watching the fd and give it back to add_reader/add_writer. */
@@ -303,7 +303,7 @@ zl_transport_py_call_connection_lost(zl_transport *self, PyObject *exc)
     Py_INCREF(res);
     if (self->protocol_connected && self->protocol != NULL) {
         Py_DECREF(res);
-        res = PyObject_CallMethod(self->protocol, "connection_lost", "O", exc);
+        res = PyObject_CallMethodOneArg(self->protocol, ZL_NAME(self->loop->state, connection_lost), exc);
     }
     PyObject *raised = res == NULL ? zl_err_fetch() : NULL;
     transport_release_fd(self);
@@ -546,13 +546,13 @@ zl_transport_build_extra(zl_loop *loop, PyObject *sock, PyObject *extra)
 static int
 transport_schedule_start(zl_transport *t, PyObject *waiter)
 {
-    PyObject *connection_made = PyObject_GetAttrString(t->protocol, "connection_made");
+    PyObject *connection_made = PyObject_GetAttr(t->protocol, ZL_NAME(t->loop->state, connection_made));
     if (connection_made == NULL) {
         return -1;
     }
     int rc = transport_call_soon(t, connection_made, (PyObject *)t);
     Py_DECREF(connection_made);
-    if (rc < 0 || zl_transport_call_soon_method(t, "_start_reading", NULL) < 0) {
+    if (rc < 0 || zl_transport_call_soon_method(t, ZL_NAME(t->loop->state, _start_reading), NULL) < 0) {
         return -1;
     }
     if (waiter != NULL && waiter != Py_None) {

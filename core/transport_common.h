@@ -67,7 +67,7 @@ zl_transport_sock_gone(const zl_transport *t)
 /* ------------------------------------------------------------------ scheduling */
 
 /* The transport's own method `name`, looked up now, called with arg (none when NULL) on the next iteration. */
-int zl_transport_call_soon_method(zl_transport *t, const char *name, PyObject *arg);
+int zl_transport_call_soon_method(zl_transport *t, PyObject *name, PyObject *arg);
 
 /* ------------------------------------------------------------------ watching the fd (flag checks inline) */
 

@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 
 #include "backend.h"
+#include "interned_names.h"
 #include "loop_stats.h"
 #include "ready_queue.h"
 #include "timer_heap.h"
@@ -103,6 +104,8 @@ typedef struct zl_io_slot {
 typedef struct zl_io_table {
     zl_io_slot *slots;                /* indexed by fd */
     int len;
+    int used;                         /* 1 + the highest fd ever given a slot: slots from here on were never written,
+                                         so walks of the table (GC traverse, close) stop here */
     int watched;                      /* slots with registered != 0 */
     PyObject *deferred_fn;            /* callable of the handles that run a C callback later (made on first use) */
     PyObject *deferred_context;       /* the (empty) context those handles run in */
@@ -271,6 +274,7 @@ struct zl_state {
     PyObject *str_context_alias;      /* another str "context" a caller passes: see zl_kwname_equals */
     PyObject *str_name;               /* "name" (interned) */
     PyObject *str_name_alias;
+    PyObject *names[ZL_NAME_COUNT];   /* interned attribute names of the per-connection paths (ZL_NAME) */
     zl_handle *handle_freelist[2][ZL_HANDLE_FREELIST_MAX];   /* [is_timer]: not objects (no type reference) */
     int handle_freelist_len[2];
     char *read_buffer;                /* stream reads land here before becoming bytes (stream_transport.c) */

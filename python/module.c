@@ -218,6 +218,9 @@ module_traverse(PyObject *module, visitproc visit, void *arg)
     for (size_t i = 0; state != NULL && i < STATE_OBJECT_COUNT; i++) {
         Py_VISIT(*STATE_OBJECT(state, i));
     }
+    for (int i = 0; state != NULL && i < ZL_NAME_COUNT; i++) {
+        Py_VISIT(state->names[i]);
+    }
     return 0;
 }
 
@@ -231,6 +234,9 @@ module_clear(PyObject *module)
     zl_handle_freelist_clear(state);
     for (size_t i = 0; i < STATE_OBJECT_COUNT; i++) {
         Py_CLEAR(*STATE_OBJECT(state, i));
+    }
+    for (int i = 0; i < ZL_NAME_COUNT; i++) {
+        Py_CLEAR(state->names[i]);
     }
     return 0;
 }
@@ -260,7 +266,8 @@ module_init_names(zl_state *state)
     state->kwnames_loop_name = Py_BuildValue("(ss)", "loop", "name");
     state->kwnames_loop_name_context = Py_BuildValue("(sss)", "loop", "name", "context");
     if (state->str_context == NULL || state->str_name == NULL || state->str_Task == NULL ||
-        state->kwnames_loop == NULL || state->kwnames_loop_name == NULL || state->kwnames_loop_name_context == NULL) {
+        state->kwnames_loop == NULL || state->kwnames_loop_name == NULL || state->kwnames_loop_name_context == NULL ||
+        zl_interned_names_init(state->names) < 0) {
         return -1;
     }
     return 0;

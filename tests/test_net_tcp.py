@@ -625,7 +625,10 @@ def test_many_sequential_connections_leak_no_fd(loop):
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="Linux socket options")
-def test_accepted_connections_have_nodelay(loop):
+@pytest.mark.parametrize("listener_nodelay", [None, 0, 1])
+def test_accepted_connections_have_nodelay(loop, listener_nodelay):
+    # zloop sets TCP_NODELAY on the listener once (Linux copies it to accepted sockets) and checks the first
+    # connection; a listener whose option was cleared after start_serving still gives every connection its own.
     seen = []
 
     class Probe(asyncio.Protocol):
@@ -635,9 +638,12 @@ def test_accepted_connections_have_nodelay(loop):
 
     async def main():
         server = await loop.create_server(Probe, "127.0.0.1", 0)
-        transport, proto = await loop.create_connection(lambda: Recorder(loop), *server.sockets[0].getsockname())
-        await proto.lost
+        if listener_nodelay is not None:
+            server.sockets[0].setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, listener_nodelay)
+        for _ in range(3):
+            transport, proto = await loop.create_connection(lambda: Recorder(loop), *server.sockets[0].getsockname())
+            await proto.lost
         await close_server(server)
     run(loop, main())
-    assert seen == [1]
+    assert seen == [1, 1, 1]
 

@@ -327,11 +327,16 @@ zl_event_reserve_slot(zl_backend *b, int fd)
         }
         len *= 2;
     }
-    struct zl_event_slot *grown = realloc(b->slots, (size_t)len * sizeof(*grown));
+    /* A new zeroed block, not realloc + memset: calloc's fresh pages stay untouched until used, so the slots of fd
+     * numbers never watched (a table doubled past 16,384 fds holds 32,768) cost no memory. */
+    struct zl_event_slot *grown = calloc((size_t)len, sizeof(*grown));
     if (grown == NULL) {
         return -ENOMEM;
     }
-    memset(grown + b->slots_len, 0, (size_t)(len - b->slots_len) * sizeof(*grown));
+    if (b->slots_len > 0) {
+        memcpy(grown, b->slots, (size_t)b->slots_len * sizeof(*grown));
+    }
+    free(b->slots);
     b->slots = grown;
     b->slots_len = len;
     return 0;

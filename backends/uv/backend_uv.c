@@ -25,11 +25,10 @@
 #define ZL_UV_FIRST_SLOTS 64
 #define ZL_UV_DESTROY_RUNS 16          /* uv_run rounds destroy allows for close callbacks (one is enough) */
 
-/* A poll handle and what its callbacks need. Freed by its close callback, so it may outlive its slot. */
+/* A poll handle; handle.data is its backend, uv_fileno() its fd. Freed by its close callback, so it may outlive
+ * its slot. Nothing else per handle: it is what a watched fd costs besides the slot. */
 typedef struct zl_uv_poll {
     uv_poll_t handle;                  /* first member: a uv_poll_t* is a zl_uv_poll* */
-    zl_backend *backend;
-    int fd;
 } zl_uv_poll;
 
 /* What the backend knows about one fd number. */
@@ -40,8 +39,10 @@ typedef struct zl_uv_slot {
     unsigned char events;              /* ZL_EV_* the core asked for */
     unsigned char started;             /* handle running; 0 once the fd was found closed under us */
     unsigned char pending;             /* fd sits in pending_fds: libuv will epoll_ctl it at the next uv_run */
+#ifndef __linux__
     dev_t dev;                         /* the file watched (fstat at watch): a number reused by another file */
     ino_t ino;                         /* after a close is told from it (zl_uv_check_file) */
+#endif
 } zl_uv_slot;
 
 struct zl_backend {
@@ -69,14 +70,20 @@ struct zl_backend {
 
 /* ---- fd slots ---- */
 
+/* *array grown from old_len to len elements of elem bytes, the new ones zeroed when zero says so. A new block, not
+ * realloc + memset: calloc's fresh pages stay untouched until used, so the slots of fd numbers never watched (a
+ * table doubled past 16,384 fds holds 32,768) cost no memory. */
 static int
-zl_uv_grow(void **array, size_t elem, int old_len, int len)
+zl_uv_grow(void **array, size_t elem, int old_len, int len, int zero)
 {
-    char *grown = realloc(*array, elem * (size_t)len);
+    char *grown = zero ? calloc((size_t)len, elem) : malloc(elem * (size_t)len);
     if (grown == NULL) {
         return -ENOMEM;
     }
-    memset(grown + elem * (size_t)old_len, 0, elem * (size_t)(len - old_len));
+    if (old_len > 0) {
+        memcpy(grown, *array, elem * (size_t)old_len);
+    }
+    free(*array);
     *array = grown;
     return 0;
 }
@@ -96,8 +103,8 @@ zl_uv_reserve(zl_backend *b, int fd)
         len *= 2;
     }
     /* Each array keeps its old contents if the other fails; slots_len only moves when both grew. */
-    if (zl_uv_grow((void **)&b->slots, sizeof(*b->slots), b->slots_len, len) < 0 ||
-        zl_uv_grow((void **)&b->pending_fds, sizeof(*b->pending_fds), b->slots_len, len) < 0) {
+    if (zl_uv_grow((void **)&b->slots, sizeof(*b->slots), b->slots_len, len, 1) < 0 ||
+        zl_uv_grow((void **)&b->pending_fds, sizeof(*b->pending_fds), b->slots_len, len, 0) < 0) {
         return -ENOMEM;
     }
     b->slots_len = len;
@@ -156,12 +163,16 @@ zl_uv_record(zl_backend *b, zl_uv_slot *slot, int fd, int events)
 static void zl_uv_on_poll(uv_poll_t *handle, int status, int uv_events);
 
 /* On POLLERR libuv stops the handle and passes an error status; restart it so the fd stays level-triggered. */
+static int zl_uv_register_file(zl_backend *b, int fd, zl_uv_slot *slot);
+
 static void
 zl_uv_restart_after_error(zl_backend *b, zl_uv_slot *slot, int fd)
 {
-    if (uv_poll_start(&slot->poll->handle, zl_uv_mask_of(slot->events), zl_uv_on_poll) == 0) {
+    if (uv_poll_start(&slot->poll->handle, zl_uv_mask_of(slot->events), zl_uv_on_poll) == 0 &&
+        zl_uv_register_file(b, fd, slot) == 0) {
         zl_uv_mark_pending(b, fd);
     } else {
+        uv_poll_stop(&slot->poll->handle);
         slot->started = 0;
     }
 }
@@ -170,8 +181,12 @@ static void
 zl_uv_on_poll(uv_poll_t *handle, int status, int uv_events)
 {
     zl_uv_poll *poll = (zl_uv_poll *)handle;
-    zl_backend *b = poll->backend;
-    zl_uv_slot *slot = &b->slots[poll->fd];
+    zl_backend *b = handle->data;
+    uv_os_fd_t fd;
+    if (uv_fileno((uv_handle_t *)handle, &fd) < 0) {
+        return;                        /* closing: replaced or unwatched */
+    }
+    zl_uv_slot *slot = &b->slots[fd];
     if (slot->poll != poll) {
         return;                        /* a replaced handle; it is already closing */
     }
@@ -186,9 +201,9 @@ zl_uv_on_poll(uv_poll_t *handle, int status, int uv_events)
         events |= ZL_EV_WRITE;
     }
     if (status < 0) {
-        zl_uv_restart_after_error(b, slot, poll->fd);
+        zl_uv_restart_after_error(b, slot, fd);
     }
-    zl_uv_record(b, slot, poll->fd, events);
+    zl_uv_record(b, slot, fd, events);
 }
 
 static void
@@ -317,6 +332,31 @@ error:
 
 /* ---- watch / modify / unwatch ---- */
 
+/*
+ * libuv registers a started handle with epoll_ctl by number at the start of its next uv_run (and abort()s if that
+ * fails). A watch must follow the file it was made for, as an epoll registration does: when that file was closed
+ * and the number reused, libuv would register (and report) the new file, which asyncio's selector never does.
+ * So the file is registered in libuv's epoll set by us, with no events, as soon as its handle is started
+ * (zl_uv_register_file: uv_poll_start itself deletes any registration of the number first), and libuv's own ADD
+ * then retries EEXIST as a MOD of that registration. Before each uv_run, and in modify(), a second ADD checks it:
+ * - EEXIST: the file registered is still there: the same file;
+ * - success: no registration of this file: the watched file was closed (its registration died with it) and the
+ *   number names another now; that one is deleted again: -ENOENT;
+ * - an error: closed (-EBADF) or a file epoll refuses (-EPERM).
+ * A failing check means a dead watch: the caller stops its handle, so it never fires. No fstat per watch: the
+ * registration is the file's identity. (Off Linux, where libuv's kqueue cannot be probed so, fstat's device and
+ * inode taken at watch are compared.)
+ */
+#ifdef __linux__
+static int
+zl_uv_epoll_add_probe(zl_backend *b, int fd)
+{
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof(ev));
+    ev.data.fd = fd;
+    return epoll_ctl(uv_backend_fd(&b->loop), EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
+}
+#else
 /* 1 if fd still names the file slot watched, 0 if another, -errno if fstat fails (closed). */
 static int
 zl_uv_same_file(int fd, const zl_uv_slot *slot)
@@ -327,35 +367,41 @@ zl_uv_same_file(int fd, const zl_uv_slot *slot)
     }
     return st.st_dev == slot->dev && st.st_ino == slot->ino;
 }
+#endif
 
-/*
- * libuv registers a started handle with epoll_ctl by number at the start of its next uv_run (and abort()s if that
- * fails). A watch must follow the file it was made for, as an epoll registration does: when that file was closed
- * and the number reused, libuv would register (and report) the new file, which asyncio's selector never does.
- * So before each uv_run, and in modify(), every such fd is added to libuv's epoll set by us first:
- * - EEXIST: the file registered (by libuv, or by us at an earlier check) is still there: the same file;
- * - success: nothing was registered for this file: a watch libuv has not registered yet (it then takes this
- *   registration over: its own ADD retries EEXIST as MOD), or one whose registration died with its file. fstat
- *   tells them apart (one call per new watch in the common case); a different file is deleted again: -ENOENT;
- * - an error: closed (-EBADF) or a file epoll refuses (-EPERM).
- * A failing check means a dead watch: the caller stops its handle, so it never fires.
- */
+/* Register the file fd names now as the one its just-started handle watches; 0 or -errno. */
+static int
+zl_uv_register_file(zl_backend *b, int fd, zl_uv_slot *slot)
+{
+#ifdef __linux__
+    (void)slot;
+    int rc = zl_uv_epoll_add_probe(b, fd);
+    return rc == -EEXIST ? 0 : rc;
+#else
+    (void)b;
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+        return -errno;
+    }
+    slot->dev = st.st_dev;
+    slot->ino = st.st_ino;
+    return 0;
+#endif
+}
+
 static int
 zl_uv_check_file(zl_backend *b, int fd, const zl_uv_slot *slot)
 {
 #ifdef __linux__
+    (void)slot;
+    int rc = zl_uv_epoll_add_probe(b, fd);
+    if (rc < 0) {
+        return rc == -EEXIST ? 0 : rc;
+    }
     struct epoll_event ev;
     memset(&ev, 0, sizeof(ev));
-    ev.data.fd = fd;
-    if (epoll_ctl(uv_backend_fd(&b->loop), EPOLL_CTL_ADD, fd, &ev) < 0) {
-        return errno == EEXIST ? 0 : -errno;
-    }
-    int same = zl_uv_same_file(fd, slot);
-    if (same == 1) {
-        return 0;
-    }
     (void)epoll_ctl(uv_backend_fd(&b->loop), EPOLL_CTL_DEL, fd, &ev);
-    return same < 0 ? same : -ENOENT;
+    return -ENOENT;
 #else
     (void)b;
     int same = zl_uv_same_file(fd, slot);
@@ -423,6 +469,7 @@ static int
 zl_uv_poll_init_keeping_flags(zl_backend *b, zl_uv_poll *poll, int fd, int fd_flags)
 {
     int rc = uv_poll_init(&b->loop, &poll->handle, fd);
+    poll->handle.data = b;             /* libuv never touches it */
     if (!(fd_flags & O_NONBLOCK)) {
         (void)fcntl(fd, F_SETFL, fd_flags);
     }
@@ -436,8 +483,7 @@ zl_uv_watch(zl_backend *b, int fd, int events)
         return -EBADF;
     }
     int fd_flags = fcntl(fd, F_GETFL);
-    struct stat st;
-    if (fd_flags < 0 || fstat(fd, &st) < 0) {
+    if (fd_flags < 0) {
         return -errno;
     }
     int rc = zl_uv_reserve(b, fd);
@@ -456,14 +502,15 @@ zl_uv_watch(zl_backend *b, int fd, int events)
     if (poll == NULL) {
         return -ENOMEM;
     }
-    poll->backend = b;
-    poll->fd = fd;
     rc = zl_uv_poll_init_keeping_flags(b, poll, fd, fd_flags);
     if (rc < 0) {
         free(poll);                    /* uv_poll_init fails before it links the handle into the loop */
         return rc;
     }
     rc = uv_poll_start(&poll->handle, zl_uv_mask_of(events), zl_uv_on_poll);
+    if (rc == 0) {
+        rc = zl_uv_register_file(b, fd, slot);
+    }
     if (rc < 0) {
         uv_close((uv_handle_t *)&poll->handle, zl_uv_on_poll_closed);
         return rc;
@@ -471,8 +518,6 @@ zl_uv_watch(zl_backend *b, int fd, int events)
     slot->poll = poll;
     slot->events = (unsigned char)events;
     slot->started = 1;
-    slot->dev = st.st_dev;
-    slot->ino = st.st_ino;
     zl_uv_mark_pending(b, fd);
     return 0;
 }
@@ -490,6 +535,9 @@ zl_uv_modify(zl_backend *b, int fd, int old_events, int events)
         return rc;
     }
     rc = uv_poll_start(&slot->poll->handle, zl_uv_mask_of(events), zl_uv_on_poll);
+    if (rc == 0) {
+        rc = zl_uv_register_file(b, fd, slot);   /* uv_poll_start deleted it: the same file, checked above */
+    }
     if (rc < 0) {
         return rc;
     }
@@ -541,7 +589,7 @@ static int
 zl_uv_poll_fds(zl_backend *b, int64_t timeout_ns, const zl_fired **fired)
 {
     if (b->fired_cap < b->slots_len) {   /* the last poll's result is no longer in use */
-        if (zl_uv_grow((void **)&b->fired, sizeof(*b->fired), b->fired_cap, b->slots_len) < 0) {
+        if (zl_uv_grow((void **)&b->fired, sizeof(*b->fired), 0, b->slots_len, 0) < 0) {
             return -ENOMEM;
         }
         b->fired_cap = b->slots_len;
@@ -582,7 +630,16 @@ zl_uv_reinit_after_fork(zl_backend *b)
         return rc;
     }
     for (int fd = 0; fd < b->slots_len; fd++) {
-        if (b->slots[fd].poll != NULL && b->slots[fd].started) {
+        zl_uv_slot *slot = &b->slots[fd];
+        if (slot->poll != NULL && slot->started) {
+#ifdef __linux__
+            /* The new epoll set: register each file again; one the child closed fails and its watch is dead. */
+            if (zl_uv_register_file(b, fd, slot) < 0) {
+                uv_poll_stop(&slot->poll->handle);
+                slot->started = 0;
+                continue;
+            }
+#endif
             zl_uv_mark_pending(b, fd);
         }
     }
