@@ -1,5 +1,5 @@
 /* backends/uring/uring_ring.c — the io_uring ring of the "uring" backend: setup with the features it needs, the
- * SQEs it queues (multishot poll add/remove/re-arm, the wake-up read) and why a refused setup was refused. */
+ * SQE it queues (a poll of the epoll fd), the submit-and-wait, and why a refused setup was refused. */
 #ifdef HAVE_CONFIG_H
 #include "config.h"
 #endif
@@ -10,14 +10,13 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "../../core/backend.h"
 #include "uring_ring.h"
 
 #define ZL_URING_SQ_ENTRIES 256
 #define ZL_URING_CQ_ENTRIES 4096
 
-/* EXT_ARG: the wait's timeout rides on io_uring_enter itself; CQE_SKIP (5.17) implies multishot poll and
- * POLL_UPDATE (5.13) too. */
+/* EXT_ARG (5.11): the wait's timeout rides on io_uring_enter itself; NODROP: no CQE is ever lost; CQE_SKIP (5.17):
+ * the oldest kernel the backend is tested against, which the refusal message names. */
 #define ZL_URING_NEEDED_FEATURES (IORING_FEAT_EXT_ARG | IORING_FEAT_CQE_SKIP | IORING_FEAT_NODROP)
 
 int
@@ -38,8 +37,9 @@ zl_uring_ring_init(struct io_uring *ring)
     return 0;
 }
 
-struct io_uring_sqe *
-zl_uring_get_sqe(struct io_uring *ring, int *err)
+/* A free SQE, submitting queued ones first if the SQ is full; NULL with *err = -errno if even that fails. */
+static struct io_uring_sqe *
+get_sqe(struct io_uring *ring, int *err)
 {
     struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
     if (sqe != NULL) {
@@ -57,87 +57,32 @@ zl_uring_get_sqe(struct io_uring *ring, int *err)
     return sqe;
 }
 
-static unsigned
-poll_mask_of(int events)
-{
-    unsigned mask = 0;
-    if (events & ZL_EV_READ) {
-        mask |= POLLIN;
-    }
-    if (events & ZL_EV_WRITE) {
-        mask |= POLLOUT;
-    }
-    return mask;
-}
-
 int
-zl_uring_queue_poll_add(struct io_uring *ring, int fd, int events, uint32_t gen)
+zl_uring_queue_poll_in(struct io_uring *ring, int fd, uint64_t user_data)
 {
     int err = 0;
-    struct io_uring_sqe *sqe = zl_uring_get_sqe(ring, &err);
+    struct io_uring_sqe *sqe = get_sqe(ring, &err);
     if (sqe == NULL) {
         return err;
     }
-    io_uring_prep_poll_multishot(sqe, fd, poll_mask_of(events));
-    io_uring_sqe_set_data64(sqe, zl_uring_user_data(ZL_URING_KIND_POLL, gen, fd));
+    io_uring_prep_poll_add(sqe, fd, POLLIN);
+    io_uring_sqe_set_data64(sqe, user_data);
     return 0;
 }
 
 int
-zl_uring_queue_poll_remove(struct io_uring *ring, int fd, uint32_t gen)
+zl_uring_submit_and_wait(struct io_uring *ring, int64_t timeout_ns)
 {
-    int err = 0;
-    struct io_uring_sqe *sqe = zl_uring_get_sqe(ring, &err);
-    if (sqe == NULL) {
-        return err;
+    if (timeout_ns == 0) {
+        return io_uring_submit_and_get_events(ring);
     }
-    /* ASYNC_CANCEL, not POLL_REMOVE: POLL_REMOVE fails with -EALREADY (and the poll lives on) while a completion
-     * of the poll is in flight; a cancel marks it and the kernel ends it when that completion runs. */
-    io_uring_prep_cancel64(sqe, zl_uring_user_data(ZL_URING_KIND_POLL, gen, fd), 0);
-    io_uring_sqe_set_data64(sqe, zl_uring_user_data(ZL_URING_KIND_CTL, gen, fd));
-    io_uring_sqe_set_flags(sqe, IOSQE_CQE_SKIP_SUCCESS);
-    return 0;
-}
-
-int
-zl_uring_queue_poll_recheck(struct io_uring *ring, int fd, int events, uint32_t gen)
-{
-    int err = 0;
-    struct io_uring_sqe *sqe = zl_uring_get_sqe(ring, &err);
-    if (sqe == NULL) {
-        return err;
+    if (timeout_ns < 0) {
+        return io_uring_submit_and_wait(ring, 1);
     }
-    io_uring_prep_poll_update(sqe, zl_uring_user_data(ZL_URING_KIND_POLL, gen, fd), 0, poll_mask_of(events),
-                              IORING_POLL_UPDATE_EVENTS | IORING_POLL_ADD_MULTI);
-    io_uring_sqe_set_data64(sqe, zl_uring_user_data(ZL_URING_KIND_CTL, gen, fd));
-    io_uring_sqe_set_flags(sqe, IOSQE_CQE_SKIP_SUCCESS);
-    return 0;
-}
-
-int
-zl_uring_queue_wake_read(struct io_uring *ring, int eventfd, uint64_t *value)
-{
-    int err = 0;
-    struct io_uring_sqe *sqe = zl_uring_get_sqe(ring, &err);
-    if (sqe == NULL) {
-        return err;
-    }
-    io_uring_prep_read(sqe, eventfd, value, sizeof(*value), 0);
-    io_uring_sqe_set_data64(sqe, zl_uring_user_data(ZL_URING_KIND_WAKE, 0, eventfd));
-    return 0;
-}
-
-int
-zl_uring_events_of_mask(int mask)
-{
-    int events = 0;
-    if (mask & (POLLIN | POLLERR | POLLHUP | POLLRDHUP)) {
-        events |= ZL_EV_READ;
-    }
-    if (mask & (POLLOUT | POLLERR | POLLHUP)) {
-        events |= ZL_EV_WRITE;
-    }
-    return events;
+    /* EXT_ARG: the timeout rides on the enter itself, in nanoseconds. */
+    struct __kernel_timespec ts = {.tv_sec = timeout_ns / 1000000000, .tv_nsec = timeout_ns % 1000000000};
+    struct io_uring_cqe *cqe;
+    return io_uring_submit_and_wait_timeout(ring, &cqe, 1, &ts, NULL);
 }
 
 /* kernel.io_uring_disabled (6.6+): 0 allowed, 1 root or kernel.io_uring_group only, 2 refused; -1 if unknown. */

@@ -1069,8 +1069,7 @@ zl_test_run_check(const zl_backend_ops *ops, const char *name, zl_test_check_fn 
     fflush(stdout);
 }
 
-/* Whether name is in ZLOOP_TEST_SKIP_BACKENDS (a comma list): check-valgrind leaves uring out, as valgrind holds
- * its lock through a blocking io_uring_enter and a waking thread never runs. */
+/* Whether name is in ZLOOP_TEST_SKIP_BACKENDS (a comma list of backends to leave out, as tests/conftest.py reads it). */
 static int
 zl_test_skipped(const char *name)
 {
