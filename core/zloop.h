@@ -231,6 +231,8 @@ PyObject *zl_loop_add_writer(zl_loop *loop, PyObject *const *args, Py_ssize_t na
 PyObject *zl_loop_remove_reader(zl_loop *loop, PyObject *fileobj);
 PyObject *zl_loop_remove_writer(zl_loop *loop, PyObject *fileobj);
 int zl_fileobj_to_fd(PyObject *fileobj);
+/* The same for a loop's add/remove calls: fileno() called through the module's interned name. */
+int zl_loop_fileobj_to_fd(zl_loop *loop, PyObject *fileobj);
 
 /* loop._sock_recv_now / loop._sock_send_now (core/sock_now.c): one recv/send on a non-blocking socket, None when
  * it would block. */
@@ -271,6 +273,7 @@ struct zl_state {
     PyObject *str_context_alias;      /* another str "context" a caller passes: see zl_kwname_equals */
     PyObject *str_name;               /* "name" (interned) */
     PyObject *str_name_alias;
+    PyObject *str_fileno;             /* "fileno" (interned): add_reader/remove_reader with a file object */
     zl_handle *handle_freelist[2][ZL_HANDLE_FREELIST_MAX];   /* [is_timer]: not objects (no type reference) */
     int handle_freelist_len[2];
     char *read_buffer;                /* stream reads land here before becoming bytes (stream_transport.c) */

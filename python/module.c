@@ -206,6 +206,7 @@ static const size_t state_objects[] = {
     offsetof(zl_state, str_context_alias),
     offsetof(zl_state, str_name),
     offsetof(zl_state, str_name_alias),
+    offsetof(zl_state, str_fileno),
 };
 
 #define STATE_OBJECT(state, i) ((PyObject **)(void *)((char *)(state) + state_objects[i]))
@@ -256,10 +257,11 @@ module_init_names(zl_state *state)
     state->str_context = PyUnicode_InternFromString("context");
     state->str_name = PyUnicode_InternFromString("name");
     state->str_Task = PyUnicode_InternFromString("Task");
+    state->str_fileno = PyUnicode_InternFromString("fileno");
     state->kwnames_loop = Py_BuildValue("(s)", "loop");
     state->kwnames_loop_name = Py_BuildValue("(ss)", "loop", "name");
     state->kwnames_loop_name_context = Py_BuildValue("(sss)", "loop", "name", "context");
-    if (state->str_context == NULL || state->str_name == NULL || state->str_Task == NULL ||
+    if (state->str_context == NULL || state->str_name == NULL || state->str_Task == NULL || state->str_fileno == NULL ||
         state->kwnames_loop == NULL || state->kwnames_loop_name == NULL || state->kwnames_loop_name_context == NULL) {
         return -1;
     }
