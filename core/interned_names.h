@@ -1,6 +1,6 @@
-/* core/interned_names.h — the attribute names looked up once or more per connection (protocol callbacks, transport
- * and server methods), interned once per module state: a str made from a C string on each call is hashed again and
- * misses the type attribute cache, which only takes interned names. */
+/* core/interned_names.h — the attribute names looked up once or more per connection or call (protocol callbacks,
+ * transport and server methods, a file object's fileno), interned once per module state: a str made from a C string
+ * on each call is hashed again and misses the type attribute cache, which only takes interned names. */
 #ifndef ZL_INTERNED_NAMES_H
 #define ZL_INTERNED_NAMES_H
 
@@ -16,7 +16,8 @@
     X(_start_reading)        \
     X(_call_connection_lost) \
     X(_attach)               \
-    X(_detach)
+    X(_detach)               \
+    X(fileno)
 
 typedef enum zl_name_id {
 #define ZL_NAME_ID(name) ZL_NAME_##name,

@@ -11,15 +11,17 @@
 
 /* ------------------------------------------------------------------ fds */
 
-int
-zl_fileobj_to_fd(PyObject *fileobj)
+/* fileno_name: the interned "fileno" of the module state, or NULL to make the name (a new str, hashed, per call). */
+static int
+fileobj_to_fd_named(PyObject *fileobj, PyObject *fileno_name)
 {
     long fd;
     int overflow = 0;
     if (PyLong_Check(fileobj)) {
         fd = PyLong_AsLongAndOverflow(fileobj, &overflow);
     } else {
-        PyObject *fileno = PyObject_CallMethod(fileobj, "fileno", NULL);
+        PyObject *fileno = fileno_name != NULL ? PyObject_CallMethodNoArgs(fileobj, fileno_name)
+                                               : PyObject_CallMethod(fileobj, "fileno", NULL);
         if (fileno == NULL) {
             if (!PyErr_ExceptionMatches(PyExc_AttributeError) && !PyErr_ExceptionMatches(PyExc_TypeError) &&
                 !PyErr_ExceptionMatches(PyExc_ValueError)) {
@@ -54,6 +56,18 @@ zl_fileobj_to_fd(PyObject *fileobj)
         return -1;
     }
     return (int)fd;
+}
+
+int
+zl_fileobj_to_fd(PyObject *fileobj)
+{
+    return fileobj_to_fd_named(fileobj, NULL);
+}
+
+int
+zl_loop_fileobj_to_fd(zl_loop *loop, PyObject *fileobj)
+{
+    return fileobj_to_fd_named(fileobj, ZL_NAME(loop->state, fileno));
 }
 
 /* The table lives in an anonymous mapping: its pages stay the kernel's zero pages until a slot is written, so a
@@ -725,7 +739,7 @@ io_add_callback(zl_loop *loop, int event, const char *method, PyObject *const *a
     if (PyLong_Check(args[0]) && zl_loop_check_closed(loop) < 0) {
         return NULL;
     }
-    int fd = zl_fileobj_to_fd(args[0]);
+    int fd = zl_loop_fileobj_to_fd(loop, args[0]);
     if (fd < 0 || zl_loop_check_closed(loop) < 0) {
         return NULL;
     }
@@ -785,7 +799,7 @@ io_remove_callback(zl_loop *loop, int event, PyObject *fileobj)
     if (PyLong_Check(fileobj) && loop->closed) {
         return io_remove_on_closed(loop, event, fileobj);
     }
-    int fd = zl_fileobj_to_fd(fileobj);
+    int fd = zl_loop_fileobj_to_fd(loop, fileobj);
     if (fd < 0 && PyErr_ExceptionMatches(PyExc_OverflowError)) {
         PyErr_Clear();
         Py_RETURN_FALSE;   /* no fd that large was ever added (asyncio's selector map has no such key) */

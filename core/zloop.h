@@ -234,6 +234,8 @@ PyObject *zl_loop_add_writer(zl_loop *loop, PyObject *const *args, Py_ssize_t na
 PyObject *zl_loop_remove_reader(zl_loop *loop, PyObject *fileobj);
 PyObject *zl_loop_remove_writer(zl_loop *loop, PyObject *fileobj);
 int zl_fileobj_to_fd(PyObject *fileobj);
+/* The same for a loop's add/remove calls: fileno() called through the module's interned name. */
+int zl_loop_fileobj_to_fd(zl_loop *loop, PyObject *fileobj);
 
 /* loop._sock_recv_now / loop._sock_send_now (core/sock_now.c): one recv/send on a non-blocking socket, None when
  * it would block. */

@@ -52,6 +52,27 @@ def test_sock_recv_immediate_and_waiting(loop, host):
         assert run(loop, main()) == (b"ready", b"later")
 
 
+async def _recv_while_peer_resets(lp):
+    """sock_recv waits; the peer then resets the connection (SO_LINGER 0): the waiting call gets the error."""
+    client, server = connected_pair()
+    with client, server:
+        waiting = asyncio.ensure_future(lp.sock_recv(client, 10))
+        await asyncio.sleep(0.01)
+        assert not waiting.done()
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        server.close()
+        return await waiting
+
+
+def test_sock_recv_error_while_waiting_is_raised(loop):
+    expected = stock_exception(_recv_while_peer_resets)
+    assert expected is ConnectionResetError
+    run(loop, asyncio.sleep(0))   # the first run adds the loop's own watches (signal wake-up)
+    base = watched(loop)
+    assert outcome(loop, _recv_while_peer_resets(loop)) is expected
+    assert watched(loop) == base
+
+
 def test_sock_recv_returns_empty_bytes_at_eof(loop, pair):
     client, server = pair
 
