@@ -13,8 +13,8 @@ enum { ZL_TLS_APP_INIT, ZL_TLS_APP_CON_MADE, ZL_TLS_APP_EOF, ZL_TLS_APP_CON_LOST
 
 /* What the TLS code of one module state holds (state->tls), made by _set_hooks(tls=...). */
 typedef struct zl_tls_state {
-    PyTypeObject *protocol_type;      /* zloop.TLSProtocol (an asyncio.BufferedProtocol) */
-    PyTypeObject *transport_type;     /* zloop.TLSTransport (an asyncio.Transport) */
+    PyTypeObject *protocol_type;      /* zloop.SSLProtocol (an asyncio.BufferedProtocol) */
+    PyTypeObject *transport_type;     /* zloop.SSLTransport (an asyncio.Transport) */
     PyObject *want_read_error;        /* ssl.SSLWantReadError */
     PyObject *syscall_error;          /* ssl.SSLSyscallError */
     PyObject *ssl_error;              /* ssl.SSLError */

@@ -1182,7 +1182,7 @@ tls_init_fields(zl_tls *self, PyObject *const *args, int server_side, int call_c
     return self->app_transport == NULL ? -1 : 0;
 }
 
-/* TLSProtocol(loop, app_protocol, sslcontext, sslobj, incoming, outgoing, waiter, server_side,
+/* SSLProtocol(loop, app_protocol, sslcontext, sslobj, incoming, outgoing, waiter, server_side,
  *             call_connection_made, ssl_handshake_timeout, ssl_shutdown_timeout): zloop._tls checks the
  * arguments and makes the SSLObject (sslcontext.wrap_bio) as SSLProtocol.__init__ does. */
 static PyObject *
@@ -1191,10 +1191,10 @@ tls_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     PyObject *argv[11];
     int server_side, call_connection_made;
     if (kwds != NULL && PyDict_GET_SIZE(kwds) > 0) {
-        PyErr_SetString(PyExc_TypeError, "TLSProtocol() takes positional arguments only");
+        PyErr_SetString(PyExc_TypeError, "SSLProtocol() takes positional arguments only");
         return NULL;
     }
-    if (!PyArg_ParseTuple(args, "OOOOOOOppOO:TLSProtocol", &argv[0], &argv[1], &argv[2], &argv[3], &argv[4],
+    if (!PyArg_ParseTuple(args, "OOOOOOOppOO:SSLProtocol", &argv[0], &argv[1], &argv[2], &argv[3], &argv[4],
                           &argv[5], &argv[6], &server_side, &call_connection_made, &argv[9], &argv[10])) {
         return NULL;
     }
@@ -1348,7 +1348,7 @@ static PyType_Slot tls_slots[] = {
 };
 
 PyType_Spec zl_tls_protocol_spec = {
-    .name = "zloop.TLSProtocol",
+    .name = "zloop.SSLProtocol",
     .basicsize = sizeof(zl_tls),
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .slots = tls_slots,

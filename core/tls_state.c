@@ -114,9 +114,9 @@ zl_tls_setup(PyObject *module, zl_state *state, PyObject *namespace)
     }
     if (tls_state_fill(ts, namespace) < 0 ||
         (ts->protocol_type = tls_type_create(module, &zl_tls_protocol_spec, namespace, "protocol_base",
-                                             "TLSProtocol")) == NULL ||
+                                             "SSLProtocol")) == NULL ||
         (ts->transport_type = tls_type_create(module, &zl_tls_transport_spec, namespace, "transport_base",
-                                              "TLSTransport")) == NULL) {
+                                              "SSLTransport")) == NULL) {
         zl_tls_state_free(ts);
         return -1;
     }

@@ -359,7 +359,7 @@ static PyType_Slot tls_transport_slots[] = {
 };
 
 PyType_Spec zl_tls_transport_spec = {
-    .name = "zloop.TLSTransport",
+    .name = "zloop.SSLTransport",
     .basicsize = sizeof(zl_tls_transport),
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | ZL_TPFLAGS_NO_NEW,
     .slots = tls_transport_slots,

@@ -75,8 +75,13 @@ if _C_TLS:
         report_error=report_error,
         log=log,
     ))
-    _zloop.TLSTransport._start_tls_compatible = True
-    _zloop.TLSTransport._sendfile_compatible = constants._SendfileMode.FALLBACK
+    _zloop.SSLTransport._start_tls_compatible = True
+    _zloop.SSLTransport._sendfile_compatible = constants._SendfileMode.FALLBACK
+
+
+def c_tls_enabled():
+    """True when TLS connections run on the C TLS protocol (the default; ZLOOP_TLS=python turns it off)."""
+    return _C_TLS
 
 
 def _check_timeout(name, value, default):
@@ -100,7 +105,7 @@ def new_c_tls_protocol(loop, app_protocol, sslcontext, waiter, server_side=False
     incoming = ssl.MemoryBIO()
     outgoing = ssl.MemoryBIO()
     sslobj = sslcontext.wrap_bio(incoming, outgoing, server_side=server_side, server_hostname=hostname)
-    return _zloop.TLSProtocol(loop, app_protocol, sslcontext, sslobj, incoming, outgoing, waiter, server_side,
+    return _zloop.SSLProtocol(loop, app_protocol, sslcontext, sslobj, incoming, outgoing, waiter, server_side,
                               call_connection_made, ssl_handshake_timeout, ssl_shutdown_timeout)
 
 
