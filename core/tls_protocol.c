@@ -481,6 +481,23 @@ tls_ssl_read_into(zl_tls *self, char *buf, Py_ssize_t n)
     return got;
 }
 
+/* A read that got less than it asked for used up its record; when neither the SSLObject (pending()) nor the
+ * incoming BIO holds anything more, the next read could only raise SSLWantReadError, whose making costs more than
+ * the record: 1 says skip it. */
+static int
+tls_read_drained(zl_tls *self, Py_ssize_t got, Py_ssize_t asked)
+{
+    if (got >= asked || zl_tls_read_buffer_size(self) != 0) {
+        PyErr_Clear();
+        return 0;
+    }
+    PyObject *pending = tls_call0(self->sslsock, self->ts->str_pending);
+    int drained = pending != NULL && PyLong_Check(pending) && PyLong_AsSsize_t(pending) == 0;
+    Py_XDECREF(pending);
+    PyErr_Clear();
+    return drained;
+}
+
 static int
 tls_deliver(zl_tls *self, const char *buf, Py_ssize_t n)
 {
@@ -512,11 +529,16 @@ tls_read_copied(zl_tls *self)
     }
     Py_ssize_t offset = 0, count;
     for (;;) {
-        count = tls_ssl_read_into(self, ts->plain_buffer + offset, ZL_TLS_MAX_SIZE - offset);
+        Py_ssize_t asked = ZL_TLS_MAX_SIZE - offset;
+        count = tls_ssl_read_into(self, ts->plain_buffer + offset, asked);
         if (count <= 0) {
             break;
         }
         offset += count;
+        if (tls_read_drained(self, count, asked)) {
+            count = -2;
+            break;
+        }
         if (offset == ZL_TLS_MAX_SIZE) {
             if (tls_deliver(self, ts->plain_buffer, offset) < 0) {
                 return -1;
@@ -546,13 +568,19 @@ tls_read_buffered(zl_tls *self)
         Py_XDECREF(buffer);
         return -1;
     }
-    Py_ssize_t offset = 0, count = tls_ssl_read_into(self, view.buf, view.len);
-    if (count > 0) {
-        offset = count;
-        while (offset < view.len && (count = tls_ssl_read_into(self, (char *)view.buf + offset, view.len - offset)) > 0) {
-            offset += count;
+    Py_ssize_t offset = 0, count;
+    do {
+        Py_ssize_t asked = view.len - offset;
+        count = tls_ssl_read_into(self, (char *)view.buf + offset, asked);
+        if (count <= 0) {
+            break;
         }
-    }
+        offset += count;
+        if (offset < view.len && tls_read_drained(self, count, asked)) {
+            count = -2;
+            break;
+        }
+    } while (offset < view.len);
     int filled = offset == view.len && count > 0;
     PyBuffer_Release(&view);
     Py_DECREF(buffer);
