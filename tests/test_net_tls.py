@@ -469,7 +469,7 @@ class BufferedRecorder(asyncio.BufferedProtocol):
 
 @pytest.mark.parametrize("size", [7, 16 * 1024, 300 * 1024])
 def test_tls_buffered_protocol(loop, size):
-    payload = os.urandom(1024 * 1024 + 13)
+    payload = os.urandom((1024 if size > 1024 else 64) * 1024 + 13)   # a 7-byte buffer: ~9400 buffer_updated calls
 
     async def main():
         server, address = await tls_echo_server(loop)
@@ -707,3 +707,27 @@ def test_python_tls_switch(tmp_path):
     out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "asyncio.sslproto b'hi\\n'"
+
+
+def test_tls_context_with_its_own_sslobject_class(loop):
+    # The C layer calls the _ssl object under an ssl.SSLObject: a context whose sslobject_class overrides its
+    # methods gets asyncio's Python SSLProtocol instead, so those methods run.
+    calls = []
+
+    class CountingObject(ssl.SSLObject):
+        def write(self, data):
+            calls.append(len(data))
+            return super().write(data)
+
+    async def main():
+        server, address = await tls_echo_server(loop)
+        ctx = client_context()
+        ctx.sslobject_class = CountingObject
+        transport, proto = await loop.create_connection(lambda: Recorder(loop), *address, ssl=ctx,
+                                                        server_hostname="localhost")
+        assert await echo_roundtrip(transport, proto, b"counted") == b"counted"
+        transport.close()
+        await proto.lost
+        await close_server(server)
+    run(loop, main())
+    assert calls == [7]

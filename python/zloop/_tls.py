@@ -117,8 +117,9 @@ def is_own_stream(transport):
 def new_ssl_protocol(loop, app_protocol, sslcontext, waiter, server_side=False, server_hostname=None, *,
                      call_connection_made=True, ssl_handshake_timeout=None, ssl_shutdown_timeout=None):
     """The TLS protocol: zloop's C one, or asyncio.sslproto.SSLProtocol with the arguments the running Python's
-    version takes."""
-    if _C_TLS:
+    version takes. A context whose sslobject_class is not ssl.SSLObject gets asyncio's: the C layer would call
+    the _ssl object under it and skip that class's methods."""
+    if _C_TLS and (not sslcontext or getattr(sslcontext, "sslobject_class", None) is ssl.SSLObject):
         return new_c_tls_protocol(loop, app_protocol, sslcontext, waiter, server_side, server_hostname,
                                   call_connection_made=call_connection_made,
                                   ssl_handshake_timeout=ssl_handshake_timeout,
