@@ -29,6 +29,8 @@ typedef struct zl_tls_state {
         *str_eof_received, *str_connection_made, *str_connection_lost, *str_pause_writing, *str_resume_writing,
         *str_getpeercert, *str_cipher, *str_compression, *str_set_result, *str_set_exception, *str_cancelled,
         *str_get_debug, *str_time;
+    int shutdown_timeout_until_lost;  /* 3.14+: the shutdown timeout runs until connection_lost */
+    int closing_with_transport;       /* 3.14+: is_closing() is also true once the stream is closing */
     char *plain_buffer;               /* decrypted data lands here before it becomes one bytes (ZL_TLS_MAX_SIZE) */
 } zl_tls_state;
 

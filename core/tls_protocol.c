@@ -544,6 +544,9 @@ tls_read_copied(zl_tls *self)
                 return -1;
             }
             offset = 0;
+            if (self->app_reading_paused) {   /* the application paused in data_received: the rest waits */
+                return 0;
+            }
         }
     }
     if (count == -1) {
@@ -634,8 +637,17 @@ tls_do_read(zl_tls *self)
 static int
 tls_on_shutdown_complete(zl_tls *self, PyObject *exc)
 {
-    if (tls_cancel_timer(self, &self->shutdown_timeout_handle) < 0) {
-        return -1;
+    if (exc != NULL || !self->ts->shutdown_timeout_until_lost) {
+        if (tls_cancel_timer(self, &self->shutdown_timeout_handle) < 0) {
+            return -1;
+        }
+    } else if (self->shutdown_timeout_handle == NULL) {
+        /* 3.14+: closing the stream flushes it first, which a peer that does not read can delay for ever; the
+         * timeout stays (or starts, when the peer began the shutdown) until connection_lost. */
+        self->shutdown_timeout_handle = tls_schedule_method(self, "_check_shutdown_timeout", self->shutdown_timeout);
+        if (self->shutdown_timeout_handle == NULL) {
+            return -1;
+        }
     }
     if (exc != NULL) {
         return tls_fatal_error(self, exc, "Fatal error on transport");

@@ -75,6 +75,22 @@ tls_state_fill(zl_tls_state *ts, PyObject *namespace)
             return -1;
         }
     }
+    static const struct {
+        const char *name;
+        size_t offset;
+    } flags[] = {
+        {"shutdown_timeout_until_lost", offsetof(zl_tls_state, shutdown_timeout_until_lost)},
+        {"closing_with_transport", offsetof(zl_tls_state, closing_with_transport)},
+    };
+    for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++) {
+        PyObject *value = PyObject_GetAttrString(namespace, flags[i].name);
+        int on = value ? PyObject_IsTrue(value) : -1;
+        Py_XDECREF(value);
+        if (on < 0) {
+            return -1;
+        }
+        *(int *)(void *)((char *)ts + flags[i].offset) = on;
+    }
     return 0;
 }
 

@@ -99,7 +99,14 @@ tls_transport_abort(zl_tls_transport *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 tls_transport_is_closing(zl_tls_transport *self, PyObject *Py_UNUSED(ignored))
 {
-    return PyBool_FromLong(self->closed);
+    zl_tls *protocol = self->protocol;
+    if (self->closed || !protocol->ts->closing_with_transport || protocol->transport == NULL) {
+        return PyBool_FromLong(self->closed);
+    }
+    PyObject *name = PyUnicode_InternFromString("is_closing");
+    PyObject *res = name ? PyObject_CallMethodNoArgs(protocol->transport, name) : NULL;
+    Py_XDECREF(name);
+    return res;
 }
 
 /* ------------------------------------------------------------------ reading */

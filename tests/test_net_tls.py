@@ -731,3 +731,45 @@ def test_tls_context_with_its_own_sslobject_class(loop):
         await close_server(server)
     run(loop, main())
     assert calls == [7]
+
+
+class PausingSink(asyncio.Protocol):
+    """Pauses reading for a moment after every chunk; counts chunks delivered while paused (there must be none)."""
+
+    def __init__(self, loop, expected):
+        self.loop, self.expected = loop, expected
+        self.received = 0
+        self.while_paused = 0
+        self.done = loop.create_future()
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        if not self.transport.is_reading():
+            self.while_paused += 1
+        self.received += len(data)
+        if self.received >= self.expected:
+            self.done.set_result(None)
+            return
+        self.transport.pause_reading()
+        self.loop.call_later(0.02, self.transport.resume_reading)   # meanwhile the incoming BIO fills up
+
+
+def test_tls_no_data_while_reading_is_paused(loop):
+    # More than one 256 KiB of plaintext per readiness: pausing in data_received stops the rest until resumed.
+    payload = os.urandom(4 * 1024 * 1024)
+    sinks = []
+
+    async def main():
+        server = await loop.create_server(lambda: sinks.append(PausingSink(loop, len(payload))) or sinks[-1],
+                                          "127.0.0.1", 0, ssl=server_context())
+        transport, proto = await connect_tls(loop, server.sockets[0].getsockname())
+        transport.write(payload)
+        while not sinks or not sinks[0].done.done():
+            await asyncio.sleep(0.01)
+        transport.close()
+        await proto.lost
+        await close_server(server)
+    run(loop, main(), timeout=60)
+    assert sinks[0].received == len(payload) and sinks[0].while_paused == 0

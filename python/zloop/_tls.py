@@ -74,6 +74,9 @@ if _C_TLS:
         report_fatal=report_fatal,
         report_error=report_error,
         log=log,
+        # 3.14+ sslproto: the shutdown timeout lasts until connection_lost; is_closing() follows the stream's
+        shutdown_timeout_until_lost=sys.version_info >= (3, 14),
+        closing_with_transport=sys.version_info >= (3, 14),
     ))
     _zloop.SSLTransport._start_tls_compatible = True
     _zloop.SSLTransport._sendfile_compatible = constants._SendfileMode.FALLBACK
