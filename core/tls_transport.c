@@ -22,11 +22,26 @@ zl_tls_transport_new(zl_tls *protocol)
     return self;
 }
 
+/* asyncio's transport drops its protocol at a second close() (which lets a cycle through the application's protocol
+ * go by reference counting alone): later calls fail with AttributeError there, and here. */
+static zl_tls *
+tls_transport_protocol(zl_tls_transport *self)
+{
+    if (self->protocol == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "the TLS transport was closed twice: it has no protocol any more");
+    }
+    return self->protocol;
+}
+
 /* ------------------------------------------------------------------ writing */
 
 static PyObject *
 tls_transport_write(zl_tls_transport *self, PyObject *data)
 {
+    zl_tls *protocol = tls_transport_protocol(self);
+    if (protocol == NULL) {
+        return NULL;
+    }
     if (!PyBytes_Check(data) && !PyByteArray_Check(data) && !PyMemoryView_Check(data)) {
         PyErr_Format(PyExc_TypeError, "data: expecting a bytes-like instance, got %.200s", Py_TYPE(data)->tp_name);
         return NULL;
@@ -38,13 +53,17 @@ tls_transport_write(zl_tls_transport *self, PyObject *data)
     if (len == 0) {
         Py_RETURN_NONE;
     }
-    return zl_tls_none_unless(zl_tls_write_appdata(self->protocol, data, 1));
+    return zl_tls_none_unless(zl_tls_write_appdata(protocol, data, 1));
 }
 
 static PyObject *
 tls_transport_writelines(zl_tls_transport *self, PyObject *list_of_data)
 {
-    return zl_tls_none_unless(zl_tls_write_appdata(self->protocol, list_of_data, 0));
+    zl_tls *protocol = tls_transport_protocol(self);
+    if (protocol == NULL) {
+        return NULL;
+    }
+    return zl_tls_none_unless(zl_tls_write_appdata(protocol, list_of_data, 0));
 }
 
 static PyObject *
@@ -63,11 +82,15 @@ tls_transport_can_write_eof(zl_tls_transport *Py_UNUSED(self), PyObject *Py_UNUS
 static PyObject *
 tls_transport_test_append_write_backlog(zl_tls_transport *self, PyObject *data)
 {
-    Py_ssize_t len = PyObject_Length(data);
-    if (len < 0 || PyList_Append(self->protocol->write_backlog, data) < 0) {
+    zl_tls *protocol = tls_transport_protocol(self);
+    if (protocol == NULL) {
         return NULL;
     }
-    self->protocol->write_buffer_size += len;
+    Py_ssize_t len = PyObject_Length(data);
+    if (len < 0 || PyList_Append(protocol->write_backlog, data) < 0) {
+        return NULL;
+    }
+    protocol->write_buffer_size += len;
     Py_RETURN_NONE;
 }
 
@@ -77,6 +100,7 @@ static PyObject *
 tls_transport_close(zl_tls_transport *self, PyObject *Py_UNUSED(ignored))
 {
     if (self->closed) {
+        Py_CLEAR(self->protocol);
         Py_RETURN_NONE;
     }
     self->closed = 1;
@@ -87,7 +111,7 @@ static PyObject *
 tls_transport_force_close(zl_tls_transport *self, PyObject *exc)
 {
     self->closed = 1;
-    return zl_tls_none_unless(zl_tls_abort(self->protocol, exc));
+    return zl_tls_none_unless(self->protocol == NULL ? 0 : zl_tls_abort(self->protocol, exc));
 }
 
 static PyObject *
@@ -100,7 +124,7 @@ static PyObject *
 tls_transport_is_closing(zl_tls_transport *self, PyObject *Py_UNUSED(ignored))
 {
     zl_tls *protocol = self->protocol;
-    if (self->closed || !protocol->ts->closing_with_transport || protocol->transport == NULL) {
+    if (self->closed || protocol == NULL || !protocol->ts->closing_with_transport || protocol->transport == NULL) {
         return PyBool_FromLong(self->closed);
     }
     PyObject *name = PyUnicode_InternFromString("is_closing");
@@ -114,20 +138,32 @@ tls_transport_is_closing(zl_tls_transport *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 tls_transport_is_reading(zl_tls_transport *self, PyObject *Py_UNUSED(ignored))
 {
-    return PyBool_FromLong(!self->protocol->app_reading_paused);
+    zl_tls *protocol = tls_transport_protocol(self);
+    if (protocol == NULL) {
+        return NULL;
+    }
+    return PyBool_FromLong(!protocol->app_reading_paused);
 }
 
 static PyObject *
 tls_transport_pause_reading(zl_tls_transport *self, PyObject *Py_UNUSED(ignored))
 {
-    self->protocol->app_reading_paused = 1;
+    zl_tls *protocol = tls_transport_protocol(self);
+    if (protocol == NULL) {
+        return NULL;
+    }
+    protocol->app_reading_paused = 1;
     Py_RETURN_NONE;
 }
 
 static PyObject *
 tls_transport_resume_reading(zl_tls_transport *self, PyObject *Py_UNUSED(ignored))
 {
-    return zl_tls_none_unless(zl_tls_resume_reading(self->protocol));
+    zl_tls *protocol = tls_transport_protocol(self);
+    if (protocol == NULL) {
+        return NULL;
+    }
+    return zl_tls_none_unless(zl_tls_resume_reading(protocol));
 }
 
 /* ------------------------------------------------------------------ flow control */
@@ -143,54 +179,78 @@ tls_transport_parse_limits(PyObject *args, PyObject *kwds, const char *format, P
 static PyObject *
 tls_transport_set_write_buffer_limits(zl_tls_transport *self, PyObject *args, PyObject *kwds)
 {
+    zl_tls *protocol = tls_transport_protocol(self);
+    if (protocol == NULL) {
+        return NULL;
+    }
     PyObject *high, *low;
     Py_ssize_t hi, lo;
     if (tls_transport_parse_limits(args, kwds, "|OO:set_write_buffer_limits", &high, &low) < 0 ||
         zl_tls_flow_limits(high, low, 512, &hi, &lo) < 0) {
         return NULL;
     }
-    self->protocol->outgoing_high = hi;
-    self->protocol->outgoing_low = lo;
-    return zl_tls_none_unless(zl_tls_control_app_writing(self->protocol));
+    protocol->outgoing_high = hi;
+    protocol->outgoing_low = lo;
+    return zl_tls_none_unless(zl_tls_control_app_writing(protocol));
 }
 
 static PyObject *
 tls_transport_get_write_buffer_limits(zl_tls_transport *self, PyObject *Py_UNUSED(ignored))
 {
-    return Py_BuildValue("(nn)", self->protocol->outgoing_low, self->protocol->outgoing_high);
+    zl_tls *protocol = tls_transport_protocol(self);
+    if (protocol == NULL) {
+        return NULL;
+    }
+    return Py_BuildValue("(nn)", protocol->outgoing_low, protocol->outgoing_high);
 }
 
 static PyObject *
 tls_transport_get_write_buffer_size(zl_tls_transport *self, PyObject *Py_UNUSED(ignored))
 {
-    Py_ssize_t size = zl_tls_write_buffer_size(self->protocol);
+    zl_tls *protocol = tls_transport_protocol(self);
+    if (protocol == NULL) {
+        return NULL;
+    }
+    Py_ssize_t size = zl_tls_write_buffer_size(protocol);
     return size < 0 ? NULL : PyLong_FromSsize_t(size);
 }
 
 static PyObject *
 tls_transport_set_read_buffer_limits(zl_tls_transport *self, PyObject *args, PyObject *kwds)
 {
+    zl_tls *protocol = tls_transport_protocol(self);
+    if (protocol == NULL) {
+        return NULL;
+    }
     PyObject *high, *low;
     Py_ssize_t hi, lo;
     if (tls_transport_parse_limits(args, kwds, "|OO:set_read_buffer_limits", &high, &low) < 0 ||
         zl_tls_flow_limits(high, low, 256, &hi, &lo) < 0) {
         return NULL;
     }
-    self->protocol->incoming_high = hi;
-    self->protocol->incoming_low = lo;
-    return zl_tls_none_unless(zl_tls_control_ssl_reading(self->protocol));
+    protocol->incoming_high = hi;
+    protocol->incoming_low = lo;
+    return zl_tls_none_unless(zl_tls_control_ssl_reading(protocol));
 }
 
 static PyObject *
 tls_transport_get_read_buffer_limits(zl_tls_transport *self, PyObject *Py_UNUSED(ignored))
 {
-    return Py_BuildValue("(nn)", self->protocol->incoming_low, self->protocol->incoming_high);
+    zl_tls *protocol = tls_transport_protocol(self);
+    if (protocol == NULL) {
+        return NULL;
+    }
+    return Py_BuildValue("(nn)", protocol->incoming_low, protocol->incoming_high);
 }
 
 static PyObject *
 tls_transport_get_read_buffer_size(zl_tls_transport *self, PyObject *Py_UNUSED(ignored))
 {
-    Py_ssize_t size = zl_tls_read_buffer_size(self->protocol);
+    zl_tls *protocol = tls_transport_protocol(self);
+    if (protocol == NULL) {
+        return NULL;
+    }
+    Py_ssize_t size = zl_tls_read_buffer_size(protocol);
     return size < 0 ? NULL : PyLong_FromSsize_t(size);
 }
 
@@ -199,12 +259,15 @@ tls_transport_get_read_buffer_size(zl_tls_transport *self, PyObject *Py_UNUSED(i
 static PyObject *
 tls_transport_get_extra_info(zl_tls_transport *self, PyObject *args, PyObject *kwds)
 {
+    zl_tls *protocol = tls_transport_protocol(self);
+    if (protocol == NULL) {
+        return NULL;
+    }
     static char *kwlist[] = {"name", "default", NULL};
     PyObject *name, *default_value = Py_None;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O:get_extra_info", kwlist, &name, &default_value)) {
         return NULL;
     }
-    zl_tls *protocol = self->protocol;
     PyObject *value = PyDict_GetItemWithError(protocol->extra, name);
     if (value != NULL) {
         return Py_NewRef(value);
@@ -221,27 +284,39 @@ tls_transport_get_extra_info(zl_tls_transport *self, PyObject *args, PyObject *k
 }
 
 static PyObject *
-tls_transport_set_protocol(zl_tls_transport *self, PyObject *protocol)
+tls_transport_set_protocol(zl_tls_transport *self, PyObject *app_protocol)
 {
-    return zl_tls_none_unless(zl_tls_set_app_protocol(self->protocol, protocol));
+    zl_tls *protocol = tls_transport_protocol(self);
+    if (protocol == NULL) {
+        return NULL;
+    }
+    return zl_tls_none_unless(zl_tls_set_app_protocol(protocol, app_protocol));
 }
 
 static PyObject *
 tls_transport_get_protocol(zl_tls_transport *self, PyObject *Py_UNUSED(ignored))
 {
-    return zl_ref_or_none(self->protocol->app_protocol);
+    zl_tls *protocol = tls_transport_protocol(self);
+    if (protocol == NULL) {
+        return NULL;
+    }
+    return zl_ref_or_none(protocol->app_protocol);
 }
 
 static PyObject *
 tls_transport_get_protocol_paused(zl_tls_transport *self, void *Py_UNUSED(closure))
 {
-    return PyBool_FromLong(self->protocol->app_writing_paused);
+    zl_tls *protocol = tls_transport_protocol(self);
+    if (protocol == NULL) {
+        return NULL;
+    }
+    return PyBool_FromLong(protocol->app_writing_paused);
 }
 
 static PyObject *
 tls_transport_get_ssl_protocol(zl_tls_transport *self, void *Py_UNUSED(closure))
 {
-    return Py_NewRef((PyObject *)self->protocol);
+    return zl_ref_or_none((PyObject *)self->protocol);
 }
 
 static PyObject *
@@ -253,7 +328,7 @@ tls_transport_get_closed(zl_tls_transport *self, void *Py_UNUSED(closure))
 static PyObject *
 tls_transport_get_loop(zl_tls_transport *self, void *Py_UNUSED(closure))
 {
-    return zl_ref_or_none(self->protocol->loop);
+    return zl_ref_or_none(self->protocol ? self->protocol->loop : NULL);
 }
 
 /* ------------------------------------------------------------------ lifetime */
@@ -283,7 +358,7 @@ tls_transport_traverse(zl_tls_transport *self, visitproc visit, void *arg)
     return 0;
 }
 
-/* The protocol stays until dealloc (methods use it without checking): its own tp_clear breaks the cycle. */
+/* The protocol stays until dealloc (or a second close()): its own tp_clear breaks the cycle. */
 static int
 tls_transport_clear(zl_tls_transport *self)
 {

@@ -773,3 +773,37 @@ def test_tls_no_data_while_reading_is_paused(loop):
         await close_server(server)
     run(loop, main(), timeout=60)
     assert sinks[0].received == len(payload) and sinks[0].while_paused == 0
+
+
+def test_tls_second_close_lets_reference_counting_free_the_connection(loop):
+    # As asyncio's (CPython's test_create_connection_memory_leak): a transport closed a second time (here after
+    # the peer's close-notify closed it) drops its protocol, so the application protocol that stores the transport
+    # does not keep the TLS objects alive in a cycle; later calls raise AttributeError.
+    import gc
+    import weakref
+    refs = []
+
+    async def main():
+        server = await loop.create_server(CloseAfterFirst, "127.0.0.1", 0, ssl=server_context())
+        ctx = client_context()
+        refs.append(weakref.ref(ctx))
+        transport, proto = await loop.create_connection(lambda: Recorder(loop), *server.sockets[0].getsockname(),
+                                                        ssl=ctx, server_hostname="localhost")
+        transport.write(b"x")
+        await proto.eof
+        assert transport.is_closing()
+        transport.close()
+        with pytest.raises(AttributeError):
+            transport.is_reading()
+        await proto.lost
+        await close_server(server)
+
+    gc.collect()
+    gc.disable()
+    try:
+        run(loop, main())
+        for _ in range(3):
+            loop.run_until_complete(asyncio.sleep(0))
+        assert refs[0]() is None
+    finally:
+        gc.enable()
