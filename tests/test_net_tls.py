@@ -807,3 +807,36 @@ def test_tls_second_close_lets_reference_counting_free_the_connection(loop):
         assert refs[0]() is None
     finally:
         gc.enable()
+
+
+@pytest.mark.zloop_only
+def test_failed_tls_connect_leaves_no_reference_cycle_to_the_transport(loop):
+    # A create_connection whose certificate check fails leaves nothing that keeps the raw transport alive, even with
+    # the cyclic GC off (asyncio 3.14+, gh-159049; zloop's C TLS layer on every version). zloop only: the raw
+    # transport is caught through zloop's _make_socket_transport.
+    import gc
+    import weakref
+    strict = ssl.create_default_context()        # does not trust the test certificate
+    made = []
+    make_transport = loop._make_socket_transport
+
+    def remember(*args, **kwargs):
+        transport = make_transport(*args, **kwargs)
+        made.append(weakref.ref(transport))
+        return transport
+
+    async def main():
+        server, address = await tls_echo_server(loop)
+        loop._make_socket_transport = remember
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await loop.create_connection(asyncio.Protocol, *address, ssl=strict, server_hostname="localhost")
+        del loop._make_socket_transport
+        await close_server(server)
+
+    gc.collect()
+    gc.disable()
+    try:
+        run(loop, main())
+        assert len(made) == 1 and made[0]() is None
+    finally:
+        gc.enable()
