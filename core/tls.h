@@ -10,6 +10,7 @@ enum { ZL_TLS_UNWRAPPED, ZL_TLS_DO_HANDSHAKE, ZL_TLS_WRAPPED, ZL_TLS_FLUSHING, Z
 enum { ZL_TLS_APP_INIT, ZL_TLS_APP_CON_MADE, ZL_TLS_APP_EOF, ZL_TLS_APP_CON_LOST };
 
 #define ZL_TLS_MAX_SIZE (256 * 1024)          /* SSLProtocol.max_size: plaintext read per SSLObject.read */
+#define ZL_TLS_RECORD_MAX (16 * 1024)         /* the most plaintext one TLS record carries */
 
 /* What the TLS code of one module state holds (state->tls), made by _set_hooks(tls=...). */
 typedef struct zl_tls_state {
@@ -31,7 +32,6 @@ typedef struct zl_tls_state {
         *str_get_debug, *str_time;
     int shutdown_timeout_until_lost;  /* 3.14+: the shutdown timeout runs until connection_lost */
     int closing_with_transport;       /* 3.14+: is_closing() is also true once the stream is closing */
-    char *plain_buffer;               /* decrypted data lands here before it becomes one bytes (ZL_TLS_MAX_SIZE) */
 } zl_tls_state;
 
 typedef struct zl_tls_transport zl_tls_transport;

@@ -498,13 +498,10 @@ tls_read_drained(zl_tls *self, Py_ssize_t got, Py_ssize_t asked)
     return drained;
 }
 
+/* data_received(data), data consumed. */
 static int
-tls_deliver(zl_tls *self, const char *buf, Py_ssize_t n)
+tls_deliver(zl_tls *self, PyObject *data)
 {
-    PyObject *data = PyBytes_FromStringAndSize(buf, n);
-    if (data == NULL) {
-        return -1;
-    }
     PyObject *res = self->app_data_received ? PyObject_CallOneArg(self->app_data_received, data)
                                             : tls_call1(self->app_protocol, self->ts->str_data_received, data);
     Py_DECREF(data);
@@ -518,44 +515,67 @@ tls_on_close_notify(zl_tls *self)
     return tls_call_eof_received(self) < 0 ? -1 : zl_tls_start_shutdown(self);
 }
 
-/* _do_read__copied: decrypt all that is there into the state's buffer, hand it over as one bytes. */
+/* Reads until the SSLObject wants more ciphertext, has nothing more, or buf is full; *got bytes read. The last
+ * read's count: 0 at close-notify, -2 when it wants more (or nothing more is there), -1 on error, > 0 when full. */
+static Py_ssize_t
+tls_read_all_into(zl_tls *self, char *buf, Py_ssize_t size, Py_ssize_t *got)
+{
+    Py_ssize_t count;
+    *got = 0;
+    for (;;) {
+        Py_ssize_t asked = size - *got;
+        count = tls_ssl_read_into(self, buf + *got, asked);
+        if (count <= 0) {
+            return count;
+        }
+        *got += count;
+        if (*got == size) {
+            return count;
+        }
+        if (tls_read_drained(self, count, asked)) {
+            return -2;
+        }
+    }
+}
+
+/* _do_read__copied: decrypt all that is there straight into a bytes sized for the ciphertext the incoming BIO
+ * holds plus one record (part of one may have been taken in before), shrunk to fit, for one data_received. When
+ * more comes than that, it goes on in another bytes, unless the application paused reading meanwhile. */
 static int
 tls_read_copied(zl_tls *self)
 {
-    zl_tls_state *ts = self->ts;
-    if (ts->plain_buffer == NULL && (ts->plain_buffer = PyMem_RawMalloc(ZL_TLS_MAX_SIZE)) == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    Py_ssize_t offset = 0, count;
     for (;;) {
-        Py_ssize_t asked = ZL_TLS_MAX_SIZE - offset;
-        count = tls_ssl_read_into(self, ts->plain_buffer + offset, asked);
-        if (count <= 0) {
-            break;
+        Py_ssize_t pending = zl_tls_read_buffer_size(self);
+        if (pending < 0) {
+            return -1;
         }
-        offset += count;
-        if (tls_read_drained(self, count, asked)) {
-            count = -2;
-            break;
+        Py_ssize_t size = pending + ZL_TLS_RECORD_MAX < ZL_TLS_MAX_SIZE ? pending + ZL_TLS_RECORD_MAX : ZL_TLS_MAX_SIZE;
+        PyObject *data = PyBytes_FromStringAndSize(NULL, size);
+        if (data == NULL) {
+            return -1;
         }
-        if (offset == ZL_TLS_MAX_SIZE) {
-            if (tls_deliver(self, ts->plain_buffer, offset) < 0) {
+        Py_ssize_t got;
+        Py_ssize_t count = tls_read_all_into(self, PyBytes_AS_STRING(data), size, &got);
+        if (count == -1 || got == 0) {
+            Py_DECREF(data);
+            if (count == -1) {
                 return -1;
             }
-            offset = 0;
-            if (self->app_reading_paused) {   /* the application paused in data_received: the rest waits */
-                return 0;
-            }
+            return count == 0 ? tls_on_close_notify(self) : 0;
+        }
+        if (got < size && _PyBytes_Resize(&data, got) < 0) {
+            return -1;
+        }
+        if (tls_deliver(self, data) < 0) {
+            return -1;
+        }
+        if (count <= 0) {
+            return count == 0 ? tls_on_close_notify(self) : 0;
+        }
+        if (self->app_reading_paused) {   /* the application paused in data_received: the rest waits */
+            return 0;
         }
     }
-    if (count == -1) {
-        return -1;
-    }
-    if (offset > 0 && tls_deliver(self, ts->plain_buffer, offset) < 0) {
-        return -1;
-    }
-    return count == 0 ? tls_on_close_notify(self) : 0;
 }
 
 /* _do_read__buffered: decrypt into the application's get_buffer(); when it fills up, read again soon. */
@@ -571,19 +591,8 @@ tls_read_buffered(zl_tls *self)
         Py_XDECREF(buffer);
         return -1;
     }
-    Py_ssize_t offset = 0, count;
-    do {
-        Py_ssize_t asked = view.len - offset;
-        count = tls_ssl_read_into(self, (char *)view.buf + offset, asked);
-        if (count <= 0) {
-            break;
-        }
-        offset += count;
-        if (offset < view.len && tls_read_drained(self, count, asked)) {
-            count = -2;
-            break;
-        }
-    } while (offset < view.len);
+    Py_ssize_t offset;
+    Py_ssize_t count = tls_read_all_into(self, view.buf, view.len, &offset);
     int filled = offset == view.len && count > 0;
     PyBuffer_Release(&view);
     Py_DECREF(buffer);

@@ -177,6 +177,5 @@ zl_tls_state_free(zl_tls_state *ts)
     for (size_t i = 0; i < TLS_NAME_COUNT; i++) {
         Py_CLEAR(*TLS_NAME(ts, i));
     }
-    PyMem_RawFree(ts->plain_buffer);
     PyMem_Free(ts);
 }
