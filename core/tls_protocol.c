@@ -539,8 +539,9 @@ tls_read_all_into(zl_tls *self, char *buf, Py_ssize_t size, Py_ssize_t *got)
 }
 
 /* _do_read__copied: decrypt all that is there straight into a bytes sized for the ciphertext the incoming BIO
- * holds plus one record (part of one may have been taken in before), shrunk to fit, for one data_received. When
- * more comes than that, it goes on in another bytes, unless the application paused reading meanwhile. */
+ * holds (the plaintext of whole records is smaller: each carries a header and a tag), shrunk to fit, for one
+ * data_received; one record's size when the BIO is empty. When more comes (the rest of a record the SSLObject took
+ * in part before), it goes on in another bytes, unless the application paused reading meanwhile. */
 static int
 tls_read_copied(zl_tls *self)
 {
@@ -549,7 +550,7 @@ tls_read_copied(zl_tls *self)
         if (pending < 0) {
             return -1;
         }
-        Py_ssize_t size = pending + ZL_TLS_RECORD_MAX < ZL_TLS_MAX_SIZE ? pending + ZL_TLS_RECORD_MAX : ZL_TLS_MAX_SIZE;
+        Py_ssize_t size = pending == 0 ? ZL_TLS_RECORD_MAX : pending < ZL_TLS_MAX_SIZE ? pending : ZL_TLS_MAX_SIZE;
         PyObject *data = PyBytes_FromStringAndSize(NULL, size);
         if (data == NULL) {
             return -1;
