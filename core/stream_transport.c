@@ -1,6 +1,7 @@
 /* core/stream_transport.c — the stream transport (TCP and Unix sockets) in C: the I/O dispatch reads straight
  * into the protocol, write() tries send() first and queues only the rest, flow control, half-close and close. */
 #include "sock_addr.h"
+#include "tls.h"
 #include "transport_common.h"
 #include "write_queue.h"
 
@@ -28,6 +29,7 @@ typedef struct zl_stream {
     zl_sock_addrs *addrs;            /* accepted in C: sockname and peername until get_extra_info() asks */
     unsigned char eof_requested;     /* write_eof() called */
     unsigned char large_reads;       /* the last read was at least ZL_DIRECT_READ_MIN bytes */
+    unsigned char tls;               /* the protocol is the C TLS protocol: ciphertext goes to it in C */
 } zl_stream;
 
 
@@ -186,6 +188,32 @@ stream_recv_bytes(zl_stream *self, int fd, ssize_t *n)
     return data;
 }
 
+/* The C TLS protocol above: one recv into the shared buffer, handed over without a Python call. */
+static int
+stream_read_into_tls(zl_stream *self, int fd)
+{
+    zl_state *state = self->base.loop->state;
+    if (state->read_buffer == NULL && (state->read_buffer = PyMem_RawMalloc(ZL_READ_BUFFER_SIZE)) == NULL) {
+        PyErr_NoMemory();
+        return zl_transport_fatal_error(&self->base, zl_err_fetch(), "Fatal read error on socket transport");
+    }
+    ssize_t n;
+    do {
+        n = recv(fd, state->read_buffer, ZL_READ_BUFFER_SIZE, 0);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) {
+        return (errno == EAGAIN || errno == EWOULDBLOCK) ? 0
+                                                         : stream_fatal_errno(self, errno, "Fatal read error on socket transport");
+    }
+    if (n == 0) {
+        return stream_on_eof(self);
+    }
+    if (zl_tls_data_received(self->base.protocol, state->read_buffer, n) < 0) {
+        return stream_protocol_failed(self, "Fatal error: protocol.buffer_updated() call failed.");
+    }
+    return 0;
+}
+
 static int
 stream_on_readable(PyObject *owner, int fd)
 {
@@ -195,6 +223,9 @@ stream_on_readable(PyObject *owner, int fd)
     }
     if (zl_transport_sock_gone(&self->base)) {
         return stream_fatal_errno(self, EBADF, "Fatal read error on socket transport");
+    }
+    if (self->tls) {
+        return stream_read_into_tls(self, fd);
     }
     if (self->data_received == NULL) {
         return stream_read_into_protocol_buffer(self);
@@ -374,6 +405,12 @@ done:
     Py_RETURN_NONE;
 }
 
+PyObject *
+zl_stream_write_data(PyObject *transport, PyObject *data)
+{
+    return stream_write((zl_stream *)transport, data);
+}
+
 /* Every item of writelines() is bytes-like and gives its buffer: checked before any is queued, so a bad item
  * leaves nothing half-written (asyncio joins or wraps them all first). */
 static int
@@ -473,7 +510,8 @@ static int
 stream_set_protocol(zl_transport *t, PyObject *protocol)
 {
     zl_stream *self = (zl_stream *)t;
-    int buffered = PyObject_IsInstance(protocol, t->loop->state->buffered_protocol_type);
+    int tls = zl_tls_is_protocol(t->loop->state, protocol);
+    int buffered = tls ? 0 : PyObject_IsInstance(protocol, t->loop->state->buffered_protocol_type);
     if (buffered < 0) {
         return -1;
     }
@@ -485,9 +523,10 @@ stream_set_protocol(zl_transport *t, PyObject *protocol)
             Py_XDECREF(get_buffer);
             return -1;
         }
-    } else if ((data_received = PyObject_GetAttr(protocol, ZL_NAME(t->loop->state, data_received))) == NULL) {
+    } else if (!tls && (data_received = PyObject_GetAttr(protocol, ZL_NAME(t->loop->state, data_received))) == NULL) {
         return -1;
     }
+    self->tls = (unsigned char)tls;
     Py_INCREF(protocol);
     Py_XSETREF(self->base.protocol, protocol);
     Py_XSETREF(self->data_received, data_received);

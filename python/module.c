@@ -1,6 +1,6 @@
 /* python/module.c — the zloop._zloop extension module: its heap types, the compiled-in backends, and its state
  * (one per interpreter) with the Python hooks the C core calls into; subinterpreters may import it. */
-#include "../core/zloop.h"
+#include "../core/tls.h"
 
 #include <stddef.h>
 
@@ -108,6 +108,10 @@ module_set_one_hook(PyObject *module, PyObject *name, PyObject *value)
             return -1;
         }
         return PyModule_AddObject(module, "UDPTransport", type) < 0 ? (Py_DECREF(type), -1) : 0;
+    }
+    if (PyUnicode_CompareWithASCIIString(name, "tls") == 0) {
+        /* The C TLS protocol and transport types (core/tls.h), with what they call, once ssl is importable. */
+        return zl_tls_setup(module, module_state(module), value);
     }
     for (size_t i = 0; i < sizeof(hook_table) / sizeof(hook_table[0]); i++) {
         if (PyUnicode_CompareWithASCIIString(name, hook_table[i].name) == 0) {
@@ -221,7 +225,7 @@ module_traverse(PyObject *module, visitproc visit, void *arg)
     for (int i = 0; state != NULL && i < ZL_NAME_COUNT; i++) {
         Py_VISIT(state->names[i]);
     }
-    return 0;
+    return state == NULL ? 0 : zl_tls_state_traverse(state->tls, visit, arg);
 }
 
 static int
@@ -232,6 +236,7 @@ module_clear(PyObject *module)
         return 0;
     }
     zl_handle_freelist_clear(state);
+    zl_tls_state_clear(state->tls);
     for (size_t i = 0; i < STATE_OBJECT_COUNT; i++) {
         Py_CLEAR(*STATE_OBJECT(state, i));
     }
@@ -253,6 +258,8 @@ module_free(void *module)
         PyMem_RawFree(state->recv_buffer);
         PyMem_RawFree(state->sock_recv_buffer);
         state->read_buffer = state->recv_buffer = state->sock_recv_buffer = NULL;
+        zl_tls_state_free(state->tls);
+        state->tls = NULL;
     }
 }
 

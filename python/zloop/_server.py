@@ -14,6 +14,8 @@ import sys
 from asyncio import constants, events, exceptions, tasks, trsock
 from asyncio.log import logger
 
+from ._tls import c_tls_enabled, new_ssl_protocol
+
 # Before 3.12, wait_closed() returned at once once the server was closed, even with clients still connected.
 _WAIT_CLOSED_WAITS_FOR_CLIENTS = sys.version_info >= (3, 12)
 # A cancelled serve_forever() closes the accepted connections too from 3.14 on (else wait_closed would wait on them).
@@ -169,10 +171,14 @@ class ServerMixin:
     def _start_serving(self, protocol_factory, sock, sslcontext=None, server=None, backlog=100,
                        ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
                        ssl_shutdown_timeout=None):
-        if sslcontext:
+        if sslcontext and not c_tls_enabled():
             self.add_reader(sock.fileno(), self._accept_connection, protocol_factory, sock, sslcontext, server,
                             backlog, ssl_handshake_timeout, ssl_shutdown_timeout)
             return
+        if sslcontext:
+            # Accepted in C too: the acceptor's factory makes the C TLS protocol around the application's.
+            protocol_factory = functools.partial(self._tls_server_protocol, protocol_factory, sslcontext,
+                                                 ssl_handshake_timeout, ssl_shutdown_timeout)
         acceptors = self._acceptors()
         acceptor = acceptors.get(sock)
         if acceptor is None:
@@ -292,6 +298,17 @@ class ServerMixin:
             else:
                 transport.close()
             self._report_accept_failure(exc, protocol, transport)
+
+    def _tls_server_protocol(self, protocol_factory, sslcontext, ssl_handshake_timeout, ssl_shutdown_timeout):
+        # One accepted TLS connection's protocol: what _serve_accepted does for it, for the C acceptor.
+        protocol = protocol_factory()
+        waiter = self.create_future()
+        ssl_protocol = new_ssl_protocol(self, protocol, sslcontext, waiter, server_side=True,
+                                        ssl_handshake_timeout=ssl_handshake_timeout,
+                                        ssl_shutdown_timeout=ssl_shutdown_timeout)
+        waiter.add_done_callback(functools.partial(self._accepted_handshake_done, ssl_protocol._app_transport,
+                                                   protocol))
+        return ssl_protocol
 
     def _accepted_handshake_done(self, transport, protocol, waiter):
         if waiter.cancelled():
