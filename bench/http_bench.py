@@ -187,7 +187,7 @@ def run_wrk(url, duration, connections):
         if problem in out:
             raise FigureError(f"wrk reports {problem.lower()}: {out}")
     if int(requests.group(1)) == 0:
-        raise FigureError("wrk completed no request")
+        raise FigureError(f"wrk completed no request: {out.strip()} {done.stderr.strip()}")
     return int(requests.group(1)), float(rate.group(1))
 
 
