@@ -1,7 +1,7 @@
 """HTTP server benchmark: uvicorn + httptools serving bench/http_app.py on each loop, driven by wrk on loopback.
 
     PYTHONPATH=python python3 bench/http_bench.py [--loops asyncio,uvloop,rloop,zloop] [--endpoints plaintext,json]
-                                            [--rounds 3] [--duration 5] [--connections 4] [--json PATH]
+                                            [--rounds 3] [--duration 5] [--connections 4] [--json PATH] [--tls]
 
 Loops: asyncio (uvicorn --loop asyncio), uvloop (--loop uvloop), rloop (--loop rloop:new_event_loop) and zloop on
 each compiled backend (--loop zloop:new_event_loop with ZLOOP_BACKEND=<backend>); a peer that does not import is
@@ -15,17 +15,24 @@ user+sys CPU of the server process (/proc/PID/stat) is read, `wrk -t1 -c C -d D`
 Figures: server CPU per request (the CPU delta over wrk's request count) and wrk's requests/s. Any non-2xx answer,
 socket error or timeout fails the figure. Client and server share the machine's cores, so requests/s depends on
 how the kernel schedules them; CPU per request is the steadier figure.
+
+--tls (HTTPS): a throw-away ECDSA key and self-signed certificate are made in a temp dir (bench/_tlscert.py) and
+given to uvicorn (--ssl-keyfile/--ssl-certfile); the harness's GET /loop verifies the server against that
+certificate, wrk (built with OpenSSL) speaks https on keep-alive connections, so the figures are the per-request
+cost of TLS records, not of handshakes. rloop is left out (0.5 has no TLS). Results go to http-tls.json.
 """
 
 import argparse
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 
@@ -33,6 +40,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import _harness  # noqa: E402
 import _loops  # noqa: E402
+import _tlscert  # noqa: E402
+
+NO_TLS_LOOPS = ("rloop",)   # rloop 0.5: create_server(ssl=...) raises NotImplementedError
 
 ENDPOINTS = ("plaintext", "json")
 STARTUP_LIMIT = 20.0     # seconds for a server to answer its first request
@@ -102,8 +112,10 @@ def process_cpu_seconds(pid):
 
 
 class Server:
-    def __init__(self, spec):
+    def __init__(self, spec, tls=None):
+        """tls: None, or the (certificate, key) paths to serve HTTPS with."""
         self.spec = spec
+        self.tls = tls
         self.port = free_port()
         loop_arg, extra_env, self.expect_class, self.expect_backend = uvicorn_loop(spec)
         env = dict(os.environ, **extra_env)
@@ -111,18 +123,21 @@ class Server:
         argv = [sys.executable, "-m", "uvicorn", "http_app:app", "--host", "127.0.0.1", "--port", str(self.port),
                 "--loop", loop_arg, "--http", "httptools", "--no-access-log", "--log-level", "warning",
                 "--lifespan", "off"]
+        if tls:
+            argv += ["--ssl-certfile", tls[0], "--ssl-keyfile", tls[1]]
         self.proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     def url(self, path):
-        return f"http://127.0.0.1:{self.port}/{path}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}/{path}"
 
     def wait_ready(self):
         deadline = time.monotonic() + STARTUP_LIMIT
+        context = _tlscert.client_context(self.tls[0]) if self.tls else None
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise FigureError(f"server exited with {self.proc.returncode}: {self.stderr_text()}")
             try:
-                with urllib.request.urlopen(self.url("loop"), timeout=2) as response:
+                with urllib.request.urlopen(self.url("loop"), timeout=2, context=context) as response:
                     served_by = json.loads(response.read())
                 break
             except OSError:
@@ -172,12 +187,12 @@ def run_wrk(url, duration, connections):
         if problem in out:
             raise FigureError(f"wrk reports {problem.lower()}: {out}")
     if int(requests.group(1)) == 0:
-        raise FigureError("wrk completed no request")
+        raise FigureError(f"wrk completed no request: {out.strip()} {done.stderr.strip()}")
     return int(requests.group(1)), float(rate.group(1))
 
 
-def measure(spec, endpoint, duration, connections):
-    server = Server(spec)
+def measure(spec, endpoint, duration, connections, tls=None):
+    server = Server(spec, tls)
     try:
         served_by = server.wait_ready()
         run_wrk(server.url(endpoint), WARMUP_SECONDS, connections)
@@ -216,8 +231,11 @@ def parse_args():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=int, default=5, help="seconds of each measured wrk run (default 5)")
     parser.add_argument("--connections", type=int, default=4, help="wrk connections (default 4, one wrk thread)")
-    parser.add_argument("--json", default=os.path.join(_harness.RESULTS, "http.json"), help="where to write results")
+    parser.add_argument("--json", help="where to write results (default bench/results/http.json, http-tls.json)")
+    parser.add_argument("--tls", action="store_true", help="HTTPS: uvicorn with a throw-away key and certificate")
     args = parser.parse_args()
+    if args.json is None:
+        args.json = os.path.join(_harness.RESULTS, "http-tls.json" if args.tls else "http.json")
     if not (1 <= args.rounds <= 20 and 1 <= args.duration <= 60 and 1 <= args.connections <= 256):
         parser.error("--rounds 1..20, --duration 1..60 s, --connections 1..256")
     args.endpoints = [e.strip() for e in args.endpoints.split(",") if e.strip()]
@@ -238,17 +256,36 @@ def main():
         return 1
     specs = select_loops(args.loops)
     missing = [name for name in ("uvloop", "rloop") if name not in available_loops()]
+    if args.tls:
+        if args.loops and any(spec in NO_TLS_LOOPS for spec in specs):
+            print(f"http_bench.py: --tls: {', '.join(NO_TLS_LOOPS)} has no TLS", file=sys.stderr)
+            return 1
+        missing = [name for name in missing if name not in NO_TLS_LOOPS]
+        specs = [spec for spec in specs if spec not in NO_TLS_LOOPS]
     info = _harness.machine_info()
     started = time.monotonic()
-    print(f"http: loops {', '.join(specs)}" + (f" (not installed: {', '.join(missing)})" if missing else "")
+    print(f"http{'s' if args.tls else ''}: loops {', '.join(specs)}"
+          + (f" (not installed: {', '.join(missing)})" if missing else "")
           + f"; {args.rounds} round(s) x {args.duration} s of wrk -t1 -c{args.connections}", file=sys.stderr)
+    workdir = tempfile.mkdtemp(prefix="zloop-http-")
+    try:
+        tls = _tlscert.make(workdir) if args.tls else None
+        results, failures = run_rounds(args, specs, tls)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    report(args, specs, missing, info, started, results, failures)
+    return 1 if failures else 0
+
+
+def run_rounds(args, specs, tls):
+    """Every round, loop (rotated) and endpoint: the figures, and the failures."""
     results = {endpoint: {spec: [] for spec in specs} for endpoint in args.endpoints}
     failures = []
     for round_no in range(args.rounds):
         for spec in _harness.rotated(specs, round_no):
             for endpoint in args.endpoints:
                 try:
-                    figure = measure(spec, endpoint, args.duration, args.connections)
+                    figure = measure(spec, endpoint, args.duration, args.connections, tls)
                 except FigureError as exc:
                     failures.append({"round": round_no, "loop": spec, "endpoint": endpoint, "error": str(exc)})
                     print(f"FAILED round {round_no + 1} {spec} {endpoint}: {exc}", file=sys.stderr)
@@ -256,18 +293,22 @@ def main():
                 results[endpoint][spec].append(figure)
                 print(f"  round {round_no + 1} {spec:14} {endpoint:10} {figure['cpu_us_per_request']:7.1f} us/req "
                       f"{figure['rps']:9.0f} req/s", file=sys.stderr, flush=True)
+    return results, failures
+
+
+def report(args, specs, missing, info, started, results, failures):
+    """The tables on stdout and the JSON file."""
     print_table(f"server CPU per request, µs: median (min-max) of {args.rounds} round(s)", results, specs,
                 "cpu_us_per_request", ".1f")
     print_table(f"requests/s (wrk -t1 -c{args.connections}, {args.duration} s): median (min-max)", results, specs,
                 "rps", ".0f")
     info["loadavg_at_end"] = os.getloadavg()
-    config = {"rounds": args.rounds, "duration": args.duration, "connections": args.connections,
+    config = {"rounds": args.rounds, "duration": args.duration, "connections": args.connections, "tls": args.tls,
               "endpoints": args.endpoints, "loops": specs, "not_installed": missing}
     summary = {endpoint: {spec: {"cpu_us_per_request": [r["cpu_us_per_request"] for r in cells],
                                  "rps": [r["rps"] for r in cells], "requests": [r["requests"] for r in cells]}
                           for spec, cells in per_loop.items()} for endpoint, per_loop in results.items()}
-    _harness.write_json(args.json, "http", info, config, started, summary, failures)
-    return 1 if failures else 0
+    _harness.write_json(args.json, "http-tls" if args.tls else "http", info, config, started, summary, failures)
 
 
 if __name__ == "__main__":

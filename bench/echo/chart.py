@@ -157,7 +157,8 @@ def _header(report, loops, colours, width) -> list:
                 f"uvloop {machine.get('uvloop', '-')}; median of {rounds} "
                 f"round{'s' if rounds != 1 else ''} x {settings['duration']:g} s, "
                 f"{settings['concurrency']} lock-step clients; whiskers: min–max")
-    out = [_text(width / 2, 24, "Echo server CPU time per request (µs, lower is better)",
+    kind = "TLS echo" if settings.get("tls") else "Echo"
+    out = [_text(width / 2, 24, f"{kind} server CPU time per request (µs, lower is better)",
                  16, weight="bold"),
            _text(width / 2, 44, subtitle, 11, extra='fill="#555"')]
     x = width / 2 - 110 * len(loops) / 2

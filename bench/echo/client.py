@@ -12,6 +12,11 @@ the request's sequence number (a memcmp: ~2 us for 100 KiB, far below one
 round trip).  A server that drops, duplicates, delays forever or corrupts data
 makes the run fail instead of producing a figure.
 
+With --cafile (run.py --tls) every connection speaks TLS: the socket is
+wrapped after connect() with a client context that trusts that certificate
+and checks the server's name (localhost), the handshake happens before the
+warm-up, and the client pays for its own encryption as the server does.
+
 Phases: connect, warm up (`--warmup` s), wait for all workers, then measure
 for `--duration` seconds (also capped at `--max-requests` in total).  The
 command prints one JSON object: requests, req/s, latency percentiles (us).
@@ -25,6 +30,7 @@ import math
 import multiprocessing
 import queue
 import socket
+import ssl
 import struct
 import sys
 import time
@@ -33,6 +39,9 @@ from array import array
 MAX_DURATION = 600.0       # seconds; hard bound on one measurement
 IO_TIMEOUT = 10.0          # seconds; a stuck server fails the run
 _SEQ = struct.Struct("<Q")
+TLS_HOSTNAME = "localhost"   # the name the benchmark certificate carries (bench/_tlscert.py)
+# What a blocking read or write raises when SO_RCVTIMEO / SO_SNDTIMEO expires, plain or TLS.
+_TIMED_OUT = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
 
 class EchoError(RuntimeError):
@@ -51,7 +60,8 @@ def parse_target(addr: str = None, unix: str = None):
     return family, (host, int(port))
 
 
-def _connect(family, address) -> socket.socket:
+def _connect(family, address, cafile=None) -> socket.socket:
+    """A connected blocking socket; with cafile, a TLS socket whose handshake is done."""
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         if family != socket.AF_UNIX:
@@ -62,6 +72,10 @@ def _connect(family, address) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
         sock.connect(address)
+        if cafile:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.load_verify_locations(cafile)
+            sock = context.wrap_socket(sock, server_hostname=TLS_HOSTNAME)   # handshakes here
     except BaseException:
         sock.close()
         raise
@@ -92,7 +106,7 @@ class _Conversation:
         _SEQ.pack_into(self.message, 0, seq)
         try:
             self.sock.sendall(self.message)
-        except BlockingIOError:  # SO_SNDTIMEO expired
+        except _TIMED_OUT:  # SO_SNDTIMEO expired
             raise EchoError(f"request {seq}: server stopped reading "
                             f"for {IO_TIMEOUT:.0f} s") from None
         self._receive_reply()
@@ -114,7 +128,7 @@ class _Conversation:
         while got < msize:
             try:
                 n = recv_into(view[got:], msize - got)
-            except BlockingIOError:  # SO_RCVTIMEO expired
+            except _TIMED_OUT:  # SO_RCVTIMEO expired
                 raise EchoError(f"no reply within {IO_TIMEOUT:.0f} s "
                                 f"({got}/{msize} bytes received)") from None
             if n == 0:
@@ -123,11 +137,11 @@ class _Conversation:
 
 
 def _worker(index, family, address, msize, warmup, duration, max_requests,
-            messages, go, finished):
+            messages, go, finished, cafile):
     """Worker process body: connect, warm up, measure, report, wait."""
     sock = None
     try:
-        sock = _connect(family, address)
+        sock = _connect(family, address, cafile)
         talk = _Conversation(sock, msize, index)
         warm_end = time.perf_counter() + warmup
         talk.roundtrip()
@@ -207,13 +221,14 @@ def _percentiles(latencies: array) -> dict:
 
 def run(family, address, msize: int, concurrency: int = 3, duration: float = 3.0,
         warmup: float = 0.5, max_requests: int = 5_000_000,
-        on_start=None, on_stop=None) -> dict:
+        on_start=None, on_stop=None, cafile=None) -> dict:
     """Run one measurement against a listening echo server; return a summary.
 
     `on_start` is called right before the measured window opens (all workers
     connected and warmed up) and `on_stop` right after every worker has
     finished it, while the connections are still open: a caller can sample
     the server's CPU time there to cover exactly the measured requests.
+    With `cafile` the connections speak TLS and trust that certificate.
     """
     if msize < _SEQ.size:
         raise ValueError(f"msize must be at least {_SEQ.size} bytes")
@@ -224,7 +239,7 @@ def run(family, address, msize: int, concurrency: int = 3, duration: float = 3.0
     per_worker = max(1, max_requests // concurrency)
     procs = [ctx.Process(target=_worker, daemon=True,
                          args=(i, family, address, msize, warmup, duration,
-                               per_worker, messages, go, finished))
+                               per_worker, messages, go, finished, cafile))
              for i in range(concurrency)]
     completed = False
     for proc in procs:
@@ -288,6 +303,8 @@ def parse_args(argv=None):
     parser.add_argument("--warmup", type=float, default=0.5, help="warm-up seconds")
     parser.add_argument("--max-requests", type=int, default=5_000_000,
                         help="cap on measured requests, all workers together")
+    parser.add_argument("--cafile", help="speak TLS, trusting this certificate (PEM); the server must be "
+                                         "server.py --certfile/--keyfile")
     return parser.parse_args(argv)
 
 
@@ -296,7 +313,7 @@ def main(argv=None) -> int:
     family, address = parse_target(args.addr, args.unix)
     try:
         summary = run(family, address, args.msize, args.concurrency, args.duration,
-                      args.warmup, args.max_requests)
+                      args.warmup, args.max_requests, cafile=args.cafile)
     except (EchoError, OSError, ValueError) as exc:
         print(f"client: {exc}", file=sys.stderr)
         return 1

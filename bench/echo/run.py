@@ -23,6 +23,13 @@ request is the headline figure: on a small machine the client processes and
 the server share the cores, so req/s depends on the scheduler, while the CPU
 the server burns per echoed message depends on the loop.
 
+TLS (--tls): a throw-away ECDSA key and self-signed certificate are made in the
+run's temp dir (bench/_tlscert.py); the servers serve TLS with them in the
+proto, buffered and streams modes (sock mode has no TLS), the clients wrap
+their sockets and verify the server against that certificate.  The floor is
+left out (the C server speaks no TLS), and so is rloop (0.5 has no TLS: its
+create_server(ssl=...) raises NotImplementedError).
+
 Outputs: a table on stdout, JSON (--json) with machine info and every raw
 measurement, and an SVG chart (--svg) of server CPU per request.
 """
@@ -50,6 +57,7 @@ import many
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import _harness  # noqa: E402  (bench/_harness.py)
 import _loops  # noqa: E402  (bench/_loops.py)
+import _tlscert  # noqa: E402  (bench/_tlscert.py)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SERVER = os.path.join(HERE, "server.py")
@@ -59,6 +67,8 @@ FLOOR_BINARY = os.path.join(RESULTS, "floor_server")
 FLOOR = "floor"   # the spec of the bare C server in records and the summary
 
 MODES = ("sock", "proto", "buffered", "streams")
+TLS_MODES = ("proto", "buffered", "streams")   # sock mode (sock_recv/sock_sendall) has no TLS
+NO_TLS_LOOPS = ("rloop",)                      # rloop 0.5: create_server(ssl=...) raises NotImplementedError
 SIZES = (1024, 10240, 102400)
 TRANSPORTS = ("tcp", "unix")
 BASELINE = "uvloop"
@@ -95,13 +105,15 @@ def build_floor() -> str:
 class EchoServer:
     """server.py (or, for the floor, the C server) in a child process; a context manager that always reaps it."""
 
-    def __init__(self, spec: str, mode: str, transport: str, workdir: str):
+    def __init__(self, spec: str, mode: str, transport: str, workdir: str, tls=None):
         self.unix_path = os.path.join(workdir, "echo.sock") if transport == "unix" else None
         where = ["--unix", self.unix_path] if self.unix_path else ["--addr", "127.0.0.1:0"]
         if spec == FLOOR:
             self.command = [FLOOR_BINARY, *where]
         else:
             self.command = [_loops.interpreter(spec), SERVER, "--loop", spec, "--mode", mode, *where]
+            if tls:
+                self.command += ["--certfile", tls[0], "--keyfile", tls[1]]
         self.env = _loops.child_env(spec)
         self.proc = None
         self.info = {}
@@ -176,7 +188,7 @@ def measure(spec: str, cell: dict, args, workdir: str) -> dict:
     record = dict(cell, loop=spec)
     marks = {}
 
-    with EchoServer(spec, cell["mode"], cell["transport"], workdir) as server:
+    with EchoServer(spec, cell["mode"], cell["transport"], workdir, tls=args.tls_files) as server:
         def on_start():
             marks["cpu0"] = read_cpu_seconds(server.pid)
             marks["t0"] = time.perf_counter()
@@ -192,7 +204,8 @@ def measure(spec: str, cell: dict, args, workdir: str) -> dict:
         else:
             result = client.run(family, address, cell["msize"], args.concurrency,
                                 args.duration, args.warmup, args.max_requests,
-                                on_start=on_start, on_stop=on_stop)
+                                on_start=on_start, on_stop=on_stop,
+                                cafile=args.tls_files[0] if args.tls_files else None)
     if server.exit_code != 0:
         record["server_exit"] = server.exit_code
 
@@ -241,6 +254,7 @@ def run_matrix(args) -> list:
     records = []
     workdir = tempfile.mkdtemp(prefix="zloop-echo-")
     try:
+        args.tls_files = _tlscert.make(workdir) if args.tls else None
         done = 0
         for rnd in range(args.rounds):
             for index, cell in enumerate(cells):
@@ -320,13 +334,13 @@ def _ratio(value, base):
     return value / base if value is not None and base else None
 
 
-def format_table(summary: list) -> str:
+def format_table(summary: list, tls: bool = False) -> str:
     """A line per cell and loop (the floor first, where measured): req/s, CPU us per request, CPU above the
     floor, each with its ratio to uvloop, server CPU utilisation, latency."""
-    header = (f"{'transport':<9} {'mode':<8} {'msize':>6}  {'loop':<14} {'req/s':>9} "
+    header = ("TLS echo (every connection over TLS)\n" if tls else "") + (f"{'transport':<9} {'mode':<8} {'msize':>6}  {'loop':<14} {'req/s':>9} "
               f"{'vs uv':>6} {'cpu us/req':>10} {'vs uv':>6} {'>floor':>7} {'vs uv':>6} {'srv cpu':>7} "
               f"{'p50 us':>7} {'p99 us':>7}")
-    lines = [header, "-" * len(header)]
+    lines = [header, "-" * len(header.splitlines()[-1])]
     for entry in summary:
         rows = list(entry["loops"].items())
         if entry.get("floor"):
@@ -416,21 +430,27 @@ def parse_args(argv=None):
     parser.add_argument("--max-requests", type=int, default=5_000_000,
                         help="cap on measured requests per run")
     parser.add_argument("--quick", action="store_true", help="small, fast matrix")
+    parser.add_argument("--tls", action="store_true",
+                        help=f"every connection over TLS: modes {','.join(TLS_MODES)}, tcp, no floor, loops "
+                             f"without {','.join(NO_TLS_LOOPS)}; writes echo-tls.{{json,svg}}")
     parser.add_argument("--json", help="result file (default bench/results/echo.json)")
     parser.add_argument("--svg", help="chart file (default bench/results/echo.svg)")
     parser.add_argument("--no-chart", action="store_true", help="do not write the chart")
     args = parser.parse_args(argv)
 
-    quick = args.quick
+    quick, tls = args.quick, args.tls
+    name = "echo" + ("-tls" if tls else "") + ("-quick" if quick else "")
+    if tls:
+        args.floor = False   # the bare C server speaks no TLS
     defaults = {
-        "modes": list(MODES),
+        "modes": list(TLS_MODES if tls else MODES),
         "sizes": [1024] if quick else list(SIZES),
-        "transports": ["tcp"] if quick else list(TRANSPORTS),
+        "transports": ["tcp"] if quick or tls else list(TRANSPORTS),
         "rounds": 2 if quick else 3,
         "duration": 1.0 if quick else 3.0,
         "warmup": 0.3 if quick else 0.5,
-        "json": os.path.join(RESULTS, "echo-quick.json" if quick else "echo.json"),
-        "svg": os.path.join(RESULTS, "echo-quick.svg" if quick else "echo.svg"),
+        "json": os.path.join(RESULTS, name + ".json"),
+        "svg": os.path.join(RESULTS, name + ".svg"),
     }
     for name, value in defaults.items():
         if getattr(args, name) is None:
@@ -440,10 +460,13 @@ def parse_args(argv=None):
 
 
 def _validate(parser, args) -> None:
+    asked = args.loops
     try:
         args.loops = _loops.select(args.loops, expand_zloop=False, peers=True)
     except ValueError as exc:
         parser.error(str(exc))
+    if args.tls:
+        _validate_tls(parser, args, asked)
     for mode in args.modes:
         if mode not in MODES:
             parser.error(f"unknown mode {mode!r} (choose from {', '.join(MODES)})")
@@ -462,20 +485,35 @@ def _validate(parser, args) -> None:
         parser.error("server CPU is read from /proc/PID/stat: Linux only")
 
 
+def _validate_tls(parser, args, asked) -> None:
+    """--tls: no sock mode, no many-connections client, no loop without TLS (left out of the default set with a
+    note, an error when asked for by name)."""
+    if "sock" in args.modes:
+        parser.error(f"--tls: sock mode has no TLS (modes: {', '.join(TLS_MODES)})")
+    if args.connections:
+        parser.error("--tls: the many-connections client (many_client.c) speaks no TLS")
+    without = [spec for spec in args.loops if spec in NO_TLS_LOOPS]
+    if without and asked:
+        parser.error(f"--tls: {', '.join(without)} has no TLS (create_server(ssl=...) raises NotImplementedError)")
+    if without:
+        log(f"--tls: leaving out {', '.join(without)} (no TLS)")
+        args.loops = [spec for spec in args.loops if spec not in NO_TLS_LOOPS]
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     started = datetime.datetime.now(datetime.timezone.utc)
     load_at_start = os.getloadavg() if hasattr(os, "getloadavg") else None
     records = run_matrix(args)
     summary = summarize(records, args.loops)
-    print(format_table(summary))
+    print(format_table(summary, args.tls))
 
     report = {
         "benchmark": "echo",
         "started_utc": started.isoformat(timespec="seconds"),
         "machine": dict(machine_info(), loadavg_at_start=load_at_start),
         "settings": {name: getattr(args, name) for name in
-                     ("loops", "floor", "modes", "sizes", "transports", "rounds", "duration",
+                     ("loops", "floor", "tls", "modes", "sizes", "transports", "rounds", "duration",
                       "warmup", "concurrency", "connections", "max_requests")},
         "baseline": BASELINE,
         "cells": summary,
