@@ -1382,6 +1382,8 @@ static PyMemberDef tls_members[] = {
     {"_sslcontext", T_OBJECT, offsetof(zl_tls, sslcontext), READONLY, NULL},
     {"_extra", T_OBJECT, offsetof(zl_tls, extra), READONLY, NULL},
     {"_server_side", T_BOOL, offsetof(zl_tls, server_side), READONLY, NULL},
+    {"_app_reading_paused", T_BOOL, offsetof(zl_tls, app_reading_paused), READONLY, NULL},   /* test_gh140947 */
+    {"_ssl_reading_paused", T_BOOL, offsetof(zl_tls, ssl_reading_paused), READONLY, NULL},
     {NULL, 0, 0, 0, NULL},
 };
 

@@ -547,11 +547,13 @@ def test_tls_read_pause_and_resume(loop):
         assert await echo_roundtrip(transport, proto, b"1") == b"1"
         transport.pause_reading()
         assert not transport.is_reading()
+        assert transport._ssl_protocol._app_reading_paused   # what CPython 3.15's test_gh140947 polls
         transport.write(b"2")
         await asyncio.sleep(0.1)
         assert bytes(proto.data) == b"1"          # decrypted data waits while paused
         transport.resume_reading()
         assert transport.is_reading()
+        assert not transport._ssl_protocol._app_reading_paused
         assert await proto.receive(2) == b"12"
         transport.close()
         await proto.lost
