@@ -17,7 +17,7 @@ root=${ZLOOP_CHROOT:-/var/cache/zloop-chroot/sid}
 PACKAGES="python3.14 python3.14-dev python3.14-venv libpython3.14-testsuite
 python3.15 python3.15-dev python3.15-venv libpython3.15-testsuite
 python3-pytest python3-cryptography
-gcc make autoconf automake libtool pkg-config libuv1-dev libevent-dev"
+gcc make autoconf automake libtool pkg-config libuv1-dev libevent-dev liburing-dev"
 
 die() {
     echo "sid-chroot: $*" >&2
