@@ -11,7 +11,7 @@ import pytest
 
 from pkg_helpers import PYTHONS, SRC, SUPPORTED, clean_env, python_version, run, supported_python
 
-ALL_BACKENDS = ["native", "uv", "event"]
+ALL_BACKENDS = ["native", "uv", "event", "uring"]
 
 
 @pytest.mark.parametrize("version", SUPPORTED)
@@ -57,7 +57,7 @@ def test_install_sdist_without_autotools(python, sdist, no_autotools, make_venv)
     assert (backends, default) == (ALL_BACKENDS, "native")
     env.smoke()
     info = run([env.python, "-m", "zloop", "info"], env=clean_env(), cwd=env.path).stdout
-    assert "installed as:      zloop-c 0.1.0" in info and "backends:          native (epoll), uv, event" in info, info
+    assert "installed as:      zloop-c 0.1.0" in info and "backends:          native (epoll), uv, event, uring" in info, info
 
 
 def _tree_state():
@@ -92,7 +92,7 @@ def test_pip_wheel_with_config_settings(make_venv, tmp_path):
     cp = f"cp{sys.version_info[0]}{sys.version_info[1]}"
     assert wheel.name.startswith(f"zloop_c-0.1.0-{cp}-{cp}-"), wheel.name
     env.pip("install", wheel)
-    assert env.zloop_info()[1:] == (["native", "uv"], "uv")
+    assert env.zloop_info()[1:] == (["native", "uv", "uring"], "uv")
     env.smoke()
 
 

@@ -1,8 +1,8 @@
-# tests/packaging/test_wheel.py — a binary wheel for machines without libuv and libevent: pip wheel, then
-# auditwheel repair copies the two libraries into the wheel (zloop_c.libs) and points the extension at them.
+# tests/packaging/test_wheel.py — a binary wheel for machines without libuv, libevent and liburing: pip wheel, then
+# auditwheel repair copies the three libraries into the wheel (zloop_c.libs) and points the extension at them.
 # The repaired wheel is installed into a clean venv and run with LD_LIBRARY_PATH empty: the extension must
 # resolve and map only the bundled copies, and, where a private mount namespace is allowed (unshare -m), the
-# smoke test passes on every backend with the system's libuv and libevent files masked by /dev/null.
+# smoke test passes on every backend with the system's libuv, libevent and liburing files masked by /dev/null.
 
 import os
 import subprocess
@@ -13,8 +13,8 @@ import pytest
 
 from pkg_helpers import SRC, Venv, clean_env, run
 
-LIBRARIES = ("libuv", "libevent")
-# Which libuv/libevent files the process has mapped, after a loop on every backend ran a callback.
+LIBRARIES = ("libuv", "libevent", "liburing")
+# Which libuv/libevent/liburing files the process has mapped, after a loop on every backend ran a callback.
 MAPS_PROBE = """
 import asyncio
 import zloop
@@ -26,7 +26,7 @@ paths = set()
 with open('/proc/self/maps') as maps:
     for line in maps:
         path = line.split()[-1]
-        if '/libuv' in path or '/libevent' in path:
+        if '/libuv' in path or '/libevent' in path or '/liburing' in path:
             paths.add(path)
 print(' '.join(zloop.backends()))
 print('\\n'.join(sorted(paths)))
@@ -34,7 +34,7 @@ print('\\n'.join(sorted(paths)))
 
 
 def _ldd(path):
-    """{library name prefix: resolved path} for libuv and libevent in ldd's output."""
+    """{library name prefix: resolved path} for libuv, libevent and liburing in ldd's output."""
     found = {}
     for line in run(["ldd", path]).stdout.splitlines():
         parts = line.split()
@@ -67,7 +67,7 @@ def test_repaired_wheel_carries_both_libraries(wheels):
     plain, repaired, _ = wheels
     with zipfile.ZipFile(repaired) as whl:
         bundled = [n for n in whl.namelist() if n.startswith("zloop_c.libs/") and not n.endswith("/")]
-    assert sorted(n.split("/")[1].split("-")[0].split(".")[0] for n in bundled) == ["libevent_core", "libuv"], \
+    assert sorted(n.split("/")[1].split("-")[0].split(".")[0] for n in bundled) == ["libevent_core", "liburing", "libuv"], \
         bundled
     with zipfile.ZipFile(plain) as whl:
         assert not [n for n in whl.namelist() if ".libs/" in n]
@@ -77,10 +77,10 @@ def test_installed_extension_resolves_and_maps_only_the_bundled_copies(installed
     env, extension = installed
     libs_dir = os.path.realpath(next(env.path.glob("lib/python*/site-packages/zloop_c.libs")))
     resolved = _ldd(extension)
-    assert sorted(resolved) == ["libevent_core", "libuv"], resolved
+    assert sorted(resolved) == ["libevent_core", "liburing", "libuv"], resolved
     assert all(path.startswith(libs_dir + "/") for path in resolved.values()), resolved
     out = run([env.python, "-c", MAPS_PROBE], env=clean_env(), cwd=env.path).stdout.splitlines()
-    assert out[0].split() == ["native", "uv", "event"]
+    assert out[0].split() == ["native", "uv", "event", "uring"]
     assert out[1:] and all(os.path.realpath(path).startswith(libs_dir + "/") for path in out[1:]), out
     env.smoke()
 
@@ -102,7 +102,7 @@ def test_repaired_wheel_runs_with_system_libraries_masked(wheels, installed, tmp
         whl.extract(name, tmp_path)
     system = [str(subprocess.run(["readlink", "-f", p], capture_output=True, text=True, check=True).stdout.strip())
               for p in _ldd(tmp_path / name).values()]
-    assert len(system) == 2, system
+    assert len(system) == 3, system
     mounts = " && ".join(f"mount --bind /dev/null {p}" for p in system)
 
     def masked(*argv):
@@ -116,4 +116,4 @@ def test_repaired_wheel_runs_with_system_libraries_masked(wheels, installed, tmp
     # ... and the repaired wheel's zloop runs the smoke test on every backend there.
     proc = masked(env.python, str(SRC / "tests" / "smoke.py"))
     assert proc.returncode == 0 and proc.stdout.rstrip().endswith(" 0 failed"), proc.stdout + proc.stderr
-    assert "backends ['native', 'uv', 'event']" in proc.stdout
+    assert "backends ['native', 'uv', 'event', 'uring']" in proc.stdout
