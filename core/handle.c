@@ -54,6 +54,17 @@ current_context_is_empty(void)
     return context == NULL || Py_TYPE(context)->tp_as_mapping->mp_length(context) == 0;   /* cannot fail */
 }
 
+/* The record of a call_soon_threadsafe handle still queued (threadsafe_inbox.h), or NULL. */
+static zl_inbox_record *
+handle_inbox_record(zl_handle *handle)
+{
+    if (!handle->in_inbox || handle->loop == NULL) {
+        return NULL;
+    }
+    zl_inbox_record *record = zl_inbox_find(&handle->loop->inbox, handle->seq);
+    return record != NULL && record->handle == handle ? record : NULL;
+}
+
 static int
 handle_make_deferred_context(zl_handle *handle)
 {
@@ -63,6 +74,11 @@ handle_make_deferred_context(zl_handle *handle)
             return -1;
         }
         handle->context_deferred = 0;
+        zl_inbox_record *record = handle_inbox_record(handle);
+        if (record != NULL && record->context == NULL && record->callback != NULL) {
+            Py_INCREF(handle->context);   /* the record runs in the same context should the handle go first */
+            record->context = handle->context;
+        }
     }
     return 0;
 }
@@ -99,6 +115,7 @@ handle_alloc(zl_state *state, int is_timer)
     handle->context_deferred = 0;
     handle->scheduled = 0;
     handle->threadsafe = 0;
+    handle->in_inbox = 0;
     handle->run_thread = 0;
     handle->when = 0.0;
     handle->seq = 0;
@@ -195,9 +212,21 @@ handle_clear_args(zl_handle *handle)
     handle->nargs = 0;
 }
 
+/* The handle's record stays queued and runs on its own from now on. */
+static void
+handle_leave_inbox(zl_handle *handle)
+{
+    zl_inbox_record *record = handle_inbox_record(handle);
+    if (record != NULL) {
+        record->handle = NULL;
+    }
+    handle->in_inbox = 0;
+}
+
 static int
 handle_clear(zl_handle *handle)
 {
+    handle_leave_inbox(handle);   /* while it still has its loop */
     Py_CLEAR(handle->callback);
     handle_clear_args(handle);
     handle_track_context(handle);
@@ -236,6 +265,9 @@ handle_traverse(zl_handle *handle, visitproc visit, void *arg)
 int
 zl_handle_visit_owned(PyObject *handle, visitproc visit, void *arg)
 {
+    if (handle == ZL_INBOX_MARK) {
+        return 0;
+    }
     if (PyObject_GC_IsTracked(handle)) {
         Py_VISIT(handle);
         return 0;
@@ -283,9 +315,8 @@ zl_handle_freelist_clear(zl_state *state)
 
 /* ------------------------------------------------------------------ running and cancelling */
 
-/* Hand the raised exception to the loop's exception handler; -1 if the loop must stop. */
-static int
-handle_report_error(zl_handle *handle)
+int
+zl_handle_report_error(zl_handle *handle)
 {
     if (zl_err_stops_loop()) {
         return -1;
@@ -319,12 +350,8 @@ zl_handle_run(zl_handle *handle)
         handle->run_thread = PyThread_get_thread_ident();
     }
     PyObject *res = NULL;
-    if (handle_make_deferred_context(handle) == 0 && PyContext_Enter(handle->context) == 0) {
-        PyObject *context = handle->context;
-        res = PyObject_Vectorcall(callback, handle->args, handle->nargs, NULL);
-        if (PyContext_Exit(context) < 0) {
-            Py_CLEAR(res);
-        }
+    if (handle_make_deferred_context(handle) == 0) {
+        res = zl_call_in_context(handle->context, callback, handle->args, handle->nargs);
     }
     handle->running = 0;
     if (handle->cancelled) {
@@ -333,7 +360,7 @@ zl_handle_run(zl_handle *handle)
     Py_DECREF(callback);
     int rc = 0;
     if (res == NULL) {
-        rc = handle_report_error(handle);
+        rc = zl_handle_report_error(handle);
     } else {
         Py_DECREF(res);
     }
@@ -361,6 +388,10 @@ zl_handle_cancel(zl_handle *handle)
     Py_CLEAR(handle->callback);
     if (!handle->running) {
         handle_clear_args(handle);
+    }
+    zl_inbox_record *record = handle_inbox_record(handle);
+    if (record != NULL) {
+        zl_inbox_record_release(record);   /* cancelled: its callback is NULL; the handle stays attached */
     }
 }
 

@@ -4,6 +4,12 @@
 #define ZL_HANDLE_GC_H
 
 #include <Python.h>
+#include <stdint.h>
+
+/* A ready queue item that is no handle: "run the next record of the loop's call_soon_threadsafe inbox"
+ * (threadsafe_inbox.h). Never a pointer to an object, never dereferenced: release and visit skip it, the inbox is
+ * released and traversed on its own. */
+#define ZL_INBOX_MARK ((PyObject *)(uintptr_t)1)
 
 /* For a container's tp_traverse, one queued handle: the handle itself when the GC tracks it, else everything the
  * handle holds (callback, arguments, context, loop, ...), on the handle's behalf. */
@@ -17,6 +23,9 @@ void zl_handle_track(PyObject *handle);
 static inline void
 zl_handle_release(PyObject *handle)
 {
+    if (handle == ZL_INBOX_MARK) {
+        return;
+    }
     if (Py_REFCNT(handle) > 1) {
         zl_handle_track(handle);
     }

@@ -167,10 +167,43 @@ loop_call_soon(zl_loop *self, PyObject *const *args, Py_ssize_t nargs, PyObject 
     return loop_schedule_soon(self, "call_soon", args, nargs, kwnames, 0);
 }
 
+/* call_soon_threadsafe(callback[, arg]) outside debug mode: the call is queued as an inbox record behind a mark
+ * (threadsafe_inbox.h), and the Handle returned is an ordinary tracked object the queue does not hold, so one
+ * nobody keeps is freed at once and reused hot from the free list. */
+static PyObject *
+loop_schedule_threadsafe_record(zl_loop *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *context;
+    if (parse_callback_call(self, "call_soon_threadsafe", args, nargs, 0, kwnames, &context) < 0 ||
+        zl_loop_check_closed(self) < 0) {
+        return NULL;
+    }
+    zl_handle *handle = zl_handle_new(self, args[0], args + 1, nargs - 1, context, 0, 0.0);
+    if (handle == NULL) {
+        return NULL;
+    }
+    handle->threadsafe = 1;
+    if (zl_inbox_push(&self->inbox, handle, handle->callback, nargs > 1 ? args[1] : NULL, handle->context,
+                      &handle->seq) < 0) {
+        Py_DECREF(handle);
+        return NULL;
+    }
+    handle->in_inbox = 1;
+    if (zl_loop_schedule(self, ZL_INBOX_MARK) < 0) {
+        zl_inbox_unpush(&self->inbox);
+        Py_DECREF(handle);
+        return NULL;
+    }
+    zl_handle_track((PyObject *)handle);
+    return (PyObject *)handle;
+}
+
 static PyObject *
 loop_call_soon_threadsafe(zl_loop *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    PyObject *handle = loop_schedule_soon(self, "call_soon_threadsafe", args, nargs, kwnames, 1);
+    PyObject *handle = nargs <= 2 && !self->debug
+                           ? loop_schedule_threadsafe_record(self, args, nargs, kwnames)
+                           : loop_schedule_soon(self, "call_soon_threadsafe", args, nargs, kwnames, 1);
     if (handle == NULL) {
         return NULL;
     }
@@ -362,6 +395,7 @@ loop_release_backend(zl_loop *self)
 {
     zl_ready_queue_clear(&self->ready);
     zl_ready_queue_clear(&self->ready_later);
+    zl_inbox_clear(&self->inbox);
     zl_timer_heap_clear(&self->timers);
     zl_ready_queue_clear(&self->timers_due);
     zl_io_release_all(self);
@@ -538,6 +572,7 @@ loop_traverse(zl_loop *self, visitproc visit, void *arg)
     Py_VISIT(self->time_override);
     if (zl_ready_queue_traverse(&self->ready, visit, arg) < 0 ||
         zl_ready_queue_traverse(&self->ready_later, visit, arg) < 0 ||
+        zl_inbox_traverse(&self->inbox, visit, arg) < 0 ||
         zl_timer_heap_traverse(&self->timers, visit, arg) < 0 ||
         zl_ready_queue_traverse(&self->timers_due, visit, arg) < 0) {
         return -1;
@@ -553,6 +588,7 @@ loop_clear(zl_loop *self)
     Py_CLEAR(self->time_override);
     zl_ready_queue_clear(&self->ready);
     zl_ready_queue_clear(&self->ready_later);
+    zl_inbox_clear(&self->inbox);
     zl_timer_heap_clear(&self->timers);
     zl_ready_queue_clear(&self->timers_due);
     zl_io_release_all(self);
@@ -567,6 +603,7 @@ loop_dealloc(zl_loop *self)
     loop_release_backend(self);
     zl_ready_queue_free(&self->ready);
     zl_ready_queue_free(&self->ready_later);
+    zl_inbox_free(&self->inbox);
     zl_timer_heap_free(&self->timers);
     zl_ready_queue_free(&self->timers_due);
     zl_loop_stats_clear(&self->stats);

@@ -1,5 +1,5 @@
 /* core/ready_queue.h — the ready queue: a growable ring buffer of handles waiting to run, FIFO.
- * It owns one reference to each queued handle (see handle_gc.h); the hot push/pop are inline. */
+ * It owns one reference to each queued handle (see handle_gc.h), or holds ZL_INBOX_MARK; push/pop are inline. */
 #ifndef ZL_READY_QUEUE_H
 #define ZL_READY_QUEUE_H
 

@@ -237,19 +237,114 @@ run_handle_instrumented(zl_loop *loop, zl_handle *handle)
     return loop->stats.timing ? run_handle_timed(loop, handle) : run_handle_debug(loop, handle);
 }
 
+/* A handle taken from the ready queue (or an inbox record's), unless it was cancelled. */
+static int
+run_queued_handle(zl_loop *loop, zl_handle *handle)
+{
+    if (handle->cancelled) {
+        return 0;
+    }
+    loop->stats.callbacks++;
+    loop->stats.timers_fired += handle->is_timer;
+    return (loop->debug | loop->stats.timing) ? run_handle_instrumented(loop, handle) : zl_handle_run(handle);
+}
+
+/* A context for a record that deferred it: a fresh empty one, what a copy of the caller's empty one would be. */
+static int
+inbox_record_make_context(zl_inbox_record *record)
+{
+    if (record->context == NULL && (record->context = PyContext_New()) == NULL) {
+        return -1;
+    }
+    return 0;
+}
+
+/* A Handle for a record whose own is gone, holding what the record holds. */
+static zl_handle *
+inbox_record_handle(zl_loop *loop, zl_inbox_record *record)
+{
+    if (inbox_record_make_context(record) < 0) {
+        return NULL;
+    }
+    zl_handle *handle = zl_handle_new(loop, record->callback, &record->arg, record->arg != NULL, record->context,
+                                      0, 0.0);
+    if (handle != NULL) {
+        handle->threadsafe = 1;
+    }
+    return handle;
+}
+
+/* A record whose Handle is gone, run as that Handle would have been: in its context (an empty one when deferred,
+ * threadsafe_inbox.h), its exception reported with a Handle made for the report. */
+static int
+run_inbox_record_alone(zl_loop *loop, zl_inbox_record *record)
+{
+    int lent = record->context == NULL;
+    if (lent && zl_inbox_lend_context(&loop->inbox, record) < 0) {
+        return -1;
+    }
+    loop->stats.callbacks++;
+    PyObject *res = zl_call_in_context(record->context, record->callback, &record->arg, record->arg != NULL);
+    if (res != NULL) {
+        Py_DECREF(res);
+        if (lent) {
+            zl_inbox_reclaim_context(&loop->inbox, record);
+        }
+        return 0;
+    }
+    if (zl_err_stops_loop()) {
+        return -1;
+    }
+    PyObject *exc = zl_err_fetch();
+    zl_handle *handle = inbox_record_handle(loop, record);
+    if (handle == NULL) {
+        Py_DECREF(exc);
+        return -1;
+    }
+    zl_err_restore(exc);
+    int rc = zl_handle_report_error(handle);
+    Py_DECREF(handle);
+    return rc;
+}
+
+/* The next call_soon_threadsafe record (its mark was just popped): through its Handle while that lives, on its
+ * own otherwise; instrumented runs (debug mode, statistics timing) get a Handle made for them. */
+static int
+run_inbox_record(zl_loop *loop)
+{
+    zl_inbox_record record;
+    zl_inbox_pop(&loop->inbox, &record);
+    zl_handle *handle = record.handle;
+    int rc = 0;
+    if (handle != NULL) {
+        Py_INCREF(handle);
+    } else if (record.callback != NULL && (loop->debug | loop->stats.timing)) {
+        handle = inbox_record_handle(loop, &record);
+        rc = handle == NULL ? -1 : 0;
+    } else if (record.callback != NULL) {
+        rc = run_inbox_record_alone(loop, &record);
+    }
+    zl_inbox_record_release(&record);
+    if (handle != NULL) {
+        rc = run_queued_handle(loop, handle);
+        Py_DECREF(handle);
+    }
+    return rc;
+}
+
 /* The first todo handles queued: callbacks scheduled by these callbacks wait for the next iteration. */
 static int
 run_ready_handles(zl_loop *loop, size_t todo)
 {
     while (todo-- > 0 && loop->ready.len > 0) {
-        zl_handle *handle = (zl_handle *)zl_ready_queue_pop(&loop->ready);
-        int rc = 0;
-        if (!handle->cancelled) {
-            loop->stats.callbacks++;
-            loop->stats.timers_fired += handle->is_timer;
-            rc = (loop->debug | loop->stats.timing) ? run_handle_instrumented(loop, handle) : zl_handle_run(handle);
+        PyObject *item = zl_ready_queue_pop(&loop->ready);
+        int rc;
+        if (item == ZL_INBOX_MARK) {
+            rc = run_inbox_record(loop);
+        } else {
+            rc = run_queued_handle(loop, (zl_handle *)item);
+            zl_handle_release(item);
         }
-        zl_handle_release((PyObject *)handle);
         if (rc < 0) {
             return -1;
         }

@@ -12,6 +12,7 @@
 #include "interned_names.h"
 #include "loop_stats.h"
 #include "ready_queue.h"
+#include "threadsafe_inbox.h"
 #include "timer_heap.h"
 
 typedef struct zl_loop zl_loop;
@@ -47,10 +48,12 @@ typedef struct zl_handle {
     unsigned char context_untracked : 1; /* the copied context is not tracked by the GC (handle_gc.h) */
     unsigned char context_deferred : 1; /* context is NULL: the current one was empty, a fresh one is made on use */
     unsigned char threadsafe : 1;     /* from call_soon_threadsafe: other threads wait while it runs (3.14) */
+    unsigned char in_inbox : 1;       /* its record (number seq) waits in loop->inbox (threadsafe_inbox.h) */
     unsigned char scheduled;          /* timers: ZL_TIMER_IN_HEAP or ZL_TIMER_DUE while the loop holds them */
     unsigned long run_thread;         /* threadsafe handles: the thread running the callback */
     double when;                      /* timers: deadline */
-    uint64_t seq;                     /* timers in the due queue: their place in scheduling order */
+    uint64_t seq;                     /* timers in the due queue: their place in scheduling order; in_inbox:
+                                         the number of its record */
     PyObject *when_given;             /* call_at(when) given as an int: when() returns it, as asyncio keeps it */
 } zl_handle;
 
@@ -74,6 +77,23 @@ int zl_handle_run(zl_handle *handle);
 
 /* Mark cancelled and drop the callback and arguments. */
 void zl_handle_cancel(zl_handle *handle);
+
+/* callback(*args) with context entered (a handle's run); NULL with an exception set when either failed. */
+static inline PyObject *
+zl_call_in_context(PyObject *context, PyObject *callback, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (PyContext_Enter(context) < 0) {
+        return NULL;
+    }
+    PyObject *res = PyObject_Vectorcall(callback, args, nargs, NULL);
+    if (PyContext_Exit(context) < 0) {
+        Py_CLEAR(res);
+    }
+    return res;
+}
+
+/* Hand the raised exception to the loop's exception handler for handle; -1 if the loop must stop. */
+int zl_handle_report_error(zl_handle *handle);
 
 /* ------------------------------------------------------------------ fd table (core/io_watch.c) */
 
@@ -124,6 +144,7 @@ struct zl_loop {
     zl_backend *backend;              /* NULL once closed */
     zl_ready_queue ready;
     zl_ready_queue ready_later;       /* what C I/O callbacks schedule while the dispatch runs them (see io_watch.c) */
+    zl_inbox inbox;                   /* call_soon_threadsafe records, one per ZL_INBOX_MARK in the two queues above */
     zl_timer_heap timers;
     zl_ready_queue timers_due;        /* timers due when scheduled, in (deadline, sequence) order: they skip the heap
                                          and are merged with the heap's due timers in run_once.c */

@@ -1,6 +1,8 @@
 # tests/test_threadsafe.py — call_soon_threadsafe: wakes a loop blocked in its poll (with no timers at all, or
 # only far ones) promptly; many threads x many calls are all delivered, in order per thread; a threadsafe handle
-# asked from another thread while its callback runs waits for the callback (asyncio 3.14's _ThreadSafeHandle).
+# asked from another thread while its callback runs waits for the callback (asyncio 3.14's _ThreadSafeHandle);
+# calls keep their place among call_soon calls and their context, whether their handle is kept, dropped at once,
+# cancelled or asked for its context (zloop queues a record, not the handle: core/threadsafe_inbox.h).
 #
 # A loop whose wake-up is broken would block forever, so every test keeps a rescue channel: a socket the loop
 # watches, written to if the expected wake-up does not come in time. The bounds are generous (WAKE_BOUND,
@@ -266,3 +268,197 @@ def test_threadsafe_handle_cancelled_by_its_own_callback_runs_to_the_end(loop, r
     t.join(TIMEOUT)
     run_forever()
     assert seen == [True]
+
+
+# ---------------------------------------------------------------- handles nobody keeps
+# zloop queues call_soon_threadsafe(callback[, arg]) as a record the loop owns and returns a Handle the queue does
+# not hold (core/threadsafe_inbox.h): whether that Handle is kept, dropped at once, cancelled, asked for its
+# context or collected, the call behaves as asyncio's, which queues the Handle itself.
+
+CROWD = 1000   # queued handles: past the point where zloop defers an empty context (core/handle.c)
+
+
+def _in_thread(func):
+    """func() in a new thread (whose context is empty), its result returned."""
+    result = []
+    t = threading.Thread(target=lambda: result.append(func()))
+    t.start()
+    t.join(TIMEOUT)
+    assert result, "the thread did not finish"
+    return result[0]
+
+
+@pytest.mark.parametrize("crowd", [0, CROWD])
+def test_threadsafe_calls_keep_their_place_among_call_soon(loop, run_forever, crowd):
+    seen = []
+    kept = []
+    for _ in range(crowd):
+        loop.call_soon(int)
+
+    def schedule():
+        loop.call_soon(seen.append, "a")
+        loop.call_soon_threadsafe(seen.append, "b")                # dropped at once
+        kept.append(loop.call_soon_threadsafe(seen.append, "c"))   # kept
+        loop.call_soon(seen.append, "d")
+        loop.call_soon_threadsafe(lambda x, y: seen.append(x + y), "e", "")   # two arguments
+        loop.call_soon_threadsafe(lambda: seen.append("f"))
+        loop.call_soon(loop.stop)
+
+    loop.call_soon(schedule)
+    run_forever()
+    assert seen == ["a", "b", "c", "d", "e", "f"]
+    assert not kept[0].cancelled()
+
+
+def test_threadsafe_calls_from_threads_and_the_loop_thread_in_call_order(loop, run_forever):
+    seen = []
+    loop.call_soon(seen.append, 0)
+    _in_thread(lambda: loop.call_soon_threadsafe(seen.append, 1))
+    loop.call_soon(seen.append, 2)
+    _in_thread(lambda: loop.call_soon_threadsafe(seen.append, 3))
+    loop.call_soon_threadsafe(seen.append, 4)
+    loop.call_soon(loop.stop)
+    run_forever()
+    assert seen == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_threadsafe_context_handed_out_before_the_run_is_the_one_used(loop, run_forever, keep):
+    import contextvars
+    var = contextvars.ContextVar("var", default="unset")
+    seen = []
+    for _ in range(CROWD):
+        loop.call_soon(int)
+    handle = _in_thread(lambda: loop.call_soon_threadsafe(lambda: seen.append(var.get())))
+    context = handle._context   # get_context() from 3.12 on
+    context.run(var.set, "given")
+    if not keep:
+        del handle
+    loop.call_soon(loop.stop)
+    run_forever()
+    assert seen == ["given"]
+
+
+@pytest.mark.parametrize("crowd", [0, CROWD])
+def test_threadsafe_copies_the_calling_threads_context(loop, run_forever, crowd):
+    import contextvars
+    var = contextvars.ContextVar("var", default="unset")
+    seen = []
+    for _ in range(crowd):
+        loop.call_soon(int)
+
+    def other_thread():
+        var.set("thread")
+        loop.call_soon_threadsafe(lambda: seen.append(var.get()))
+        var.set("later")
+        loop.call_soon_threadsafe(lambda tag: seen.append((tag, var.get())), "second")
+
+    _in_thread(other_thread)
+    loop.call_soon(loop.stop)
+    run_forever()
+    assert seen == ["thread", ("second", "later")]
+
+
+def test_threadsafe_exception_of_a_dropped_handle_reaches_the_handler(loop, run_forever):
+    contexts = []
+    loop.set_exception_handler(lambda lp, context: contexts.append(context))
+
+    def failing(value):
+        raise ValueError(value)
+
+    _in_thread(lambda: loop.call_soon_threadsafe(failing, 7) and None)
+    loop.call_soon(loop.stop)
+    run_forever()
+    assert len(contexts) == 1
+    context = contexts[0]
+    assert isinstance(context["exception"], ValueError) and context["exception"].args == (7,)
+    assert context["message"].startswith("Exception in callback")
+    assert context["handle"]._callback is failing and context["handle"]._args == (7,)
+    assert "failing" in repr(context["handle"])
+
+
+def test_threadsafe_system_exit_from_a_dropped_handle_stops_the_loop(loop):
+    def leave():
+        raise SystemExit(3)
+
+    _in_thread(lambda: loop.call_soon_threadsafe(leave) and None)
+    with pytest.raises(SystemExit):
+        loop.run_forever()
+    seen = []
+    loop.call_soon_threadsafe(seen.append, "after")
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert seen == ["after"]
+
+
+class _Arg:
+    pass
+
+
+def test_threadsafe_cancel_releases_the_arguments_at_once(loop, run_forever):
+    import weakref
+    seen = []
+    arg = _Arg()
+    ref = weakref.ref(arg)
+    handle = loop.call_soon_threadsafe(seen.append, arg)
+    del arg
+    handle.cancel()
+    assert ref() is None, "a cancelled threadsafe handle kept its argument"
+    del handle
+    loop.call_soon(loop.stop)
+    run_forever()
+    assert seen == []
+
+
+def test_threadsafe_close_releases_what_queued_calls_hold(loop):
+    import weakref
+    arg, kept_arg = _Arg(), _Arg()
+    refs = weakref.ref(arg), weakref.ref(kept_arg)
+    loop.call_soon_threadsafe(list, arg)
+    kept = loop.call_soon_threadsafe(list, kept_arg)
+    del arg, kept_arg
+    loop.close()
+    assert refs[0]() is None, "a closed loop kept a queued call's argument"
+    assert kept._args == (refs[1](),) and not kept.cancelled()   # a kept handle keeps what it holds, as asyncio's
+
+
+def test_threadsafe_slow_callback_warning_when_debug_is_set_after_queueing(loop, run_forever, caplog):
+    import logging
+    caplog.set_level(logging.WARNING, logger="asyncio")
+
+    def slow_threadsafe_callback():
+        time.sleep(0.05)
+
+    _in_thread(lambda: loop.call_soon_threadsafe(slow_threadsafe_callback) and None)
+    loop.set_debug(True)
+    loop.slow_callback_duration = 0.01
+    loop.call_soon(loop.stop)
+    run_forever()
+    messages = [r.getMessage() for r in caplog.records if r.name == "asyncio" and r.levelno == logging.WARNING]
+    assert any("slow_threadsafe_callback" in m for m in messages), messages
+
+
+@pytest.mark.parametrize("crowd", [0, CROWD])
+def test_threadsafe_callbacks_never_see_each_others_variables(loop, run_forever, crowd):
+    import contextvars
+    var = contextvars.ContextVar("var", default="unset")
+    seen = []
+    for _ in range(crowd):
+        loop.call_soon(int)
+
+    def set_and_keep():
+        seen.append(var.get())
+        var.set("leaked")
+
+    def set_and_reset():
+        seen.append(var.get())
+        var.reset(var.set("reset"))
+
+    def other_thread():   # an empty context, so zloop makes (or reuses) the callbacks' contexts itself
+        for func in (set_and_reset, set_and_reset, set_and_keep, set_and_keep, set_and_reset):
+            loop.call_soon_threadsafe(func)
+
+    _in_thread(other_thread)
+    loop.call_soon(loop.stop)
+    run_forever()
+    assert seen == ["unset"] * 5
