@@ -391,7 +391,7 @@ zl_handle_cancel(zl_handle *handle)
     }
     zl_inbox_record *record = handle_inbox_record(handle);
     if (record != NULL) {
-        zl_inbox_record_release(record);   /* cancelled: its callback is NULL; the handle stays attached */
+        zl_inbox_record_cancel(record);
     }
 }
 

@@ -103,6 +103,15 @@ zl_inbox_reclaim_context(zl_inbox *inbox, zl_inbox_record *record)
 }
 
 void
+zl_inbox_record_cancel(zl_inbox_record *record)
+{
+    /* Emptied before releasing: a finalizer may queue calls, and the ring they grow moves the record. */
+    zl_inbox_record dropped = *record;
+    record->callback = record->arg = record->context = NULL;
+    zl_inbox_record_release(&dropped);
+}
+
+void
 zl_inbox_record_release(zl_inbox_record *record)
 {
     Py_CLEAR(record->callback);

@@ -52,6 +52,9 @@ void zl_inbox_pop(zl_inbox *inbox, zl_inbox_record *record);
 int zl_inbox_lend_context(zl_inbox *inbox, zl_inbox_record *record);
 void zl_inbox_reclaim_context(zl_inbox *inbox, zl_inbox_record *record);
 
+/* Cancel a queued record: its references are released (callback NULL from then on); its handle stays attached. */
+void zl_inbox_record_cancel(zl_inbox_record *record);
+
 /* Release what a record holds (not its borrowed handle). */
 void zl_inbox_record_release(zl_inbox_record *record);
 

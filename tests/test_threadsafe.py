@@ -462,3 +462,23 @@ def test_threadsafe_callbacks_never_see_each_others_variables(loop, run_forever,
     loop.call_soon(loop.stop)
     run_forever()
     assert seen == ["unset"] * 5
+
+
+class _SchedulesWhenFreed:
+    """An argument whose finalizer queues many more thread-safe calls (the record ring grows under the cancel)."""
+
+    def __init__(self, loop, seen):
+        self.loop, self.seen = loop, seen
+
+    def __del__(self):
+        for i in range(300):
+            self.loop.call_soon_threadsafe(self.seen.append, i)
+
+
+def test_threadsafe_cancel_whose_release_queues_more_calls(loop, run_forever):
+    seen = []
+    handle = loop.call_soon_threadsafe(seen.append, _SchedulesWhenFreed(loop, seen))
+    handle.cancel()
+    loop.call_soon(loop.stop)
+    run_forever()
+    assert seen == list(range(300))
