@@ -142,6 +142,7 @@ static PyObject *handles[READY_MAX];   /* every handle add_* returned, owned */
 static size_t handles_len;
 static fuzz_item *owners[8];           /* C-side owners, owned */
 static PyObject *callback;             /* what add_reader handles would call */
+static PyObject *loop_type;            /* the module's LoopCore heap type, owned */
 static struct { fuzz_item *owner; int fd; } calls[LOG_MAX], expected_calls[LOG_MAX];
 static size_t calls_len, expected_calls_len;
 
@@ -632,6 +633,8 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
                "zloop._zloop did not initialise");
     Py_DECREF(spec);
     Py_DECREF(types);
+    loop_type = PyObject_GetAttrString(module, "LoopCore");
+    FUZZ_CHECK(loop_type != NULL, "zloop._zloop has no LoopCore");
     callback = PyCFunction_New(&noop_def, NULL);
     FUZZ_CHECK(callback != NULL, "out of memory");
     for (size_t o = 0; o < sizeof(owners) / sizeof(owners[0]); o++) {
@@ -644,7 +647,7 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 static void
 new_loop(void)
 {
-    loop = (zl_loop *)PyObject_CallNoArgs((PyObject *)&zl_loop_type);
+    loop = (zl_loop *)PyObject_CallNoArgs(loop_type);
     FUZZ_CHECK(loop != NULL, "LoopCore() failed");
     loop->ops->destroy(loop->backend);
     loop->ops = &fake_ops;
