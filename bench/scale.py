@@ -15,6 +15,10 @@ only; rounds outermost, the loop order rotated each round:
            included), CPU ns per call_later; then cancel() every other one and run one loop iteration: CPU ns
            per cancelled timer.
 
+The floor: scale_floor.c, a bare C epoll server doing only what hold and churn ask (accept4 until the backlog is
+drained, epoll add, one recv, one send back, close at EOF; no Python), built with cc on first use and measured in
+the same rounds as the loops (--no-floor leaves it out).  What a loop's server costs above it is the loop's.
+
 The client connects in batches (--batch sockets: connect all, send all, read all), so the server sees bursts
 as a busy server does.  A figure fails when a child fails, hangs past --time-limit or reports other work than it
 was given (each echo is checked by the client, counts by the server).
@@ -43,7 +47,11 @@ WARM = 100                 # warm-up connections (hold, churn) before the measur
 FD_MARGIN = 200            # fds the server and client keep for themselves besides the connections
 CLIENT_GRACE = 30.0        # seconds the client may take past --time-limit to close its connections
 ROWS = ("hold", "churn", "timers")
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+HERE = os.path.dirname(os.path.abspath(__file__))
+RESULTS = os.path.join(HERE, "results")
+FLOOR = "floor"            # the spec of the bare C server (hold and churn only)
+FLOOR_SOURCE = os.path.join(HERE, "scale_floor.c")
+FLOOR_BINARY = os.path.join(RESULTS, "scale_floor")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 # The client's connections come from this many loopback addresses (127.0.0.2, ...): from one, each connect() searches
 # the ephemeral port range for a port free with that address, and with 19,700 of its 28,232 ports held that search
@@ -229,10 +237,17 @@ def stop(proc):
     proc.stdout.close()
 
 
+def server_cmd(spec, mode, n):
+    """The server child measured: the loop's serve(), or the floor."""
+    if spec == FLOOR:
+        return [FLOOR_BINARY, mode, str(WARM), str(n)], None
+    return child_cmd(spec, "serve", spec, mode, WARM, n), _loops.child_env(spec)
+
+
 def run_connections(spec, mode, n, batch, time_limit):
     deadline = time.monotonic() + time_limit
-    server = subprocess.Popen(child_cmd(spec, "serve", spec, mode, WARM, n), stdout=subprocess.PIPE, text=True,
-                              env=_loops.child_env(spec))
+    cmd, env = server_cmd(spec, mode, n)
+    server = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
     client_proc = None
     try:
         port = int(read_line(server, deadline))
@@ -289,6 +304,8 @@ def measure_all(specs, figures, args):
         order = specs[r % len(specs):] + specs[:r % len(specs)]
         for row, n in figures:
             for spec in order:
+                if spec == FLOOR and row == "timers":
+                    continue
                 try:
                     if row == "timers":
                         value = run_timers(spec, n, args.time_limit)
@@ -347,6 +364,7 @@ def main():
     p.add_argument("--churn", type=int, default=5000, help="churn: measured connections")
     p.add_argument("--timers", type=int, default=1_000_000, help="timers: pending timers")
     p.add_argument("--batch", type=int, default=100, help="client: connections opened together")
+    p.add_argument("--no-floor", action="store_true", help="leave out the bare C server (scale_floor.c)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--time-limit", type=float, default=120.0, help="seconds one figure may take")
     p.add_argument("--json", default=os.path.join(RESULTS, "scale.json"))
@@ -363,6 +381,9 @@ def main():
     import _harness
     max_n = raise_fd_limit() - WARM - FD_MARGIN
     specs = _loops.select(args.loops, peers=True)
+    if not args.no_floor and {"hold", "churn"} & {row for row, _ in plan(args, max_n)}:
+        _harness.build_c(FLOOR_SOURCE, FLOOR_BINARY)
+        specs.append(FLOOR)
     figures = plan(args, max_n)
     started = time.monotonic()
     print(f"loops: {', '.join(specs)}; figures: {figures}; rounds: {args.rounds}", file=sys.stderr)
