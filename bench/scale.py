@@ -8,8 +8,8 @@ only; rounds outermost, the loop order rotated each round:
            echoed and stays open, idle.  Between the W-th and the (W+N)-th echo the server reads its RSS
            (/proc/self/statm) and CPU (CLOCK_PROCESS_CPUTIME_ID): memory growth per connection and CPU per
            accept + first echo, and the system-time part of it (getrusage: the kernel splits user from system
-           time by tick samples, so that part is approximate).  N = 1,000, 5,000 and the largest the fd limit allows (both processes raise
-           their soft RLIMIT_NOFILE to the hard one).
+           time by tick samples, so that part is approximate).  N = 1,000, 5,000 and the largest the fd limit
+           allows (both processes raise their soft RLIMIT_NOFILE to the hard one).
   churn    connect, one 100-byte request echoed, client closes; M connections after W warm-up ones: server
            connections per second of server CPU (counted at connection_lost).
   timers   1,000,000 pending call_later(3600 + i * 1 us) kept in a list: RSS growth per timer (the list
