@@ -7,9 +7,8 @@ only; rounds outermost, the loop order rotated each round:
   hold     the server accepts W warm-up connections, then N more; each connection sends 100 bytes, gets them
            echoed and stays open, idle.  Between the W-th and the (W+N)-th echo the server reads its RSS
            (/proc/self/statm) and CPU (CLOCK_PROCESS_CPUTIME_ID): memory growth per connection and CPU per
-           accept + first echo, and the system-time part of it (getrusage: the kernel splits user from system
-           time by tick samples, so that part is approximate).  N = 1,000, 5,000 and the largest the fd limit
-           allows (both processes raise their soft RLIMIT_NOFILE to the hard one).
+           accept + first echo.  N = 1,000, 5,000 and the largest the fd limit allows (both processes raise
+           their soft RLIMIT_NOFILE to the hard one).
   churn    connect, one 100-byte request echoed, client closes; M connections after W warm-up ones: server
            connections per second of server CPU (counted at connection_lost).
   timers   1,000,000 pending call_later(3600 + i * 1 us) kept in a list: RSS growth per timer (the list
@@ -261,8 +260,7 @@ def run_connections(spec, mode, n, batch, time_limit):
         cpu = figure["end"]["cpu_ns"] - figure["base"]["cpu_ns"]
         if mode == "churn":
             return {"conn_per_cpu_s": n / (cpu / 1e9)}
-        return {"bytes_per_conn": (figure["end"]["rss"] - figure["base"]["rss"]) / n, "cpu_us": cpu / n / 1e3,
-                "sys_us": (figure["end"]["sys"] - figure["base"]["sys"]) / n * 1e6}
+        return {"bytes_per_conn": (figure["end"]["rss"] - figure["base"]["rss"]) / n, "cpu_us": cpu / n / 1e3}
     finally:
         stop(server)
         if client_proc is not None:   # its answer is in: closing its sockets gets a grace of its own
@@ -335,7 +333,6 @@ def medians(series):
 
 FIELDS = [("bytes_per_conn", "server memory per connection (B)", "{:.0f}"),
           ("cpu_us", "server CPU per accept + first echo (us)", "{:.1f}"),
-          ("sys_us", "  of which system time, getrusage, tick-sampled (us)", "{:.1f}"),
           ("conn_per_cpu_s", "churn: connections per second of server CPU", "{:.0f}"),
           ("bytes_per_timer", "memory per pending timer incl. the list (B)", "{:.0f}"),
           ("call_later_ns", "call_later (ns)", "{:.0f}"),

@@ -19,17 +19,11 @@
 
 enum mode { MODE_HOLD, MODE_CHURN };
 
-/* RSS, CPU and its user / system split at one moment, as bench/scale.py's sample() takes them. */
-struct sample {
-    long long rss, cpu_ns;
-    double user, sys;                /* seconds, getrusage */
-};
-
 /* What the run counts and the two samples it reports, as bench/scale.py's serve() does. */
 struct tally {
     enum mode mode;
     long warm, n, count;
-    struct sample base;
+    long long base_rss, base_cpu_ns;
 };
 
 static char read_buffer[READ_SIZE];
@@ -53,35 +47,18 @@ static long long cpu_ns(void)
     return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-static struct sample take_sample(void)
-{
-    struct rusage usage;
-    getrusage(RUSAGE_SELF, &usage);
-    return (struct sample){.rss = rss_bytes(), .cpu_ns = cpu_ns(),
-                           .user = usage.ru_utime.tv_sec + usage.ru_utime.tv_usec / 1e6,
-                           .sys = usage.ru_stime.tv_sec + usage.ru_stime.tv_usec / 1e6};
-}
-
-static void print_sample(const char *name, const struct sample *s)
-{
-    printf("\"%s\": {\"rss\": %lld, \"cpu_ns\": %lld, \"user\": %.6f, \"sys\": %.6f}", name, s->rss, s->cpu_ns,
-           s->user, s->sys);
-}
-
 /* One more connection echoed (hold) or closed (churn): sample at warm and at warm + n, then report and exit. */
 static void tally_mark(struct tally *t)
 {
     t->count++;
     if (t->count == t->warm) {
-        t->base = take_sample();
+        t->base_rss = rss_bytes();
+        t->base_cpu_ns = cpu_ns();
     }
     if (t->count == t->warm + t->n) {
-        struct sample end = take_sample();
-        printf("{\"count\": %ld, ", t->count - t->warm);
-        print_sample("base", &t->base);
-        printf(", ");
-        print_sample("end", &end);
-        printf("}\n");
+        long long end_rss = rss_bytes(), end_cpu_ns = cpu_ns();
+        printf("{\"count\": %ld, \"base\": {\"rss\": %lld, \"cpu_ns\": %lld}, \"end\": {\"rss\": %lld, \"cpu_ns\": %lld}}\n",
+               t->count - t->warm, t->base_rss, t->base_cpu_ns, end_rss, end_cpu_ns);
         fflush(stdout);
         _exit(0);
     }
