@@ -54,6 +54,17 @@ class Clock:
         self.wall_ns = time.perf_counter_ns() - self._wall0
 
 
+def build_c(source, binary):
+    """binary compiled from the one C file source with cc (or $CC) when missing or older than it; returns its path."""
+    fresh = os.path.exists(binary) and os.path.getmtime(binary) >= os.path.getmtime(source)
+    if not fresh:
+        os.makedirs(os.path.dirname(binary), exist_ok=True)
+        cc = os.environ.get("CC", "cc")
+        subprocess.run([cc, "-O2", "-std=c11", "-Wall", "-Wextra", "-o", binary, source], check=True, timeout=120)
+        print(f"built {binary}", file=sys.stderr)
+    return binary
+
+
 # ------------------------------------------------------------ command line
 
 def arg_parser(doc, rows, json_name, time_limit, scale=True, n_default=None, n_help=argparse.SUPPRESS):

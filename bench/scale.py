@@ -4,7 +4,7 @@ Three measurements, each loop's server (or timer child) in a fresh process run b
 (peers from bench/peers.sh), the client in another process (this interpreter, plain blocking sockets), loopback
 only; rounds outermost, the loop order rotated each round:
 
-  hold     the server accepts W warm-up connections, then N more; each connection sends 100 bytes, gets them
+  hold     the server accepts W warm-up connections (2,000: see HOLD_WARM), then N more; each connection sends 100 bytes, gets them
            echoed and stays open, idle.  Between the W-th and the (W+N)-th echo the server reads its RSS
            (/proc/self/statm) and CPU (CLOCK_PROCESS_CPUTIME_ID): memory growth per connection and CPU per
            accept + first echo.  N = 1,000, 5,000 and the largest the fd limit allows (both processes raise
@@ -14,6 +14,10 @@ only; rounds outermost, the loop order rotated each round:
   timers   1,000,000 pending call_later(3600 + i * 1 us) kept in a list: RSS growth per timer (the list
            included), CPU ns per call_later; then cancel() every other one and run one loop iteration: CPU ns
            per cancelled timer.
+
+The floor: scale_floor.c, a bare C epoll server doing only what hold and churn ask (accept4 until the backlog is
+drained, epoll add, one recv, one send back, close at EOF; no Python), built with cc on first use and measured in
+the same rounds as the loops (--no-floor leaves it out).  What a loop's server costs above it is the loop's.
 
 The client connects in batches (--batch sockets: connect all, send all, read all), so the server sees bursts
 as a busy server does.  A figure fails when a child fails, hangs past --time-limit or reports other work than it
@@ -39,11 +43,20 @@ import time
 import _loops
 
 PAYLOAD = 100              # bytes each connection sends and gets back
-WARM = 100                 # warm-up connections (hold, churn) before the measured ones
+WARM = 100                 # warm-up connections (churn) before the measured ones
+# hold: warm-up connections before the measured ones.  A fresh interpreter's heap has free memory it already
+# touched (start-up garbage): the first ~1,500 connections fill it without growing RSS (native, sampling RSS every
+# 500 connections from 0: +532 B per connection, then ~640 from 1,500 on; 115 then ~720 with PYTHONMALLOC=malloc;
+# uvloop 754 then ~1,250), so measured from 100 on, N = 1,000 read low for every loop.
+HOLD_WARM = 2000
 FD_MARGIN = 200            # fds the server and client keep for themselves besides the connections
 CLIENT_GRACE = 30.0        # seconds the client may take past --time-limit to close its connections
 ROWS = ("hold", "churn", "timers")
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+HERE = os.path.dirname(os.path.abspath(__file__))
+RESULTS = os.path.join(HERE, "results")
+FLOOR = "floor"            # the spec of the bare C server (hold and churn only)
+FLOOR_SOURCE = os.path.join(HERE, "scale_floor.c")
+FLOOR_BINARY = os.path.join(RESULTS, "scale_floor")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 # The client's connections come from this many loopback addresses (127.0.0.2, ...): from one, each connect() searches
 # the ephemeral port range for a port free with that address, and with 19,700 of its 28,232 ports held that search
@@ -229,18 +242,29 @@ def stop(proc):
     proc.stdout.close()
 
 
+def warm_of(mode):
+    return HOLD_WARM if mode == "hold" else WARM
+
+
+def server_cmd(spec, mode, n):
+    """The server child measured: the loop's serve(), or the floor."""
+    if spec == FLOOR:
+        return [FLOOR_BINARY, mode, str(warm_of(mode)), str(n)], None
+    return child_cmd(spec, "serve", spec, mode, warm_of(mode), n), _loops.child_env(spec)
+
+
 def run_connections(spec, mode, n, batch, time_limit):
     deadline = time.monotonic() + time_limit
-    server = subprocess.Popen(child_cmd(spec, "serve", spec, mode, WARM, n), stdout=subprocess.PIPE, text=True,
-                              env=_loops.child_env(spec))
+    cmd, env = server_cmd(spec, mode, n)
+    server = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
     client_proc = None
     try:
         port = int(read_line(server, deadline))
-        client_proc = subprocess.Popen(child_cmd("asyncio", "client", port, mode, WARM, n, batch),
+        client_proc = subprocess.Popen(child_cmd("asyncio", "client", port, mode, warm_of(mode), n, batch),
                                        stdout=subprocess.PIPE, text=True)
         done = json.loads(read_line(client_proc, deadline))
         figure = json.loads(read_line(server, deadline))
-        if done["connections"] != WARM + n or figure["count"] != n:
+        if done["connections"] != warm_of(mode) + n or figure["count"] != n:
             raise FigureError(f"did other work: client {done}, server counted {figure['count']} of {n}")
         cpu = figure["end"]["cpu_ns"] - figure["base"]["cpu_ns"]
         if mode == "churn":
@@ -289,6 +313,8 @@ def measure_all(specs, figures, args):
         order = specs[r % len(specs):] + specs[:r % len(specs)]
         for row, n in figures:
             for spec in order:
+                if spec == FLOOR and row == "timers":
+                    continue
                 try:
                     if row == "timers":
                         value = run_timers(spec, n, args.time_limit)
@@ -347,6 +373,7 @@ def main():
     p.add_argument("--churn", type=int, default=5000, help="churn: measured connections")
     p.add_argument("--timers", type=int, default=1_000_000, help="timers: pending timers")
     p.add_argument("--batch", type=int, default=100, help="client: connections opened together")
+    p.add_argument("--no-floor", action="store_true", help="leave out the bare C server (scale_floor.c)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--time-limit", type=float, default=120.0, help="seconds one figure may take")
     p.add_argument("--json", default=os.path.join(RESULTS, "scale.json"))
@@ -361,8 +388,11 @@ def main():
         return client(int(rest[0]), rest[1], int(rest[2]), int(rest[3]), int(rest[4]))
 
     import _harness
-    max_n = raise_fd_limit() - WARM - FD_MARGIN
+    max_n = raise_fd_limit() - HOLD_WARM - FD_MARGIN
     specs = _loops.select(args.loops, peers=True)
+    if not args.no_floor and {"hold", "churn"} & {row for row, _ in plan(args, max_n)}:
+        _harness.build_c(FLOOR_SOURCE, FLOOR_BINARY)
+        specs.append(FLOOR)
     figures = plan(args, max_n)
     started = time.monotonic()
     print(f"loops: {', '.join(specs)}; figures: {figures}; rounds: {args.rounds}", file=sys.stderr)
@@ -370,7 +400,7 @@ def main():
     results = medians(series)
     print_tables(results, specs)
     config = {"rows": [f"{row}/{n}" for row, n in figures], "rounds": args.rounds, "batch": args.batch,
-              "warm": WARM, "payload": PAYLOAD, "fd_limit": raise_fd_limit()}
+              "warm": WARM, "hold_warm": HOLD_WARM, "payload": PAYLOAD, "fd_limit": raise_fd_limit()}
     return _harness.write_json(args.json, "scale", _harness.machine_info(), config, started, results, failures)
 
 

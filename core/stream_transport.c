@@ -23,6 +23,8 @@ typedef struct zl_stream {
     PyObject *data_received;         /* protocol.data_received, NULL for a BufferedProtocol */
     PyObject *get_buffer;            /* BufferedProtocol.get_buffer */
     PyObject *buffer_updated;        /* BufferedProtocol.buffer_updated */
+    unsigned char unbound_calls;     /* STREAM_UNBOUND_* bits: which of the three is the class's function, called
+                                        with the protocol first (stream_protocol_method) */
     PyObject *server;
     PyObject *empty_waiter;          /* future resolved when the write queue drains (sendfile) */
     zl_write_queue out;
@@ -32,6 +34,43 @@ typedef struct zl_stream {
     unsigned char tls;               /* the protocol is the C TLS protocol: ciphertext goes to it in C */
 } zl_stream;
 
+
+enum {
+    STREAM_UNBOUND_DATA_RECEIVED = 1,
+    STREAM_UNBOUND_GET_BUFFER = 2,
+    STREAM_UNBOUND_BUFFER_UPDATED = 4,
+};
+
+/* protocol.<name>, kept for the read path. A plain Python function reached through the protocol's class is kept as
+ * the function itself and called with the protocol first (stream_call_protocol): the call the bound method would
+ * make, without a 64-byte method object held by every connection. Anything else is kept as the attribute gave it.
+ * Sets bit in *unbound for the first kind; NULL with an exception set on failure. */
+static PyObject *
+stream_protocol_method(PyObject *protocol, PyObject *name, unsigned char bit, unsigned char *unbound)
+{
+    PyObject *attr = PyObject_GetAttr(protocol, name);
+    if (attr == NULL || !PyMethod_Check(attr) || PyMethod_GET_SELF(attr) != protocol ||
+        !PyFunction_Check(PyMethod_GET_FUNCTION(attr))) {
+        return attr;
+    }
+    PyObject *function = Py_NewRef(PyMethod_GET_FUNCTION(attr));
+    Py_DECREF(attr);
+    *unbound |= bit;
+    return function;
+}
+
+/* Call one of the kept protocol methods with one argument. */
+static PyObject *
+stream_call_protocol(zl_stream *self, PyObject *method, unsigned char bit, PyObject *arg)
+{
+    PyObject *protocol = Py_NewRef(self->base.protocol);   /* the call may replace it (set_protocol) */
+    PyObject *args[3] = {NULL, protocol, arg};
+    PyObject *res = (self->unbound_calls & bit)
+                        ? PyObject_Vectorcall(method, args + 1, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL)
+                        : PyObject_Vectorcall(method, args + 2, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    Py_DECREF(protocol);
+    return res;
+}
 
 /* ------------------------------------------------------------------ errors */
 
@@ -80,7 +119,7 @@ stream_read_into_protocol_buffer(zl_stream *self)
 {
     static const char *failed = "Fatal error: protocol.get_buffer() call failed.";
     PyObject *size_hint = PyLong_FromLong(-1);
-    PyObject *buffer = size_hint ? PyObject_CallOneArg(self->get_buffer, size_hint) : NULL;
+    PyObject *buffer = size_hint ? stream_call_protocol(self, self->get_buffer, STREAM_UNBOUND_GET_BUFFER, size_hint) : NULL;
     Py_XDECREF(size_hint);
     if (buffer == NULL) {
         return stream_protocol_failed(self, failed);
@@ -111,7 +150,7 @@ stream_read_into_protocol_buffer(zl_stream *self)
         return stream_on_eof(self);
     }
     PyObject *count = PyLong_FromSsize_t(n);
-    PyObject *res = count ? PyObject_CallOneArg(self->buffer_updated, count) : NULL;
+    PyObject *res = count ? stream_call_protocol(self, self->buffer_updated, STREAM_UNBOUND_BUFFER_UPDATED, count) : NULL;
     Py_XDECREF(count);
     if (res == NULL) {
         return stream_protocol_failed(self, "Fatal error: protocol.buffer_updated() call failed.");
@@ -245,7 +284,7 @@ stream_on_readable(PyObject *owner, int fd)
         Py_DECREF(data);
         return stream_on_eof(self);
     }
-    PyObject *res = PyObject_CallOneArg(self->data_received, data);
+    PyObject *res = stream_call_protocol(self, self->data_received, STREAM_UNBOUND_DATA_RECEIVED, data);
     Py_DECREF(data);
     if (res == NULL) {
         return stream_protocol_failed(self, "Fatal error: protocol.data_received() call failed.");
@@ -516,17 +555,23 @@ stream_set_protocol(zl_transport *t, PyObject *protocol)
         return -1;
     }
     PyObject *data_received = NULL, *get_buffer = NULL, *buffer_updated = NULL;
+    unsigned char unbound = 0;
     if (buffered) {
-        get_buffer = PyObject_GetAttr(protocol, ZL_NAME(t->loop->state, get_buffer));
-        buffer_updated = get_buffer ? PyObject_GetAttr(protocol, ZL_NAME(t->loop->state, buffer_updated)) : NULL;
+        get_buffer = stream_protocol_method(protocol, ZL_NAME(t->loop->state, get_buffer), STREAM_UNBOUND_GET_BUFFER,
+                                            &unbound);
+        buffer_updated = get_buffer ? stream_protocol_method(protocol, ZL_NAME(t->loop->state, buffer_updated),
+                                                             STREAM_UNBOUND_BUFFER_UPDATED, &unbound)
+                                    : NULL;
         if (buffer_updated == NULL) {
             Py_XDECREF(get_buffer);
             return -1;
         }
-    } else if (!tls && (data_received = PyObject_GetAttr(protocol, ZL_NAME(t->loop->state, data_received))) == NULL) {
+    } else if (!tls && (data_received = stream_protocol_method(protocol, ZL_NAME(t->loop->state, data_received),
+                                                               STREAM_UNBOUND_DATA_RECEIVED, &unbound)) == NULL) {
         return -1;
     }
     self->tls = (unsigned char)tls;
+    self->unbound_calls = unbound;
     Py_INCREF(protocol);
     Py_XSETREF(self->base.protocol, protocol);
     Py_XSETREF(self->data_received, data_received);

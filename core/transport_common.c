@@ -431,15 +431,6 @@ zl_transport_new_for_fd(PyTypeObject *type, const zl_transport_kind *kind, zl_lo
         return NULL;
     }
     t->context = context;
-#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000
-    /* 3.11 specializes `transport.write(...)` (LOAD_METHOD_WITH_DICT) only when the instance dict exists; 3.12+
-     * specialize it only while the dict is NULL (LOAD_ATTR_METHOD_LAZY_DICT), so it is made when first set. */
-    t->dict = PyDict_New();
-    if (t->dict == NULL) {
-        Py_DECREF(t);
-        return NULL;
-    }
-#endif
     Py_INCREF(loop);
     t->loop = loop;
     t->fd = fd;

@@ -647,3 +647,115 @@ def test_accepted_connections_have_nodelay(loop, listener_nodelay):
     run(loop, main())
     assert seen == [1, 1, 1]
 
+
+
+# ---------------------------------------------------------------------- how the read path calls the protocol
+
+class _Collect(asyncio.Protocol):
+    """Records what data_received (a plain method) gets, and on the first chunk switches to `then` if set."""
+
+    def __init__(self, got, then=None):
+        self.got = got
+        self.then = then
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        self.got.append(("class", bytes(data)))
+        if self.then is not None:
+            self.transport.set_protocol(self.then)
+            self.then = None
+
+
+class _BuiltinDataReceived(asyncio.Protocol):
+    """data_received is a builtin bound to a list: no Python function behind the attribute."""
+
+    def __init__(self, got):
+        self.data_received = got.append
+
+
+class _StaticDataReceived(asyncio.Protocol):
+    got = []
+    data_received = staticmethod(got.append)
+
+
+def _chunks_through(loop, make_protocol, chunks):
+    """Send chunks one by one to a server whose protocol make_protocol() builds; the protocol's records."""
+    async def main():
+        server = await loop.create_server(make_protocol, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for chunk in chunks:
+            writer.write(chunk)
+            await writer.drain()
+            await asyncio.sleep(0.05)
+        writer.close()
+        await writer.wait_closed()
+        await close_server(server)
+    run(loop, main())
+
+
+def test_data_received_as_an_instance_attribute_overrides_the_class(loop):
+    got = []
+
+    def make():
+        protocol = _Collect(got)
+        protocol.data_received = lambda data: got.append(("instance", bytes(data)))
+        return protocol
+    _chunks_through(loop, make, [b"one", b"two"])
+    assert got == [("instance", b"one"), ("instance", b"two")]
+
+
+def test_data_received_that_is_not_a_python_function(loop):
+    got = []
+    _chunks_through(loop, lambda: _BuiltinDataReceived(got), [b"one", b"two"])
+    assert got == [b"one", b"two"]
+    _StaticDataReceived.got.clear()
+    _chunks_through(loop, _StaticDataReceived, [b"three"])
+    assert _StaticDataReceived.got == [b"three"]
+
+
+def test_set_protocol_inside_data_received_drops_the_old_protocol(loop):
+    import gc
+    import weakref
+    got = []
+    later = []
+    refs = []
+
+    def make():
+        protocol = _Collect(got, then=_Collect(later))
+        refs.append(weakref.ref(protocol))
+        return protocol
+    _chunks_through(loop, make, [b"first", b"second"])
+    assert got == [("class", b"first")]
+    assert later == [("class", b"second")]
+    gc.collect()
+    assert refs[0]() is None
+
+
+class _BufferedSwitch(asyncio.BufferedProtocol):
+    def __init__(self, got, then=None):
+        self.got = got
+        self.then = then
+        self.buffer = bytearray(1024)
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def get_buffer(self, sizehint):
+        return self.buffer
+
+    def buffer_updated(self, nbytes):
+        self.got.append(bytes(self.buffer[:nbytes]))
+        if self.then is not None:
+            self.transport.set_protocol(self.then)
+            self.then = None
+
+
+def test_buffered_protocol_switching_to_a_plain_one(loop):
+    got = []
+    later = []
+    _chunks_through(loop, lambda: _BufferedSwitch(got, then=_Collect(later)), [b"first", b"second"])
+    assert got == [b"first"]
+    assert later == [("class", b"second")]

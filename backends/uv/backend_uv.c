@@ -1,6 +1,6 @@
-/* backends/uv/backend_uv.c — the "uv" backend: one uv_loop_t per zl_backend, a uv_poll_t per watched fd,
- * a uv_async_t for wake() and a uv_timer_t (armed by a uv_prepare_t) for poll timeouts. Plain C; owns the loop
- * and every handle it makes. */
+/* backends/uv/backend_uv.c — the "uv" backend: one uv_loop_t per zl_backend, a uv_poll_t per watched fd (stopped
+ * ones kept for reuse), a uv_async_t for wake() and a uv_timer_t (armed by a uv_prepare_t) for poll timeouts. Plain
+ * C; owns the loop and every handle it makes. */
 #ifdef HAVE_CONFIG_H
 #include "config.h"
 #endif
@@ -24,6 +24,11 @@
 
 #define ZL_UV_FIRST_SLOTS 64
 #define ZL_UV_DESTROY_RUNS 16          /* uv_run rounds destroy allows for close callbacks (one is enough) */
+#define ZL_UV_SPARES_MAX 1024          /* stopped poll handles kept for reuse (160 B each) */
+
+#if UV_VERSION_MAJOR != 1
+#error "zl_uv_take_spare sets a stopped uv_poll_t's io_watcher.fd: checked against libuv 1.x only"
+#endif
 
 /* A poll handle; handle.data is its backend, uv_fileno() its fd. Freed by its close callback, so it may outlive
  * its slot. Nothing else per handle: it is what a watched fd costs besides the slot. */
@@ -66,6 +71,9 @@ struct zl_backend {
     int fired_len;
     uint64_t poll_seq;
     int woken;
+    zl_uv_poll **spares;               /* stopped handles, watching nothing, for the next watch (zl_uv_take_spare) */
+    int spares_len;
+    int spares_cap;
 };
 
 /* ---- fd slots ---- */
@@ -253,6 +261,10 @@ zl_uv_close_all(zl_backend *b)
             b->slots[fd].poll = NULL;
         }
     }
+    for (int i = 0; i < b->spares_len; i++) {
+        uv_close((uv_handle_t *)&b->spares[i]->handle, zl_uv_on_poll_closed);
+    }
+    b->spares_len = 0;
     if (b->async_ready) {
         uv_close((uv_handle_t *)&b->wake_async, NULL);
         b->async_ready = 0;
@@ -284,6 +296,7 @@ zl_uv_destroy(zl_backend *b)
     free(b->slots);
     free(b->pending_fds);
     free(b->fired);
+    free(b->spares);
     free(b);
 }
 
@@ -424,11 +437,55 @@ zl_uv_prepare_pending(zl_backend *b)
     b->pending_len = 0;
 }
 
-/* Forget the handle of a watched fd; libuv frees it in a later uv_run. Keeps slot->pending (the list entry). */
-static void
-zl_uv_drop(zl_uv_slot *slot)
+/* ---- spare handles ----
+ *
+ * A new uv_poll_t costs uv_poll_init's probe of the fd (epoll_ctl add and delete) and its ioctl(FIONBIO), and us an
+ * fcntl pair to undo that ioctl: four system calls. A handle whose fd is unwatched is stopped instead and kept; the
+ * next watch takes it and only its number changes. A stopped handle is off libuv's watcher queue and out of its fd
+ * table (uv_poll_stop), so io_watcher.fd is the one thing tying it to an fd; uv_poll_start then works from that
+ * number as after uv_poll_init, which only checks the fd and stores it there (libuv 1.x, unix).
+ */
+
+/* A stopped handle for fd, or NULL when none is kept. */
+static zl_uv_poll *
+zl_uv_take_spare(zl_backend *b, int fd)
 {
-    uv_close((uv_handle_t *)&slot->poll->handle, zl_uv_on_poll_closed);  /* also stops it */
+#ifndef __linux__
+    return NULL;                       /* only the epoll registration checks an fd that skipped uv_poll_init */
+#endif
+    if (b->spares_len == 0) {
+        return NULL;
+    }
+    zl_uv_poll *poll = b->spares[--b->spares_len];
+    poll->handle.io_watcher.fd = fd;
+    return poll;
+}
+
+/* Stop poll and keep it for a later watch; closed (libuv frees it in a later uv_run) when enough are kept. */
+static void
+zl_uv_retire(zl_backend *b, zl_uv_poll *poll)
+{
+    if (b->spares_len == b->spares_cap && b->spares_cap < ZL_UV_SPARES_MAX) {
+        int cap = b->spares_cap ? b->spares_cap * 2 : 16;
+        zl_uv_poll **spares = realloc(b->spares, (size_t)cap * sizeof(*spares));
+        if (spares != NULL) {
+            b->spares = spares;
+            b->spares_cap = cap;
+        }
+    }
+    if (b->spares_len < b->spares_cap) {
+        uv_poll_stop(&poll->handle);   /* ignores an fd that is already closed */
+        b->spares[b->spares_len++] = poll;
+        return;
+    }
+    uv_close((uv_handle_t *)&poll->handle, zl_uv_on_poll_closed);  /* also stops it */
+}
+
+/* Forget the handle of a watched fd. Keeps slot->pending (the list entry). */
+static void
+zl_uv_drop(zl_backend *b, zl_uv_slot *slot)
+{
+    zl_uv_retire(b, slot->poll);
     slot->poll = NULL;
     slot->events = 0;
     slot->started = 0;
@@ -464,27 +521,37 @@ zl_uv_check_rewatch(zl_backend *b, int fd, const zl_uv_slot *slot)
 #endif
 }
 
-/* uv_poll_init sets O_NONBLOCK on the fd; the contract says a backend never changes a watched fd's flags. */
+/* A new handle for fd, in *out. uv_poll_init sets O_NONBLOCK on the fd; the contract says a backend never changes a
+ * watched fd's flags, so they are put back. */
 static int
-zl_uv_poll_init_keeping_flags(zl_backend *b, zl_uv_poll *poll, int fd, int fd_flags)
+zl_uv_poll_new(zl_backend *b, int fd, zl_uv_poll **out)
 {
+    int fd_flags = fcntl(fd, F_GETFL);
+    if (fd_flags < 0) {
+        return -errno;
+    }
+    zl_uv_poll *poll = malloc(sizeof(*poll));
+    if (poll == NULL) {
+        return -ENOMEM;
+    }
     int rc = uv_poll_init(&b->loop, &poll->handle, fd);
-    poll->handle.data = b;             /* libuv never touches it */
     if (!(fd_flags & O_NONBLOCK)) {
         (void)fcntl(fd, F_SETFL, fd_flags);
     }
-    return rc;
+    if (rc < 0) {
+        free(poll);                    /* uv_poll_init fails before it links the handle into the loop */
+        return rc;
+    }
+    poll->handle.data = b;             /* libuv never touches it */
+    *out = poll;
+    return 0;
 }
 
 static int
 zl_uv_watch(zl_backend *b, int fd, int events)
 {
-    if (fd < 0) {
-        return -EBADF;
-    }
-    int fd_flags = fcntl(fd, F_GETFL);
-    if (fd_flags < 0) {
-        return -errno;
+    if (fd < 0 || (fd >= b->slots_len && fcntl(fd, F_GETFD) < 0)) {
+        return -EBADF;                 /* no table grows for a closed fd */
     }
     int rc = zl_uv_reserve(b, fd);
     if (rc < 0) {
@@ -496,23 +563,19 @@ zl_uv_watch(zl_backend *b, int fd, int events)
         if (rc < 0) {
             return rc;
         }
-        zl_uv_drop(slot);              /* stale: stopping it frees the fd number for uv_poll_init */
+        zl_uv_drop(b, slot);           /* stale: stopping it frees the fd number for another handle */
     }
-    zl_uv_poll *poll = malloc(sizeof(*poll));
-    if (poll == NULL) {
-        return -ENOMEM;
-    }
-    rc = zl_uv_poll_init_keeping_flags(b, poll, fd, fd_flags);
-    if (rc < 0) {
-        free(poll);                    /* uv_poll_init fails before it links the handle into the loop */
+    zl_uv_poll *poll = zl_uv_take_spare(b, fd);
+    if (poll == NULL && (rc = zl_uv_poll_new(b, fd, &poll)) < 0) {
         return rc;
     }
+    /* A spare skipped uv_poll_init's check of the fd: registering the file checks it (-EBADF, -EPERM) */
     rc = uv_poll_start(&poll->handle, zl_uv_mask_of(events), zl_uv_on_poll);
     if (rc == 0) {
         rc = zl_uv_register_file(b, fd, slot);
     }
     if (rc < 0) {
-        uv_close((uv_handle_t *)&poll->handle, zl_uv_on_poll_closed);
+        zl_uv_retire(b, poll);
         return rc;
     }
     slot->poll = poll;
@@ -553,7 +616,7 @@ zl_uv_unwatch(zl_backend *b, int fd, int old_events)
     (void)old_events;
     zl_uv_slot *slot = zl_uv_slot_of(b, fd);
     if (slot != NULL && slot->poll != NULL) {
-        zl_uv_drop(slot);              /* uv_poll_stop ignores an fd that is already closed */
+        zl_uv_drop(b, slot);
     }
     return 0;
 }

@@ -91,15 +91,7 @@ class ServerError(RuntimeError):
 
 def build_floor() -> str:
     """The floor server's binary, compiled with cc when missing or older than its source."""
-    fresh = (os.path.exists(FLOOR_BINARY)
-             and os.path.getmtime(FLOOR_BINARY) >= os.path.getmtime(FLOOR_SOURCE))
-    if not fresh:
-        os.makedirs(RESULTS, exist_ok=True)
-        cc = os.environ.get("CC", "cc")
-        subprocess.run([cc, "-O2", "-std=c11", "-Wall", "-Wextra", "-o", FLOOR_BINARY, FLOOR_SOURCE],
-                       check=True, timeout=120)
-        log(f"built {FLOOR_BINARY}")
-    return FLOOR_BINARY
+    return _harness.build_c(FLOOR_SOURCE, FLOOR_BINARY)
 
 
 class EchoServer:

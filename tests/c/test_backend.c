@@ -454,6 +454,44 @@ done:
     return ok;
 }
 
+/* What an unwatch leaves (the uv backend keeps the stopped handle for the next watch) serves the next watches as a
+ * fresh start would: a closed fd and a regular file refused, then another fd watched with its flags left alone, and
+ * the fd first watched never reported again. */
+static int
+zl_test_check_watch_after_unwatch(zl_test_ctx *t)
+{
+    int ok = 0, first[2], closed[2], next[2], rc, ev;
+    char path[] = "/tmp/zl_test_backend_XXXXXX";
+    int file = zl_test_track(t, mkostemp(path, O_CLOEXEC));
+    ZL_TEST_REQUIRE(t, file >= 0, "mkostemp: %s", strerror(errno));
+    unlink(path);
+    ZL_TEST_REQUIRE(t, zl_test_pipe(t, first) == 0 && zl_test_pipe(t, closed) == 0, "pipe");
+    ZL_TEST_REQUIRE(t, t->ops->watch(t->b, first[0], ZL_EV_READ) == 0, "watch failed");
+    ZL_TEST_REQUIRE(t, zl_test_poll_fd(t, 0, first[0]) >= 0, "poll failed");
+    ZL_TEST_REQUIRE(t, t->ops->unwatch(t->b, first[0], ZL_EV_READ) == 0, "unwatch failed");
+    zl_test_close(t, closed[0]);
+    rc = t->ops->watch(t->b, closed[0], ZL_EV_READ);
+    ZL_TEST_REQUIRE(t, rc == -EBADF, "watch of closed fd %d returned %d, want %d (-EBADF)", closed[0], rc, -EBADF);
+    rc = t->ops->watch(t->b, file, ZL_EV_READ);
+    ZL_TEST_REQUIRE(t, rc == -EPERM || rc == 0, "watch of a regular file returned %d", rc);
+    ZL_TEST_REQUIRE(t, rc == -EPERM || t->ops->unwatch(t->b, file, ZL_EV_READ) == 0, "unwatch of the file failed");
+    ZL_TEST_REQUIRE(t, zl_test_poll_fd(t, 0, -1) >= 0, "poll after the refused watches failed");
+    ZL_TEST_REQUIRE(t, zl_test_pipe(t, next) == 0, "pipe");
+    int flags = zl_test_flags_of(next[0]);
+    ZL_TEST_REQUIRE(t, t->ops->watch(t->b, next[0], ZL_EV_READ) == 0, "watch of another pipe failed");
+    ZL_TEST_REQUIRE(t, zl_test_put_byte(first[1]) == 0 && zl_test_put_byte(next[1]) == 0, "write");
+    const zl_fired *fired = NULL;
+    int n = zl_test_poll(t, ZL_TEST_WAIT_NS, &fired);
+    ZL_TEST_REQUIRE(t, n >= 0, "poll failed");
+    ev = zl_test_events_in(fired, n, next[0]);
+    ZL_TEST_REQUIRE(t, ev > 0 && (ev & ZL_EV_READ), "the pipe watched last was reported %d", ev);
+    ZL_TEST_REQUIRE(t, zl_test_events_in(fired, n, first[0]) == 0, "the unwatched pipe was reported");
+    ZL_TEST_REQUIRE(t, zl_test_flags_of(next[0]) == flags, "watch changed the fd's flags");
+    ok = 1;
+done:
+    return ok;
+}
+
 static int
 zl_test_check_watch_twice(zl_test_ctx *t)
 {
@@ -1010,6 +1048,7 @@ static const struct {
     {"watch of a regular file: -EPERM (epoll) or accepted and readable before EOF (kqueue); nothing left behind",
      zl_test_check_regular_file},
     {"watch of a closed fd (and of -1) gives -EBADF", zl_test_check_closed_fd},
+    {"after an unwatch: closed fd and regular file refused, next fd watched as new", zl_test_check_watch_after_unwatch},
     {"watch of a watched fd gives -EEXIST", zl_test_check_watch_twice},
     {"poll(0) does not block", zl_test_check_poll_zero},
     {"timed poll never returns before its timeout (1.5 ms, 1 ns, 10 ms)", zl_test_check_timeout},
