@@ -10,7 +10,6 @@
 #include <netinet/tcp.h>
 #include <stddef.h>
 #include <structmember.h>
-#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -159,24 +158,19 @@ stream_read_into_protocol_buffer(zl_stream *self)
     return 0;
 }
 
-/* A read of what is queued, at most ZL_DIRECT_READ_MAX bytes, straight into a bytes of that size (FIONREAD says
- * how much: one ioctl instead of copying ~100 KiB out of the shared buffer). 1: *data holds *n > 0 bytes; 0: less
- * is queued (or no memory), read the usual way; -1: recv returned *n <= 0, errno as it left it. */
+/* A read straight into a bytes of ZL_DIRECT_READ_MAX bytes, shrunk in place to what came: no copy out of the
+ * shared buffer, and no ioctl(FIONREAD) to size it first (that was a system call per large read). 1: *data holds
+ * *n > 0 bytes; 0: no memory, read the usual way; -1: recv returned *n <= 0, errno as it left it. */
 static int
 stream_recv_direct(int fd, PyObject **data, ssize_t *n)
 {
-    int queued = 0;
-    if (ioctl(fd, FIONREAD, &queued) < 0 || queued < ZL_DIRECT_READ_MIN) {
-        return 0;
-    }
-    Py_ssize_t size = queued < ZL_DIRECT_READ_MAX ? queued : ZL_DIRECT_READ_MAX;
-    *data = PyBytes_FromStringAndSize(NULL, size);
+    *data = PyBytes_FromStringAndSize(NULL, ZL_DIRECT_READ_MAX);
     if (*data == NULL) {
         PyErr_Clear();   /* the shared buffer can still do */
         return 0;
     }
     do {
-        *n = recv(fd, PyBytes_AS_STRING(*data), (size_t)size, 0);
+        *n = recv(fd, PyBytes_AS_STRING(*data), ZL_DIRECT_READ_MAX, 0);
     } while (*n < 0 && errno == EINTR);
     if (*n <= 0) {
         int error = errno;
@@ -184,15 +178,15 @@ stream_recv_direct(int fd, PyObject **data, ssize_t *n)
         errno = error;
         return -1;
     }
-    if (*n < size) {
-        (void)_PyBytes_Resize(data, *n);   /* shrinking in place: cannot fail */
+    if (*n < ZL_DIRECT_READ_MAX) {
+        (void)_PyBytes_Resize(data, *n);   /* shrinking a heap block in place: cannot fail */
     }
     return 1;
 }
 
 /* One recv as a new bytes (b"" at end of stream). NULL: *n < 0 with errno set, or *n == 0 with a Python error
  * set. Small reads go through the shared buffer and are copied at their size; after a large one, the next reads
- * straight into its bytes while that much is queued. */
+ * straight into its own bytes, for as long as the reads stay large. */
 static PyObject *
 stream_recv_bytes(zl_stream *self, int fd, ssize_t *n)
 {
@@ -201,6 +195,7 @@ stream_recv_bytes(zl_stream *self, int fd, ssize_t *n)
         PyObject *data = NULL;
         int rc = stream_recv_direct(fd, &data, n);
         if (rc > 0) {
+            self->large_reads = *n >= ZL_DIRECT_READ_MIN;
             return data;
         }
         if (rc < 0) {

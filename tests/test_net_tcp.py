@@ -547,8 +547,8 @@ def test_ten_mebibytes_both_ways(loop, host):
 
 
 def test_large_reads_then_small_ones_then_eof(loop):
-    # After a read of 64 KiB or more, zloop reads straight into a bytes of what is queued (FIONREAD, at most
-    # 120 KiB): data, order, chunk sizes and the end of stream must come through as through the shared buffer.
+    # After a read of 64 KiB or more, zloop reads straight into a bytes of 120 KiB shrunk to what came (until a
+    # read is small again): data, order and the end of stream must come through as through the shared buffer.
     big = os.urandom(3 * 1024 * 1024)
     listener = tcp_listener("127.0.0.1")
     listener.setblocking(False)

@@ -6,8 +6,8 @@ loop (the order rotates between cells and rounds, so no loop always runs
 first or last): start server.py in its own process, run the lock-step client
 (client.py) against it, stop the server.  Around the measured window -- after
 the client's warm-up, while its connections are open -- the server's CPU time
-(utime + stime from /proc/PID/stat) is read, so the figure covers exactly the
-requests counted.
+(the scheduler's run time from /proc/PID/task/*/schedstat; user and system
+from /proc/PID/stat) is read, so the figure covers exactly the requests counted.
 
 Per cell and loop the report gives the median over rounds of req/s and of
 **server CPU time per request** (us), and both as ratios to uvloop.  The
@@ -77,6 +77,7 @@ BASELINE = "uvloop"
 # clients and the server share the cores, and more client processes only take
 # CPU away from the server without adding information.
 DEFAULT_CONCURRENCY = 3
+DEFAULT_PIN = "0:1"   # --pin: the server alone on CPU 0, the clients (and run.py) on CPU 1
 
 SERVER_START_TIMEOUT = 15.0   # seconds until the server's READY line
 SERVER_STOP_TIMEOUT = 5.0     # seconds after SIGTERM before SIGKILL
@@ -97,7 +98,8 @@ def build_floor() -> str:
 class EchoServer:
     """server.py (or, for the floor, the C server) in a child process; a context manager that always reaps it."""
 
-    def __init__(self, spec: str, mode: str, transport: str, workdir: str, tls=None):
+    def __init__(self, spec: str, mode: str, transport: str, workdir: str, tls=None, cpus=None):
+        self.cpus = cpus   # --pin: the CPUs the server may run on, set in the child before exec
         self.unix_path = os.path.join(workdir, "echo.sock") if transport == "unix" else None
         where = ["--unix", self.unix_path] if self.unix_path else ["--addr", "127.0.0.1:0"]
         if spec == FLOOR:
@@ -112,8 +114,9 @@ class EchoServer:
         self.exit_code = None
 
     def __enter__(self):
+        pin = (lambda: os.sched_setaffinity(0, self.cpus)) if self.cpus else None
         self.proc = subprocess.Popen(self.command, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE, text=True, env=self.env)
+                                     stdout=subprocess.PIPE, text=True, env=self.env, preexec_fn=pin)
         try:
             self.info = self._wait_ready()
         except BaseException:
@@ -166,11 +169,27 @@ class EchoServer:
 
 
 def read_cpu_seconds(pid: int):
-    """(user, system) CPU seconds of process `pid`, all its threads included."""
+    """(user, system, total) CPU seconds of process `pid`, all its threads included.
+
+    user and system come from /proc/PID/stat in clock ticks (10 ms here: a 1.5 s window at 30% CPU is only 45
+    ticks); total is the scheduler's nanosecond run time summed over /proc/PID/task/*/schedstat when the kernel
+    has it, so the headline figure carries no tick rounding (else user + system)."""
     with open(f"/proc/{pid}/stat") as f:
         stat = f.read()
     fields = stat[stat.rindex(")") + 2:].split()  # fields[0] is field 3, "state"
-    return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
+    user, system = int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
+    return user, system, _run_time_seconds(pid, user + system)
+
+
+def _run_time_seconds(pid: int, fallback: float) -> float:
+    total = 0
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return fallback
+    return total / 1e9
 
 
 # --- one measurement ----------------------------------------------------------
@@ -180,7 +199,8 @@ def measure(spec: str, cell: dict, args, workdir: str) -> dict:
     record = dict(cell, loop=spec)
     marks = {}
 
-    with EchoServer(spec, cell["mode"], cell["transport"], workdir, tls=args.tls_files) as server:
+    with EchoServer(spec, cell["mode"], cell["transport"], workdir, tls=args.tls_files,
+                    cpus=args.pin[0] if args.pin else None) as server:
         def on_start():
             marks["cpu0"] = read_cpu_seconds(server.pid)
             marks["t0"] = time.perf_counter()
@@ -201,8 +221,7 @@ def measure(spec: str, cell: dict, args, workdir: str) -> dict:
     if server.exit_code != 0:
         record["server_exit"] = server.exit_code
 
-    user = marks["cpu1"][0] - marks["cpu0"][0]
-    system = marks["cpu1"][1] - marks["cpu0"][1]
+    user, ticked_system, total = (end - start for start, end in zip(marks["cpu0"], marks["cpu1"]))
     window = marks["t1"] - marks["t0"]
     record.update(
         requests=result["requests"],
@@ -210,10 +229,28 @@ def measure(spec: str, cell: dict, args, workdir: str) -> dict:
         latency_us=result["latency_us"],
         window_s=window,
         server_user_s=user,
-        server_sys_s=system,
-        server_cpu_util=(user + system) / window,
-        cpu_us_per_req=(user + system) * 1e6 / result["requests"],
+        server_sys_s=total - user,   # the precise total minus the ticked user time
+        server_ticked_sys_s=ticked_system,
+        server_cpu_util=total / window,
+        cpu_us_per_req=total * 1e6 / result["requests"],
     )
+    return record
+
+
+def _run_one(spec: str, cell: dict, rnd: int, args, workdir: str, progress: dict) -> dict:
+    """measure() with its progress line; a failure becomes a record with "error"."""
+    progress["done"] += 1
+    label = (f"[{progress['done']}/{progress['total']}] round {rnd + 1} {cell['transport']} "
+             f"{cell['mode']} {cell['msize']} {spec}")
+    try:
+        record = measure(spec, cell, args, workdir)
+    except (client.EchoError, many.ManyClientError, ServerError, OSError, ValueError) as exc:
+        record = dict(cell, loop=spec, error=f"{type(exc).__name__}: {exc}")
+        log(f"{label}: FAILED: {record['error']}")
+    else:
+        log(f"{label}: {record['rps']:,.0f} req/s, {record['cpu_us_per_req']:.1f} us CPU/req "
+            f"({record['server_user_s'] * 1e6 / record['requests']:.2f} user)")
+    record["round"] = rnd + 1
     return record
 
 
@@ -224,8 +261,8 @@ def rotated(items, shift: int) -> list:
 
 def cell_specs(args, cell) -> list:
     """The servers a cell runs: every loop, and the floor in the first mode's cell of each transport and size
-    (the floor has no modes)."""
-    if args.floor and cell["mode"] == args.modes[0]:
+    (the floor has no modes). With --paired the floor runs before every loop instead (run_matrix)."""
+    if args.floor and not args.paired and cell["mode"] == args.modes[0]:
         return list(args.loops) + [FLOOR]
     return list(args.loops)
 
@@ -237,32 +274,31 @@ def run_matrix(args) -> list:
         build_floor()
     if args.connections:
         many.build()
-    total = args.rounds * sum(len(cell_specs(args, cell)) for cell in cells)
+    total = args.rounds * sum(len(cell_specs(args, cell)) * (2 if args.paired else 1) for cell in cells)
     estimate = total * (args.duration + args.warmup + 0.6)
     when = f"{estimate:.0f} s" if estimate < 120 else f"{estimate / 60:.0f} min"
-    floor = " (+ the floor)" if args.floor else ""
+    floor = " (each after a floor run)" if args.paired else " (+ the floor)" if args.floor else ""
     log(f"{len(cells)} cells x {len(args.loops)} loops{floor} x {args.rounds} rounds = "
         f"{total} runs, about {when}")
+    if args.pin:
+        # The client processes (forked by client.py, or many_client) inherit run.py's CPUs.
+        os.sched_setaffinity(0, args.pin[1])
+        log(f"pinned: servers on CPUs {sorted(args.pin[0])}, clients on {sorted(args.pin[1])}")
     records = []
     workdir = tempfile.mkdtemp(prefix="zloop-echo-")
     try:
         args.tls_files = _tlscert.make(workdir) if args.tls else None
-        done = 0
+        progress = {"done": 0, "total": total}
         for rnd in range(args.rounds):
             for index, cell in enumerate(cells):
                 for spec in rotated(cell_specs(args, cell), rnd + index):
-                    done += 1
-                    label = (f"[{done}/{total}] round {rnd + 1} {cell['transport']} "
-                             f"{cell['mode']} {cell['msize']} {spec}")
-                    try:
-                        record = measure(spec, cell, args, workdir)
-                    except (client.EchoError, many.ManyClientError, ServerError, OSError, ValueError) as exc:
-                        record = dict(cell, loop=spec, error=f"{type(exc).__name__}: {exc}")
-                        log(f"{label}: FAILED: {record['error']}")
-                    else:
-                        log(f"{label}: {record['rps']:,.0f} req/s, "
-                            f"{record['cpu_us_per_req']:.1f} us CPU/req")
-                    record["round"] = rnd + 1
+                    if args.paired:
+                        floor_record = _run_one(FLOOR, cell, rnd, args, workdir, progress)
+                        floor_record["paired_with"] = spec
+                        records.append(floor_record)
+                    record = _run_one(spec, cell, rnd, args, workdir, progress)
+                    if args.paired and "error" not in floor_record and "error" not in record:
+                        record["paired_floor_us"] = floor_record["cpu_us_per_req"]
                     records.append(record)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -279,12 +315,18 @@ def _median(values):
 def _loop_stats(runs: list) -> dict:
     """Medians over the rounds of one loop in one cell."""
     ok = [r for r in runs if "error" not in r]
+    paired = [r["cpu_us_per_req"] - r["paired_floor_us"] for r in ok if "paired_floor_us" in r]
     return {
         "rounds_ok": len(ok),
         "errors": [r["error"] for r in runs if "error" in r],
         "rps": _median(r["rps"] for r in ok),
         "cpu_us_per_req": _median(r["cpu_us_per_req"] for r in ok),
+        "cpu_spread": _spread([r["cpu_us_per_req"] for r in ok]),
         "user_us_per_req": _median(r["server_user_s"] * 1e6 / r["requests"] for r in ok),
+        "sys_us_per_req": _median(r["server_sys_s"] * 1e6 / r["requests"] for r in ok),
+        # --paired: the loop minus the floor run right before it, per round; the median and range of those.
+        "paired_above_floor_us": _median(paired),
+        "paired_above_floor_range": [min(paired), max(paired)] if paired else None,
         "server_cpu_util": _median(r["server_cpu_util"] for r in ok),
         "p50_us": _median(r["latency_us"].get("p50") for r in ok),
         "p99_us": _median(r["latency_us"].get("p99") for r in ok),
@@ -311,6 +353,8 @@ def summarize(records: list, loops: list) -> list:
             entry["loops"][spec] = stats = _loop_stats(by_loop.get(spec, []))
             above = stats["cpu_us_per_req"] is not None and floor_cpu is not None
             stats["above_floor_us"] = stats["cpu_us_per_req"] - floor_cpu if above else None
+            if stats["paired_above_floor_us"] is not None:
+                stats["above_floor_us"] = stats["paired_above_floor_us"]
         base = entry["loops"].get(BASELINE, {})
         for stats in entry["loops"].values():
             stats["rps_vs_uvloop"] = _ratio(stats["rps"], base.get("rps"))
@@ -322,6 +366,11 @@ def summarize(records: list, loops: list) -> list:
     return summary
 
 
+def _spread(values):
+    """(max - min) / median of a loop's rounds in one cell: how far apart the rounds were (0.1 = 10%)."""
+    return (max(values) - min(values)) / statistics.median(values) if len(values) > 1 else None
+
+
 def _ratio(value, base):
     return value / base if value is not None and base else None
 
@@ -330,7 +379,8 @@ def format_table(summary: list, tls: bool = False) -> str:
     """A line per cell and loop (the floor first, where measured): req/s, CPU us per request, CPU above the
     floor, each with its ratio to uvloop, server CPU utilisation, latency."""
     header = ("TLS echo (every connection over TLS)\n" if tls else "") + (f"{'transport':<9} {'mode':<8} {'msize':>6}  {'loop':<14} {'req/s':>9} "
-              f"{'vs uv':>6} {'cpu us/req':>10} {'vs uv':>6} {'>floor':>7} {'vs uv':>6} {'srv cpu':>7} "
+              f"{'vs uv':>6} {'cpu us/req':>10} {'vs uv':>6} {'user':>5} {'sys':>5} {'spread':>6} "
+              f"{'>floor':>7} {'vs uv':>6} {'srv cpu':>7} "
               f"{'p50 us':>7} {'p99 us':>7}")
     lines = [header, "-" * len(header.splitlines()[-1])]
     for entry in summary:
@@ -352,9 +402,14 @@ def _table_row(s: dict) -> str:
     above = s.get("above_floor_us")
     return (f"{s['rps']:>9,.0f} {_fmt(s.get('rps_vs_uvloop'), 'x'):>6} "
             f"{s['cpu_us_per_req']:>10.1f} {_fmt(s.get('cpu_vs_uvloop'), 'x'):>6} "
+            f"{s['user_us_per_req']:>5.2f} {s['sys_us_per_req']:>5.1f} {_fmt_percent(s.get('cpu_spread')):>6} "
             f"{'-' if above is None else f'{above:.1f}':>7} {_fmt(s.get('above_floor_vs_uvloop'), 'x'):>6} "
             f"{s['server_cpu_util'] * 100:>6.0f}% "
             f"{_fmt_us(s['p50_us']):>7} {_fmt_us(s['p99_us']):>7}")
+
+
+def _fmt_percent(value):
+    return "-" if value is None else f"{value * 100:.0f}%"
 
 
 def _fmt_us(value):
@@ -390,6 +445,26 @@ def log(message: str) -> None:
 
 # --- command line ---------------------------------------------------------------
 
+def _cpu_list(text: str) -> set:
+    """'0', '1-3', '0,2' -> a set of CPU numbers."""
+    cpus = set()
+    for part in text.split(","):
+        first, _, last = part.partition("-")
+        cpus.update(range(int(first), int(last or first) + 1))
+    return cpus
+
+
+def _cpu_split(text: str):
+    """--pin SERVER:CLIENTS -> (server CPUs, client CPUs), disjoint."""
+    try:
+        server, clients = (_cpu_list(side) for side in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected SERVER:CLIENTS CPU lists such as 0:1, not {text!r}") from None
+    if not server or not clients or server & clients:
+        raise argparse.ArgumentTypeError(f"{text!r}: the server's and the clients' CPUs must be disjoint")
+    return server, clients
+
+
 def _csv(kind=str):
     return lambda text: [kind(item) for item in text.split(",") if item]
 
@@ -421,6 +496,13 @@ def parse_args(argv=None):
                              "connections instead of --concurrency processes (e.g. 64, 256)")
     parser.add_argument("--max-requests", type=int, default=5_000_000,
                         help="cap on measured requests per run")
+    parser.add_argument("--pin", nargs="?", const=DEFAULT_PIN, type=_cpu_split, metavar="SERVER:CLIENTS",
+                        help=f"run every server (each loop and the floor) on the CPUs SERVER and the clients on "
+                             f"CLIENTS, e.g. 0:1 or 0:1-3 (bare --pin: {DEFAULT_PIN}); steadier figures on a "
+                             "small shared machine (bench/echo/README.md)")
+    parser.add_argument("--paired", action="store_true",
+                        help="measure the floor right before every loop run, in the same cell and round, and "
+                             "report each loop's CPU above the floor as the median of those per-round differences")
     parser.add_argument("--quick", action="store_true", help="small, fast matrix")
     parser.add_argument("--tls", action="store_true",
                         help=f"every connection over TLS: modes {','.join(TLS_MODES)}, tcp, no floor, loops "
@@ -475,6 +557,13 @@ def _validate(parser, args) -> None:
         parser.error("--connections must be 0 (the 3-process mode) .. 4096")
     if not os.path.exists("/proc/self/stat"):
         parser.error("server CPU is read from /proc/PID/stat: Linux only")
+    if args.paired and not args.floor:
+        parser.error("--paired measures the floor: not with --no-floor or --tls")
+    if args.pin:
+        usable = os.sched_getaffinity(0)
+        if not (args.pin[0] | args.pin[1]) <= usable:
+            parser.error(f"--pin: CPUs {sorted((args.pin[0] | args.pin[1]) - usable)} are not usable here "
+                         f"(usable: {sorted(usable)})")
 
 
 def _validate_tls(parser, args, asked) -> None:
@@ -506,7 +595,8 @@ def main(argv=None) -> int:
         "machine": dict(machine_info(), loadavg_at_start=load_at_start),
         "settings": {name: getattr(args, name) for name in
                      ("loops", "floor", "tls", "modes", "sizes", "transports", "rounds", "duration",
-                      "warmup", "concurrency", "connections", "max_requests")},
+                      "warmup", "concurrency", "connections", "max_requests", "paired")},
+        "pin": {"server_cpus": sorted(args.pin[0]), "client_cpus": sorted(args.pin[1])} if args.pin else None,
         "baseline": BASELINE,
         "cells": summary,
         "runs": records,

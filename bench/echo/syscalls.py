@@ -4,8 +4,9 @@
 For each loop: start server.py, run the lock-step load (client.py's processes, or many_client.c with
 --connections N), and count the server's system calls over exactly the measured window, all its threads:
 with `perf stat -e raw_syscalls:sys_enter -p PID` (the default; a tracepoint count, cheap enough not to change
-the server's batching), or with `strace -c -f -p PID` (--strace: a count per system call, but strace slows every
-call down, so the server batches differently and the figures are for the breakdown, not the total).
+the server's batching), per system call with --per-call (`perf stat -e 'syscalls:sys_enter_*'`, as cheap), or
+with `strace -c -f -p PID` (--strace: per system call too, but strace slows every call down, so the server
+batches differently and the figures are for the breakdown, not the total).
 
     PYTHONPATH=python python3 bench/echo/syscalls.py --loops zloop:native,zloop:uring --mode proto \\
         --msize 1024 --connections 64
@@ -32,7 +33,8 @@ def _start_counter(tool: str, pid: int, out: str) -> subprocess.Popen:
     if tool == "strace":
         command = ["strace", "-c", "-f", "-o", out, "-p", str(pid)]
     else:
-        command = ["perf", "stat", "-x", ",", "-e", "raw_syscalls:sys_enter", "-o", out, "-p", str(pid)]
+        events = "syscalls:sys_enter_*" if tool == "perf-calls" else "raw_syscalls:sys_enter"
+        command = ["perf", "stat", "-x", ",", "-e", events, "-o", out, "-p", str(pid)]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(ATTACH_SECONDS)
     return proc
@@ -51,6 +53,20 @@ def _parse_perf(text: str) -> dict:
     raise ValueError(f"no raw_syscalls:sys_enter count in perf's output: {text!r}")
 
 
+def _parse_perf_calls(text: str) -> dict:
+    """perf stat over every syscalls:sys_enter_* tracepoint: {syscall: calls, ..., "total": calls}."""
+    counts = {}
+    for line in text.splitlines():
+        fields = line.split(",")
+        if len(fields) > 2 and fields[2].startswith("syscalls:sys_enter_") and fields[0].isdigit():
+            if int(fields[0]):
+                counts[fields[2][len("syscalls:sys_enter_"):]] = int(fields[0])
+    if not counts:
+        raise ValueError(f"no syscalls:sys_enter_* counts in perf's output: {text[:200]!r}")
+    counts["total"] = sum(counts.values())
+    return counts
+
+
 def _parse_strace(text: str) -> dict:
     """strace -c's table: {syscall: calls, ..., "total": calls}."""
     counts = {}
@@ -67,7 +83,7 @@ def measure(spec: str, args, workdir: str) -> dict:
     """One server under load with a counter attached for the measured window."""
     out = os.path.join(workdir, "count.txt")
     marks = {}
-    with echo_run.EchoServer(spec, args.mode, "tcp", workdir) as server:
+    with echo_run.EchoServer(spec, args.mode, "tcp", workdir, cpus=args.pin[0] if args.pin else None) as server:
         def on_start():
             marks["counter"] = _start_counter(args.tool, server.pid, out)
 
@@ -83,7 +99,8 @@ def measure(spec: str, args, workdir: str) -> dict:
                                 on_start=on_start, on_stop=on_stop)
     with open(out) as f:
         text = f.read()
-    counts = _parse_strace(text) if args.tool == "strace" else _parse_perf(text)
+    parse = {"strace": _parse_strace, "perf-calls": _parse_perf_calls, "perf": _parse_perf}[args.tool]
+    counts = parse(text)
     # The counter runs from before the clients' go to after they stop: requests are the window's, syscalls
     # include the attach time's idle polls (a few, the server waits for the go).
     return {"loop": spec, "requests": result["requests"], "counts": counts,
@@ -102,8 +119,15 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds; each row is one run")
     parser.add_argument("--strace", dest="tool", action="store_const", const="strace", default="perf",
                         help="count per system call with strace -c -f (slows the server down)")
+    parser.add_argument("--per-call", dest="tool", action="store_const", const="perf-calls",
+                        help="count per system call with perf's syscalls:sys_enter_* tracepoints (as cheap as "
+                             "the total: the server batches as it does unobserved)")
+    parser.add_argument("--pin", nargs="?", const=echo_run.DEFAULT_PIN, type=echo_run._cpu_split,
+                        metavar="SERVER:CLIENTS", help="as run.py --pin")
     args = parser.parse_args(argv)
     loops = [spec for spec in args.loops.split(",") if spec]
+    if args.pin:
+        os.sched_setaffinity(0, args.pin[1])   # the clients inherit it
     workdir = tempfile.mkdtemp(prefix="zloop-syscalls-")
     load = f"{args.connections} connections" if args.connections else f"{args.concurrency} client processes"
     print(f"# {args.mode} {args.msize} B, {load}, {args.duration} s, counted with {args.tool}")
