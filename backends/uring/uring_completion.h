@@ -19,6 +19,8 @@ typedef struct zl_uring_completions {
     size_t buf_ring_bytes;
     uint16_t *lent;                       /* buffer ids handed out by the last poll, given back by the next */
     int lent_len;
+    int circulating;                      /* buffers in use so far: more join when recvs run out (-ENOBUFS) */
+    int starved;                          /* a recv ran out since the last poll */
     zl_completion *done;                  /* what the last poll collected */
     int done_len, done_cap;
 } zl_uring_completions;
