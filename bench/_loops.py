@@ -6,6 +6,8 @@ A *loop spec* names one loop implementation:
     uvloop           ``uvloop.new_event_loop()`` (only if uvloop imports)
     zloop:<backend>  ``zloop.new_event_loop(backend=<backend>)`` for each
                      name in ``zloop.backends()`` (only if zloop imports)
+    zloop:uring+completion  the uring backend with ZLOOP_URING_COMPLETION=1
+                     (stream transports through completions, issue 13 level 2)
     zloop            ``zloop.new_event_loop()``, the default backend (as a
                      ``--loops`` item it means every backend, unless
                      ``select(..., expand_zloop=False)``)
@@ -56,11 +58,18 @@ def interpreter(spec):
     return _peer_python(spec) if spec in PEERS else sys.executable
 
 
+COMPLETION_SUFFIX = "+completion"
+COMPLETION_ENV = "ZLOOP_URING_COMPLETION"
+
+
 def child_env(spec):
     """The environment of such a child: a peer's without PYTHONPATH, which points at our own zloop."""
     env = dict(os.environ)
     if spec in PEERS:
         env.pop("PYTHONPATH", None)
+    env.pop(COMPLETION_ENV, None)
+    if spec.endswith(COMPLETION_SUFFIX):
+        env[COMPLETION_ENV] = "1"
     return env
 
 
@@ -114,7 +123,10 @@ def available(peers=False):
         pass
     zloop = _import_zloop()
     if zloop is not None:
-        specs.extend("zloop:" + b for b in _zloop_backends(zloop))
+        backends = _zloop_backends(zloop)
+        specs.extend("zloop:" + b for b in backends)
+        if "uring" in backends:
+            specs.append("zloop:uring" + COMPLETION_SUFFIX)
     if peers:
         specs.extend(spec for spec in PEERS if _peer_available(spec))
     return specs
@@ -134,7 +146,7 @@ def select(arg=None, expand_zloop=True, peers=False):
         if not item:
             continue
         if item == "zloop":
-            matches = [s for s in avail if s.startswith("zloop:")]
+            matches = [s for s in avail if s.startswith("zloop:") and not s.endswith(COMPLETION_SUFFIX)]
             if not matches:
                 raise ValueError("--loops zloop: zloop is not importable or "
                                  "reports no backends")
@@ -173,9 +185,17 @@ def make_loop(spec):
         zloop = _import_zloop()
         if zloop is None:
             raise RuntimeError("zloop is not importable (PYTHONPATH=python?)")
-        backend = spec.partition(":")[2]
-        loop = (zloop.new_event_loop(backend=backend) if backend
-                else zloop.new_event_loop())
+        backend, completion, _ = spec.partition(":")[2].partition(COMPLETION_SUFFIX)
+        saved = os.environ.pop(COMPLETION_ENV, None)
+        if completion:
+            os.environ[COMPLETION_ENV] = "1"     # read when the loop is made
+        try:
+            loop = (zloop.new_event_loop(backend=backend) if backend
+                    else zloop.new_event_loop())
+        finally:
+            os.environ.pop(COMPLETION_ENV, None)
+            if saved is not None:
+                os.environ[COMPLETION_ENV] = saved
         expected = "zloop"
     else:
         raise ValueError(f"unknown loop spec {spec!r}")

@@ -26,6 +26,21 @@ typedef struct zl_fired {
 
 typedef struct zl_backend zl_backend;   /* a backend's private per-loop state */
 
+/* One finished operation of the optional completion contract (below). */
+typedef struct zl_completion {
+    uint64_t tag;                  /* what the core gave recv_start or send */
+    int result;                    /* bytes (> 0), 0 (a recv: end of stream), or -errno (-ECANCELED after cancel) */
+    unsigned flags;                /* ZL_COMPLETION_MORE: a recv stays armed and more completions of it follow */
+    const char *data;              /* a recv's bytes (result of them); valid until the next poll */
+} zl_completion;
+
+enum {
+    ZL_COMPLETION_MORE = 1,
+};
+
+/* The smallest tag the core may use: smaller ones are the backend's own. */
+#define ZL_COMPLETION_MIN_TAG 16u
+
 /*
  * Contract (every backend, every function):
  * - One zl_backend belongs to one loop. Only wake() may be called from another thread (or a signal handler).
@@ -76,6 +91,30 @@ typedef struct zl_backend_ops {
     /* In a child after fork(), before any other call: stop sharing kernel state with the parent and keep every
      * watched fd watched with the same events. */
     int (*reinit_after_fork)(zl_backend *backend);
+
+    /*
+     * Optional completion contract, beside the readiness one (NULL in readiness backends; "uring" has it).
+     * The core hands over operations on a socket it does not watch, tagged with a uint64 >= ZL_COMPLETION_MIN_TAG
+     * of its choice, and learns their outcome from completions() after each poll:
+     * - Operations are queued and submitted by the next poll (one system call carries them all and the wait); a
+     *   poll returns when a completion is there, as it does for readiness or a wake().
+     * - The core keeps the memory of a send alive and the tag meaningful until the send's completion (the core's
+     *   tag names its transport, kept alive while one of its operations is in flight, so a completion never
+     *   reaches a transport that is gone or a file that reused the number).
+     * - At most one send per fd in flight (the core's rule: that keeps the byte order); a partial send completes
+     *   with the count taken and the core sends the rest.
+     * - A recv stays armed (completions flagged ZL_COMPLETION_MORE) until it ends: end of stream, an error, or
+     *   cancel(); its data lies in the backend's buffers and stays valid until the next poll. The backend
+     *   re-arms a recv that ran out of buffers itself.
+     * - cancel() submits at once: once it returns the kernel holds no reference to the fd for that operation
+     *   other than what completes with -ECANCELED, so closing the fd right after it sends the peer's FIN at once.
+     */
+    int (*recv_start)(zl_backend *backend, int fd, uint64_t tag);
+    int (*send)(zl_backend *backend, int fd, uint64_t tag, const void *data, size_t len);
+    int (*cancel)(zl_backend *backend, uint64_t tag);
+    /* The completions the last poll collected (it returns the count, possibly with no readiness); the array and
+     * the recv data stay valid until the next poll. */
+    int (*completions)(zl_backend *backend, const zl_completion **done);
 } zl_backend_ops;
 
 /* The compiled-in backends, NULL-terminated, in preference order (core/backend_registry.c). */

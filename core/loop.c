@@ -1,6 +1,7 @@
 /* core/loop.c — the LoopCore type: creation with a backend, scheduling (call_soon, call_later, call_at,
  * call_soon_threadsafe), the clock, state flags and the Python-visible methods of the C core. */
 #include "zloop.h"
+#include "stream_ring.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -403,6 +404,7 @@ loop_release_backend(zl_loop *self)
         self->ops->destroy(self->backend);
         self->backend = NULL;
     }
+    zl_stream_ring_forget_all(self);   /* after the ring: nothing in flight any more */
 }
 
 static PyObject *
@@ -514,6 +516,15 @@ loop_new(PyTypeObject *type, PyObject *Py_UNUSED(args), PyObject *Py_UNUSED(kwds
     return (PyObject *)self;
 }
 
+/* ZLOOP_URING_COMPLETION=1: stream transports read and write through the backend's completion contract where it
+ * has one (uring). Off by default: docs/architecture.md, "The uring backend, level 2". */
+static int
+loop_completion_wanted(void)
+{
+    const char *value = getenv("ZLOOP_URING_COMPLETION");
+    return value != NULL && strcmp(value, "1") == 0;
+}
+
 static int
 loop_init(zl_loop *self, PyObject *args, PyObject *kwds)
 {
@@ -555,6 +566,7 @@ loop_init(zl_loop *self, PyObject *args, PyObject *kwds)
         return -1;
     }
     self->ops = ops;
+    self->completion = ops->completions != NULL && loop_completion_wanted();
     self->wake_only_fd = -1;
     self->clock_resolution = loop_clock_resolution();
     self->slow_callback_duration = 0.1;

@@ -2,6 +2,7 @@
  * it may block), queue ready I/O, expired timers, then what C I/O callbacks scheduled, and run exactly those
  * (the last ones only when the loop is not stopping). */
 #include "zloop.h"
+#include "stream_ring.h"
 
 #include <errno.h>
 #include <math.h>
@@ -73,6 +74,9 @@ watches_io(zl_loop *loop)
 {
     int watched = loop->io.watched;
     int fd = loop->wake_only_fd;
+    if (loop->ring_users != NULL && PySet_GET_SIZE(loop->ring_users) > 0) {
+        return 1;                      /* completions to collect */
+    }
     if (watched == 1 && fd >= 0 && fd < loop->io.len && loop->io.slots[fd].registered) {
         return 0;
     }
@@ -123,11 +127,25 @@ poll_backend(zl_loop *loop)
         PyErr_SetFromErrno(PyExc_OSError);
         return -1;
     }
-    if (count == 0) {
-        return 0;
+    int rc = 0;
+    if (count > 0) {
+        loop->stats.io_events += (uint64_t)count;
+        rc = zl_io_dispatch(loop, fired, count);
     }
-    loop->stats.io_events += (uint64_t)count;
-    int rc = zl_io_dispatch(loop, fired, count);
+    if (loop->completion) {
+        /* Even after a failed readiness dispatch: the completions are taken from the ring, none may be lost. */
+        const zl_completion *done;
+        int done_count = loop->ops->completions(loop->backend, &done);
+        if (done_count > 0) {
+            loop->stats.io_events += (uint64_t)done_count;
+            PyObject *exc = rc < 0 ? zl_err_fetch() : NULL;
+            rc = zl_stream_ring_dispatch(loop, done, done_count) < 0 || exc != NULL ? -1 : 0;
+            if (exc != NULL) {
+                PyErr_Clear();
+                zl_err_restore(exc);
+            }
+        }
+    }
     if (loop->stats.timing) {
         zl_loop_stats_lap(&loop->stats, &loop->stats.io_ticks);
     }

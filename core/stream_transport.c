@@ -1,6 +1,7 @@
 /* core/stream_transport.c — the stream transport (TCP and Unix sockets) in C: the I/O dispatch reads straight
  * into the protocol, write() tries send() first and queues only the rest, flow control, half-close and close. */
 #include "sock_addr.h"
+#include "stream_ring.h"
 #include "tls.h"
 #include "transport_common.h"
 #include "write_queue.h"
@@ -31,6 +32,7 @@ typedef struct zl_stream {
     unsigned char eof_requested;     /* write_eof() called */
     unsigned char large_reads;       /* the last read was at least ZL_DIRECT_READ_MIN bytes */
     unsigned char tls;               /* the protocol is the C TLS protocol: ciphertext goes to it in C */
+    zl_stream_ring ring;             /* the completion path (stream_ring.c), when the loop uses it */
 } zl_stream;
 
 
@@ -113,26 +115,51 @@ stream_on_eof(zl_stream *self)
     return zl_transport_close(&self->base);
 }
 
+static const char stream_get_buffer_failed[] = "Fatal error: protocol.get_buffer() call failed.";
+static const char stream_buffer_updated_failed[] = "Fatal error: protocol.buffer_updated() call failed.";
+
+/* protocol.get_buffer(-1), viewed writable and not empty; -1 with an exception set (nothing held). */
+static int
+stream_protocol_buffer(zl_stream *self, PyObject **buffer, Py_buffer *view)
+{
+    PyObject *size_hint = PyLong_FromLong(-1);
+    *buffer = size_hint ? stream_call_protocol(self, self->get_buffer, STREAM_UNBOUND_GET_BUFFER, size_hint) : NULL;
+    Py_XDECREF(size_hint);
+    if (*buffer == NULL) {
+        return -1;
+    }
+    if (PyObject_GetBuffer(*buffer, view, PyBUF_WRITABLE) < 0) {
+        Py_CLEAR(*buffer);
+        return -1;
+    }
+    if (view->len == 0) {
+        PyBuffer_Release(view);
+        Py_CLEAR(*buffer);
+        PyErr_SetString(PyExc_RuntimeError, "get_buffer() returned an empty buffer");
+        return -1;
+    }
+    return 0;
+}
+
+/* protocol.buffer_updated(n); -1 with an exception set. */
+static int
+stream_protocol_buffer_updated(zl_stream *self, Py_ssize_t n)
+{
+    PyObject *count = PyLong_FromSsize_t(n);
+    PyObject *res = count ? stream_call_protocol(self, self->buffer_updated, STREAM_UNBOUND_BUFFER_UPDATED, count)
+                          : NULL;
+    Py_XDECREF(count);
+    Py_XDECREF(res);
+    return res == NULL ? -1 : 0;
+}
+
 static int
 stream_read_into_protocol_buffer(zl_stream *self)
 {
-    static const char *failed = "Fatal error: protocol.get_buffer() call failed.";
-    PyObject *size_hint = PyLong_FromLong(-1);
-    PyObject *buffer = size_hint ? stream_call_protocol(self, self->get_buffer, STREAM_UNBOUND_GET_BUFFER, size_hint) : NULL;
-    Py_XDECREF(size_hint);
-    if (buffer == NULL) {
-        return stream_protocol_failed(self, failed);
-    }
+    PyObject *buffer;
     Py_buffer view;
-    if (PyObject_GetBuffer(buffer, &view, PyBUF_WRITABLE) < 0) {
-        Py_DECREF(buffer);
-        return stream_protocol_failed(self, failed);
-    }
-    if (view.len == 0) {
-        PyBuffer_Release(&view);
-        Py_DECREF(buffer);
-        PyErr_SetString(PyExc_RuntimeError, "get_buffer() returned an empty buffer");
-        return stream_protocol_failed(self, failed);
+    if (stream_protocol_buffer(self, &buffer, &view) < 0) {
+        return stream_protocol_failed(self, stream_get_buffer_failed);
     }
     ssize_t n;
     do {
@@ -148,14 +175,43 @@ stream_read_into_protocol_buffer(zl_stream *self)
     if (n == 0) {
         return stream_on_eof(self);
     }
-    PyObject *count = PyLong_FromSsize_t(n);
-    PyObject *res = count ? stream_call_protocol(self, self->buffer_updated, STREAM_UNBOUND_BUFFER_UPDATED, count) : NULL;
-    Py_XDECREF(count);
-    if (res == NULL) {
-        return stream_protocol_failed(self, "Fatal error: protocol.buffer_updated() call failed.");
+    if (stream_protocol_buffer_updated(self, n) < 0) {
+        return stream_protocol_failed(self, stream_buffer_updated_failed);
     }
-    Py_DECREF(res);
     return 0;
+}
+
+/* One get_buffer() / copy / buffer_updated() round for bytes a recv completed with: how many were taken, -1 (the
+ * loop must stop), or -2 (the protocol failed and the connection is closing). */
+static Py_ssize_t
+stream_copy_into_protocol_buffer(zl_stream *self, const char *data, Py_ssize_t n)
+{
+    PyObject *buffer;
+    Py_buffer view;
+    if (stream_protocol_buffer(self, &buffer, &view) < 0) {
+        return stream_protocol_failed(self, stream_get_buffer_failed) < 0 ? -1 : -2;
+    }
+    Py_ssize_t taken = view.len < n ? view.len : n;
+    memcpy(view.buf, data, (size_t)taken);
+    PyBuffer_Release(&view);
+    Py_DECREF(buffer);
+    if (stream_protocol_buffer_updated(self, taken) < 0) {
+        return stream_protocol_failed(self, stream_buffer_updated_failed) < 0 ? -1 : -2;
+    }
+    return taken;
+}
+
+/* The protocol paused reading half-way through a completion's bytes: the rest waits first in line. */
+static int
+stream_ring_hold_rest(zl_stream *self, const char *data, Py_ssize_t n)
+{
+    if (self->ring.held == NULL && (self->ring.held = PyList_New(0)) == NULL) {
+        return -1;
+    }
+    PyObject *rest = PyBytes_FromStringAndSize(data, n);
+    int rc = rest ? PyList_Insert(self->ring.held, 0, rest) : -1;
+    Py_XDECREF(rest);
+    return rc;
 }
 
 /* A read straight into a bytes of ZL_DIRECT_READ_MAX bytes, shrunk in place to what came: no copy out of the
@@ -243,7 +299,7 @@ stream_read_into_tls(zl_stream *self, int fd)
         return stream_on_eof(self);
     }
     if (zl_tls_data_received(self->base.protocol, state->read_buffer, n) < 0) {
-        return stream_protocol_failed(self, "Fatal error: protocol.buffer_updated() call failed.");
+        return stream_protocol_failed(self, stream_buffer_updated_failed);
     }
     return 0;
 }
@@ -302,6 +358,26 @@ stream_resolve_empty_waiter(zl_stream *self, PyObject *exc)
     return res == NULL ? -1 : 0;
 }
 
+static int stream_queue_drained(zl_stream *self, int fd);
+
+/* A send failed with error: the queue is dropped and the connection lost, the sendfile waiter told. */
+static int
+stream_write_failed(zl_stream *self, int error)
+{
+    zl_transport_stop_writing(&self->base);
+    zl_write_queue_clear(&self->out);
+    errno = error;
+    PyErr_SetFromErrno(PyExc_OSError);
+    PyObject *exc = zl_err_fetch();
+    Py_INCREF(exc);
+    int rc = zl_transport_fatal_error(&self->base, exc, "Fatal write error on socket transport");
+    if (stream_resolve_empty_waiter(self, exc) < 0) {
+        PyErr_WriteUnraisable((PyObject *)self);
+    }
+    Py_DECREF(exc);
+    return rc;
+}
+
 static int
 stream_on_writable(PyObject *owner, int fd)
 {
@@ -311,18 +387,7 @@ stream_on_writable(PyObject *owner, int fd)
     }
     ssize_t sent = zl_transport_sock_gone(&self->base) ? -EBADF : zl_write_queue_flush(&self->out, fd);
     if (sent < 0) {
-        zl_transport_stop_writing(&self->base);
-        zl_write_queue_clear(&self->out);
-        errno = (int)-sent;
-        PyErr_SetFromErrno(PyExc_OSError);
-        PyObject *exc = zl_err_fetch();
-        Py_INCREF(exc);
-        int rc = zl_transport_fatal_error(&self->base, exc, "Fatal write error on socket transport");
-        if (stream_resolve_empty_waiter(self, exc) < 0) {
-            PyErr_WriteUnraisable((PyObject *)self);
-        }
-        Py_DECREF(exc);
-        return rc;
+        return stream_write_failed(self, (int)-sent);
     }
     if (zl_transport_maybe_resume_protocol(&self->base, self->out.bytes) < 0) {
         return -1;
@@ -330,6 +395,13 @@ stream_on_writable(PyObject *owner, int fd)
     if (self->out.count > 0) {
         return 0;
     }
+    return stream_queue_drained(self, fd);
+}
+
+/* Everything queued was sent: the sendfile waiter, a pending close or write_eof. */
+static int
+stream_queue_drained(zl_stream *self, int fd)
+{
     zl_transport_stop_writing(&self->base);
     if (stream_resolve_empty_waiter(self, NULL) < 0) {
         PyErr_WriteUnraisable((PyObject *)self);
@@ -381,6 +453,20 @@ stream_check_writable(zl_stream *self, PyObject *data, const char *method)
     return 0;
 }
 
+/* The completion path's write: queue it all (the queue keeps the bytes alive while the kernel sends them), and
+ * send the first chunk unless a send is in flight. */
+static int
+stream_ring_write(zl_stream *self, PyObject *data, Py_buffer *view)
+{
+    if (zl_transport_sock_gone(&self->base)) {
+        return stream_fatal_errno(self, EBADF, "Fatal write error on socket transport");
+    }
+    if (stream_queue_data(self, data, view, 0) < 0 || zl_stream_ring_send_queued(&self->ring) < 0) {
+        return -1;
+    }
+    return zl_transport_maybe_pause_protocol(&self->base, self->out.bytes);
+}
+
 static PyObject *
 stream_write(zl_stream *self, PyObject *data)
 {
@@ -397,6 +483,10 @@ stream_write(zl_stream *self, PyObject *data)
     }
     if (self->base.conn_lost) {
         rc = zl_transport_drop_after_lost(&self->base);
+        goto done;
+    }
+    if (zl_stream_ring_active(&self->ring)) {
+        rc = stream_ring_write(self, data, &view);
         goto done;
     }
     Py_ssize_t sent = 0;
@@ -511,7 +601,15 @@ stream_writelines(zl_stream *self, PyObject *list_of_data)
     }
     /* One sendmsg for all of it now; the rest when the socket is writable again (also after a failure half-way:
      * what was queued must not wait for a writer nobody registered). */
-    if (!self->base.writing && self->out.count > 0) {
+    if (zl_stream_ring_active(&self->ring) && self->out.count > 0) {
+        PyObject *exc = rc < 0 ? zl_err_fetch() : NULL;
+        int sent = zl_stream_ring_send_queued(&self->ring);
+        if (exc != NULL) {
+            zl_err_restore(exc);
+        } else if (sent < 0) {
+            return NULL;
+        }
+    } else if (!self->base.writing && self->out.count > 0) {
         PyObject *exc = rc < 0 ? zl_err_fetch() : NULL;
         int flushed = stream_on_writable((PyObject *)self, self->base.fd);
         if (flushed == 0 && self->out.count > 0 && !self->base.conn_lost) {
@@ -529,6 +627,89 @@ stream_writelines(zl_stream *self, PyObject *list_of_data)
     Py_RETURN_NONE;
 }
 
+/* ------------------------------------------------------------------ the completion hook (stream_ring.c) */
+
+zl_stream_ring *
+zl_stream_ring_of(zl_transport *t)
+{
+    return &((zl_stream *)t)->ring;
+}
+
+/* Bytes a recv completed with, to the protocol the way its kind reads: the C TLS protocol, a BufferedProtocol
+ * (copied into its buffers; what is left when it pauses reading is held first in line), or data_received. */
+int
+zl_stream_ring_deliver(zl_transport *t, const char *data, Py_ssize_t n)
+{
+    zl_stream *self = (zl_stream *)t;
+    if (self->tls) {
+        return zl_tls_data_received(t->protocol, data, n) < 0
+                   ? stream_protocol_failed(self, stream_buffer_updated_failed)
+                   : 0;
+    }
+    if (self->data_received != NULL) {
+        PyObject *bytes = PyBytes_FromStringAndSize(data, n);
+        PyObject *res = bytes ? stream_call_protocol(self, self->data_received, STREAM_UNBOUND_DATA_RECEIVED, bytes)
+                              : NULL;
+        Py_XDECREF(bytes);
+        if (res == NULL) {
+            return stream_protocol_failed(self, "Fatal error: protocol.data_received() call failed.");
+        }
+        Py_DECREF(res);
+        return 0;
+    }
+    while (n > 0) {
+        if (!t->reading || t->conn_lost) {
+            return t->conn_lost ? 0 : stream_ring_hold_rest(self, data, n);
+        }
+        Py_ssize_t taken = stream_copy_into_protocol_buffer(self, data, n);
+        if (taken < 0) {
+            return taken == -2 ? 0 : -1;
+        }
+        data += taken;
+        n -= taken;
+    }
+    return 0;
+}
+
+int
+zl_stream_ring_eof(zl_transport *t)
+{
+    return stream_on_eof((zl_stream *)t);
+}
+
+int
+zl_stream_ring_write_failed(zl_transport *t, int error)
+{
+    return stream_write_failed((zl_stream *)t, error);
+}
+
+int
+zl_stream_ring_drained(zl_transport *t)
+{
+    return stream_queue_drained((zl_stream *)t, t->fd);
+}
+
+static int
+stream_recv_arm(zl_transport *t)
+{
+    return zl_stream_ring_recv_arm(&((zl_stream *)t)->ring);
+}
+
+static int
+stream_recv_disarm(zl_transport *t)
+{
+    return zl_stream_ring_recv_disarm(&((zl_stream *)t)->ring);
+}
+
+static PyObject *
+stream_py_deliver_held(zl_stream *self, PyObject *Py_UNUSED(ignored))
+{
+    if (zl_stream_ring_deliver_held(&self->ring) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 /* ------------------------------------------------------------------ what the shared code asks of a stream */
 
 static void
@@ -536,6 +717,7 @@ stream_queue_drop(zl_transport *t)
 {
     zl_stream *self = (zl_stream *)t;
     if (self->out.count > 0) {
+        zl_stream_ring_queue_dropped(&self->ring);
         zl_write_queue_clear(&self->out);
     }
 }
@@ -662,6 +844,8 @@ static const zl_transport_kind stream_kind = {
     .queue_count_offset = offsetof(zl_stream, out.count),
     .queue_bytes_offset = offsetof(zl_stream, out.bytes),
     .make_extra = stream_make_extra,
+    .recv_arm = stream_recv_arm,
+    .recv_disarm = stream_recv_disarm,
 };
 
 /* ------------------------------------------------------------------ Python API */
@@ -752,6 +936,9 @@ stream_traverse(zl_stream *self, visitproc visit, void *arg)
     Py_VISIT(self->buffer_updated);
     Py_VISIT(self->server);
     Py_VISIT(self->empty_waiter);
+    if (zl_stream_ring_traverse(&self->ring, visit, arg) < 0) {
+        return -1;
+    }
     return zl_write_queue_traverse(&self->out, visit, arg);
 }
 
@@ -764,6 +951,7 @@ stream_clear(zl_stream *self)
     Py_CLEAR(self->buffer_updated);
     Py_CLEAR(self->server);
     Py_CLEAR(self->empty_waiter);
+    zl_stream_ring_clear(&self->ring);
     zl_write_queue_clear(&self->out);
     return 0;
 }
@@ -830,6 +1018,7 @@ stream_attach_to_server(zl_stream *self, PyObject *server)
 static PyObject *
 stream_open(zl_stream *self, PyObject *server, PyObject *waiter, int tcp)
 {
+    zl_stream_ring_init(&self->ring, &self->base, &self->out);
     if (tcp < 0) {
         stream_set_nodelay(self->base.fd);
     } else if (tcp) {
@@ -922,6 +1111,7 @@ static PyMethodDef stream_methods[] = {
     {"_force_close", (PyCFunction)zl_transport_py_force_close, METH_O, NULL},
     {"_make_empty_waiter", (PyCFunction)stream_py_make_empty_waiter, METH_NOARGS, NULL},
     {"_reset_empty_waiter", (PyCFunction)stream_py_reset_empty_waiter, METH_NOARGS, NULL},
+    {"_deliver_held", (PyCFunction)stream_py_deliver_held, METH_NOARGS, NULL},
     {NULL, NULL, 0, NULL},
 };
 

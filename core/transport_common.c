@@ -88,6 +88,12 @@ zl_transport_watch(zl_transport *t, int event)
         return -1;
     }
     int reading = event == ZL_EV_READ;
+    if (reading && t->kind->recv_arm != NULL) {
+        int armed = t->kind->recv_arm(t);
+        if (armed != 0) {
+            return armed < 0 ? -1 : 0;
+        }
+    }
     zl_io_fn fn = reading ? transport_on_readable : transport_on_writable;
     if (zl_io_set_side(t->loop, t->fd, event, NULL, fn, (PyObject *)t) < 0) {
         return -1;
@@ -99,6 +105,9 @@ zl_transport_watch(zl_transport *t, int event)
 void
 zl_transport_unwatch(zl_transport *t, int event)
 {
+    if (event == ZL_EV_READ && t->kind->recv_disarm != NULL && t->kind->recv_disarm(t) != 0) {
+        return;
+    }
     *(event == ZL_EV_READ ? &t->reading : &t->writing) = 0;
     zl_io_clear_owned_side(t->loop, t->fd, event, (PyObject *)t);
 }

@@ -22,6 +22,10 @@ typedef struct zl_transport_kind {
     size_t queue_count_offset;                    /* offsetof the queue's entry count (a size_t) in the object */
     size_t queue_bytes_offset;                    /* ... and of its byte total: get_write_buffer_size() */
     PyObject *(*make_extra)(zl_transport *t);     /* the extra dict, made when first asked (NULL: made at creation) */
+    /* Optional: start or stop reading through completions instead of readiness; 1 when done so, 0 to watch the fd
+     * as usual, -1 with an exception set (stream_ring.c). */
+    int (*recv_arm)(zl_transport *t);
+    int (*recv_disarm)(zl_transport *t);
 } zl_transport_kind;
 
 /* The head both transport objects start with (as their first member, named base). */

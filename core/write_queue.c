@@ -50,9 +50,8 @@ zl_write_queue_push(zl_write_queue *queue, PyObject *owner, const char *data, Py
     return 0;
 }
 
-/* Drop fully sent chunks and advance into a partly sent one. */
-static void
-write_queue_consume(zl_write_queue *queue, size_t sent)
+void
+zl_write_queue_consume(zl_write_queue *queue, size_t sent)
 {
     queue->bytes -= sent;
     while (sent > 0) {
@@ -109,7 +108,7 @@ zl_write_queue_flush(zl_write_queue *queue, int fd)
                 return -errno;
             }
         }
-        write_queue_consume(queue, (size_t)sent);
+        zl_write_queue_consume(queue, (size_t)sent);
         total += (size_t)sent;
         if ((size_t)sent < batch_bytes) {
             break;   /* the socket buffer is full */

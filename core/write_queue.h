@@ -27,6 +27,9 @@ int zl_write_queue_push(zl_write_queue *queue, PyObject *owner, const char *data
 /* Send as much as the socket takes. Returns bytes sent (0 if it would block) or -errno. */
 ssize_t zl_write_queue_flush(zl_write_queue *queue, int fd);
 
+/* Drop the first sent bytes (fully sent chunks, and advance into a partly sent one); sent <= bytes. */
+void zl_write_queue_consume(zl_write_queue *queue, size_t sent);
+
 void zl_write_queue_clear(zl_write_queue *queue);
 void zl_write_queue_free(zl_write_queue *queue);
 int zl_write_queue_traverse(zl_write_queue *queue, visitproc visit, void *arg);

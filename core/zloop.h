@@ -166,6 +166,8 @@ struct zl_loop {
     volatile int polling;             /* blocked in the backend's poll, GIL released */
     volatile int wake_pending;        /* a wake() was sent for this poll */
     zl_loop_stats stats;              /* loop.stats(): counters, and timings while stats.timing (loop_stats.c) */
+    unsigned char completion;         /* stream transports use the backend's completion contract (stream_ring.c) */
+    PyObject *ring_users;             /* set of transports with a completion operation in flight, or NULL */
 };
 
 extern PyType_Spec zl_loop_spec;

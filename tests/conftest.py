@@ -60,6 +60,10 @@ zloop = _import_zloop()
 BACKENDS = [b for b in zloop.backends() if b not in os.environ.get("ZLOOP_TEST_SKIP_BACKENDS", "").split(",")]
 CONTROL = os.environ.get("ZLOOP_TEST_CONTROL", "") not in ("", "0")
 LOOP_KINDS = BACKENDS + (["asyncio"] if CONTROL else [])
+# "uring+completion": the uring backend with ZLOOP_URING_COMPLETION=1 (stream transports through completions), a
+# kind of tests/test_stream_completion.py. The whole suite runs on it with ZLOOP_URING_COMPLETION=1 -k uring.
+COMPLETION_KIND = "uring+completion"
+COMPLETION_KINDS = [COMPLETION_KIND] if "uring" in BACKENDS else []
 
 # Where the zloop package lives, so subprocesses import the same build.
 ZLOOP_PATH = os.path.dirname(os.path.dirname(os.path.abspath(zloop.__file__)))
@@ -77,6 +81,16 @@ def new_loop(kind):
     """A fresh loop of the given kind: a zloop backend name, or 'asyncio' for the control."""
     if kind == "asyncio":
         return asyncio.new_event_loop()
+    if kind == COMPLETION_KIND:
+        saved = os.environ.get("ZLOOP_URING_COMPLETION")
+        os.environ["ZLOOP_URING_COMPLETION"] = "1"   # read when the loop is made
+        try:
+            return zloop.new_event_loop(backend="uring")
+        finally:
+            if saved is None:
+                del os.environ["ZLOOP_URING_COMPLETION"]
+            else:
+                os.environ["ZLOOP_URING_COMPLETION"] = saved
     return zloop.new_event_loop(backend=kind)
 
 

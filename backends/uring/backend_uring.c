@@ -1,5 +1,6 @@
 /* backends/uring/backend_uring.c — the "uring" backend on Linux: readiness from an epoll set (backends/epoll_set.c,
- * the same watches as native), waited for through io_uring: one io_uring_enter carries the submit, wait and timeout. */
+ * the same watches as native) and completions (uring_completion.c), both waited for through io_uring: one
+ * io_uring_enter carries every queued submission, the wait and the timeout. */
 #ifdef HAVE_CONFIG_H
 #include "config.h"
 #endif
@@ -17,6 +18,7 @@
 
 #include "../../core/backend.h"
 #include "../epoll_set.h"
+#include "uring_completion.h"
 #include "uring_ring.h"
 
 /* Under valgrind (3.19 at least) a thread blocked in io_uring_enter keeps valgrind's lock, so no other thread runs
@@ -29,6 +31,7 @@ struct zl_backend {
     int ring_ready;
     int epoll_poll_queued;             /* the one-shot poll of set.epfd is queued or armed in the kernel */
     int64_t wait_slice_ns;             /* longest single wait in the ring; 0: unbounded */
+    zl_uring_completions comp;         /* the buffer ring and what the last poll completed */
 };
 
 static int64_t
@@ -57,8 +60,9 @@ uring_destroy(zl_backend *b)
         return;
     }
     if (b->ring_ready) {
-        io_uring_queue_exit(&b->ring);  /* cancels the poll of the epoll fd */
+        io_uring_queue_exit(&b->ring);  /* cancels the poll of the epoll fd and every recv and send */
     }
+    zl_uring_completions_free(&b->comp);
     zl_epoll_set_close(&b->set);
     free(b);
 }
@@ -76,6 +80,9 @@ uring_create(void)
     if (rc == 0) {
         b->ring_ready = 1;
         rc = zl_epoll_set_init(&b->set);
+    }
+    if (rc == 0) {
+        (void)zl_uring_completions_init(&b->comp, &b->ring);   /* refused (before 5.19): readiness only */
     }
     if (rc < 0) {
         uring_destroy(b);
@@ -107,25 +114,29 @@ uring_unwatch(zl_backend *b, int fd, int old_events)
     return 0;
 }
 
-/* Take every CQE; 1 if the poll of the epoll fd completed among them (it is then no longer armed). */
+/* Take every CQE: the completions for the core, and 1 if the poll of the epoll fd completed among them (it is then
+ * no longer armed). -ENOMEM when the completion list could not grow (the CQEs left wait for the next poll). */
 static int
-reap_epoll_ready(zl_backend *b)
+reap_cqes(zl_backend *b)
 {
     struct io_uring_cqe *cqe;
     unsigned head, seen = 0;
-    int ready = 0;
+    int ready = 0, rc = 0;
     io_uring_for_each_cqe(&b->ring, head, cqe) {
-        seen++;
         if (cqe->user_data == ZL_URING_TAG_EPOLL_READY) {
             b->epoll_poll_queued = 0;
             ready = 1;                 /* an error result too: epoll_wait then reports it */
+        } else if (cqe->user_data >= ZL_COMPLETION_MIN_TAG && (rc = zl_uring_completions_take(&b->comp, cqe)) < 0) {
+            break;
         }
+        seen++;
     }
     io_uring_cq_advance(&b->ring, seen);
-    return ready;
+    return rc < 0 && !ready && b->comp.done_len == 0 ? rc : ready;
 }
 
-/* Wait in the ring until the epoll set is readable (1), the deadline passes (0), or -EINTR / -errno. */
+/* Wait in the ring until the epoll set is readable (1), a completion came (0, comp.done_len > 0), the deadline
+ * passes (0), or -EINTR / -errno. */
 static int
 wait_for_epoll_set(zl_backend *b, int64_t deadline_ns)
 {
@@ -139,14 +150,15 @@ wait_for_epoll_set(zl_backend *b, int64_t deadline_ns)
     for (;;) {
         int64_t wait_ns = deadline_ns < 0 ? -1 : deadline_ns - monotonic_ns();
         if (deadline_ns >= 0 && wait_ns <= 0) {
-            return reap_epoll_ready(b);
+            return reap_cqes(b);
         }
         if (b->wait_slice_ns > 0 && (wait_ns < 0 || wait_ns > b->wait_slice_ns)) {
             wait_ns = b->wait_slice_ns;
         }
         int rc = zl_uring_submit_and_wait(&b->ring, wait_ns);
-        if (reap_epoll_ready(b)) {
-            return 1;
+        int ready = reap_cqes(b);
+        if (ready != 0 || b->comp.done_len > 0) {
+            return ready;
         }
         if (rc < 0 && rc != -ETIME && rc != -EAGAIN && rc != -EBUSY) {
             return rc;                 /* -EINTR: a signal ended the wait */
@@ -158,12 +170,35 @@ wait_for_epoll_set(zl_backend *b, int64_t deadline_ns)
     }
 }
 
+/* A poll that must not block: submit what is queued (the only system call, and only when something is), take the
+ * CQEs there are, and collect the epoll set only when its poll completed or is not armed (as level 1 always did). */
+static int
+uring_poll_now(zl_backend *b)
+{
+    if (io_uring_sq_ready(&b->ring) > 0) {
+        int rc = io_uring_submit(&b->ring);
+        if (rc < 0 && rc != -EAGAIN && rc != -EBUSY) {
+            return rc;
+        }
+    }
+    int ready = reap_cqes(b);
+    if (ready < 0) {
+        return ready;
+    }
+    return ready || !b->epoll_poll_queued ? zl_epoll_set_wait(&b->set, 0) : 0;
+}
+
 static int
 uring_poll(zl_backend *b, int64_t timeout_ns, const zl_fired **fired)
 {
     *fired = b->set.fired;
+    zl_uring_completions_begin_poll(&b->comp);
     if (timeout_ns == 0) {
-        return zl_epoll_set_wait(&b->set, 0);
+        return uring_poll_now(b);
+    }
+    int ready = reap_cqes(b);          /* completions already there: no wait */
+    if (ready != 0 || b->comp.done_len > 0) {
+        return ready > 0 ? zl_epoll_set_wait(&b->set, 0) : ready;
     }
     int64_t deadline_ns = timeout_ns < 0 ? -1 : monotonic_ns() + timeout_ns;
     for (;;) {
@@ -173,10 +208,35 @@ uring_poll(zl_backend *b, int64_t timeout_ns, const zl_fired **fired)
         }
         rc = zl_epoll_set_wait(&b->set, 0);
         /* Nothing left to report (a poll completion older than the last non-blocking wait): wait on. */
-        if (rc != 0 || b->set.woken) {
+        if (rc != 0 || b->set.woken || b->comp.done_len > 0) {
             return rc;
         }
     }
+}
+
+static int
+uring_recv_start(zl_backend *b, int fd, uint64_t tag)
+{
+    return zl_uring_recv_start(&b->comp, &b->ring, fd, tag);
+}
+
+static int
+uring_send(zl_backend *b, int fd, uint64_t tag, const void *data, size_t len)
+{
+    return zl_uring_send(&b->ring, fd, tag, data, len);
+}
+
+static int
+uring_cancel(zl_backend *b, uint64_t tag)
+{
+    return zl_uring_cancel(&b->ring, tag);
+}
+
+static int
+uring_completions(zl_backend *b, const zl_completion **done)
+{
+    *done = b->comp.done;
+    return b->comp.done_len;
 }
 
 static int
@@ -198,6 +258,10 @@ uring_reinit_after_fork(zl_backend *b)
     io_uring_queue_exit(&b->ring);
     b->ring = fresh;
     b->epoll_poll_queued = 0;
+    /* The buffers are the child's own copies (a private mapping); they are registered with the new ring afresh.
+     * The parent's recvs and sends stay the parent's: the child's transports get no completion for them. */
+    zl_uring_completions_free(&b->comp);
+    (void)zl_uring_completions_init(&b->comp, &b->ring);
     return zl_epoll_set_reinit_after_fork(&b->set);
 }
 
@@ -212,4 +276,8 @@ const zl_backend_ops zl_backend_uring = {
     .poll = uring_poll,
     .wake = uring_wake,
     .reinit_after_fork = uring_reinit_after_fork,
+    .recv_start = uring_recv_start,
+    .send = uring_send,
+    .cancel = uring_cancel,
+    .completions = uring_completions,
 };

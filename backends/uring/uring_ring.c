@@ -37,9 +37,8 @@ zl_uring_ring_init(struct io_uring *ring)
     return 0;
 }
 
-/* A free SQE, submitting queued ones first if the SQ is full; NULL with *err = -errno if even that fails. */
-static struct io_uring_sqe *
-get_sqe(struct io_uring *ring, int *err)
+struct io_uring_sqe *
+zl_uring_get_sqe(struct io_uring *ring, int *err)
 {
     struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
     if (sqe != NULL) {
@@ -61,7 +60,7 @@ int
 zl_uring_queue_poll_in(struct io_uring *ring, int fd, uint64_t user_data)
 {
     int err = 0;
-    struct io_uring_sqe *sqe = get_sqe(ring, &err);
+    struct io_uring_sqe *sqe = zl_uring_get_sqe(ring, &err);
     if (sqe == NULL) {
         return err;
     }

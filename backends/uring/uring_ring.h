@@ -14,6 +14,9 @@
 /* A new ring for one loop; 0 or -errno (io_uring_setup's refusal). */
 int zl_uring_ring_init(struct io_uring *ring);
 
+/* A free SQE, submitting queued ones first if the SQ is full; NULL with *err = -errno if even that fails. */
+struct io_uring_sqe *zl_uring_get_sqe(struct io_uring *ring, int *err);
+
 /* Queue a one-shot poll for POLLIN of fd tagged user_data. 0 or -errno. */
 int zl_uring_queue_poll_in(struct io_uring *ring, int fd, uint64_t user_data);
 

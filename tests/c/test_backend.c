@@ -1033,10 +1033,126 @@ zl_test_info_eintr(const zl_backend_ops *ops)
 
 /* ---- runner ---- */
 
+/* ---- the optional completion contract (core/backend.h): all of it or none; recv, send, end of stream, cancel ---- */
+
+#define ZL_TEST_TAG_RECV 100u
+#define ZL_TEST_TAG_SEND 200u
+
+typedef struct zl_test_done {
+    int result;
+    unsigned flags;
+    char data[64];
+} zl_test_done;
+
+/* Poll until a completion tagged tag comes (copied into *out: its data is the backend's until the next poll). */
+static int
+zl_test_wait_completion(zl_test_ctx *t, uint64_t tag, zl_test_done *out)
+{
+    int64_t deadline = zl_test_now_ns() + ZL_TEST_WAIT_NS;
+    while (zl_test_now_ns() < deadline) {
+        const zl_fired *fired;
+        if (t->ops->poll(t->b, 100 * ZL_TEST_MS, &fired) < 0) {
+            continue;
+        }
+        const zl_completion *done;
+        int count = t->ops->completions(t->b, &done);
+        for (int i = 0; i < count; i++) {
+            if (done[i].tag != tag) {
+                continue;
+            }
+            out->result = done[i].result;
+            out->flags = done[i].flags;
+            if (done[i].result > 0 && done[i].data != NULL) {
+                memcpy(out->data, done[i].data, (size_t)done[i].result < sizeof(out->data) ? (size_t)done[i].result
+                                                                                        : sizeof(out->data));
+            }
+            return 0;
+        }
+    }
+    zl_test_why(t, "no completion tagged %llu within a second", (unsigned long long)tag);
+    return -1;
+}
+
+static int
+zl_test_has_completions(const zl_backend_ops *ops)
+{
+    return ops->recv_start != NULL && ops->send != NULL && ops->cancel != NULL && ops->completions != NULL;
+}
+
+static int
+zl_test_check_completion_all_or_none(zl_test_ctx *t)
+{
+    int set = (t->ops->recv_start != NULL) + (t->ops->send != NULL) + (t->ops->cancel != NULL) +
+              (t->ops->completions != NULL);
+    ZL_TEST_REQUIRE(t, set == 0 || set == 4, "%d of the 4 completion functions are set", set);
+    return 1;
+done:
+    return 0;
+}
+
+/* Data in, data out, then the peer's close as a recv of 0 that ends the recv. */
+static int
+zl_test_check_completion_recv_send_eof(zl_test_ctx *t)
+{
+    if (!zl_test_has_completions(t->ops)) {
+        return 1;                      /* a readiness backend: nothing more to check */
+    }
+    int s[2];
+    zl_test_done got;
+    char buf[8] = {0};
+    ZL_TEST_REQUIRE(t, zl_test_socketpair(t, s) == 0, "socketpair");
+    ZL_TEST_REQUIRE(t, t->ops->recv_start(t->b, s[0], ZL_TEST_TAG_RECV) == 0, "recv_start failed");
+    ZL_TEST_REQUIRE(t, write(s[1], "hello", 5) == 5, "write");
+    ZL_TEST_REQUIRE(t, zl_test_wait_completion(t, ZL_TEST_TAG_RECV, &got) == 0, "recv");
+    ZL_TEST_REQUIRE(t, got.result == 5 && memcmp(got.data, "hello", 5) == 0, "recv gave %d bytes", got.result);
+    ZL_TEST_REQUIRE(t, got.flags & ZL_COMPLETION_MORE, "a multishot recv must stay armed");
+    ZL_TEST_REQUIRE(t, t->ops->send(t->b, s[0], ZL_TEST_TAG_SEND, "world", 5) == 0, "send failed");
+    ZL_TEST_REQUIRE(t, zl_test_wait_completion(t, ZL_TEST_TAG_SEND, &got) == 0, "send");
+    ZL_TEST_REQUIRE(t, got.result == 5, "send completed with %d", got.result);
+    ZL_TEST_REQUIRE(t, read(s[1], buf, sizeof(buf)) == 5 && memcmp(buf, "world", 5) == 0, "the peer got no world");
+    zl_test_close(t, s[1]);
+    ZL_TEST_REQUIRE(t, zl_test_wait_completion(t, ZL_TEST_TAG_RECV, &got) == 0, "end of stream");
+    ZL_TEST_REQUIRE(t, got.result == 0 && !(got.flags & ZL_COMPLETION_MORE), "end of stream gave %d, flags %u",
+                    got.result, got.flags);
+    return 1;
+done:
+    return 0;
+}
+
+/* cancel() ends an armed recv with -ECANCELED, and the fd closed right after it is closed for the peer at once. */
+static int
+zl_test_check_completion_cancel_then_close(zl_test_ctx *t)
+{
+    if (!zl_test_has_completions(t->ops)) {
+        return 1;
+    }
+    int s[2];
+    zl_test_done got;
+    char buf[1];
+    ZL_TEST_REQUIRE(t, zl_test_socketpair(t, s) == 0, "socketpair");
+    ZL_TEST_REQUIRE(t, t->ops->recv_start(t->b, s[0], ZL_TEST_TAG_RECV) == 0, "recv_start failed");
+    const zl_fired *fired;
+    (void)t->ops->poll(t->b, 0, &fired);   /* submitted: armed in the kernel */
+    ZL_TEST_REQUIRE(t, t->ops->cancel(t->b, ZL_TEST_TAG_RECV) == 0, "cancel failed");
+    zl_test_close(t, s[0]);
+    int flags = fcntl(s[1], F_GETFL);
+    fcntl(s[1], F_SETFL, flags | O_NONBLOCK);
+    ZL_TEST_REQUIRE(t, read(s[1], buf, 1) == 0, "the peer did not see the close at once (%s)", strerror(errno));
+    ZL_TEST_REQUIRE(t, zl_test_wait_completion(t, ZL_TEST_TAG_RECV, &got) == 0, "the cancelled recv");
+    ZL_TEST_REQUIRE(t, got.result == -ECANCELED && !(got.flags & ZL_COMPLETION_MORE), "cancel gave %d, flags %u",
+                    got.result, got.flags);
+    return 1;
+done:
+    return 0;
+}
+
 static const struct {
     const char *name;
     zl_test_check_fn fn;
 } zl_test_checks[] = {
+    {"completion contract: all four functions or none", zl_test_check_completion_all_or_none},
+    {"completion: multishot recv, send, end of stream", zl_test_check_completion_recv_send_eof},
+    {"completion: cancel, then close: the peer sees it at once", zl_test_check_completion_cancel_then_close},
     {"pipe becomes readable, reported with ZL_EV_READ", zl_test_check_readable},
     {"level-triggered: undrained fd reported by every poll", zl_test_check_level_triggered},
     {"socketpair writable, reported with ZL_EV_WRITE", zl_test_check_writable},
