@@ -1,26 +1,19 @@
 /* core/ready_queue.c — growth, clearing and GC traversal of the ready queue's ring buffer.
  * Growth keeps FIFO order by unwrapping the ring into the new buffer. */
 #include "ready_queue.h"
+#include "ring_grow.h"
 
 #define ZL_READY_QUEUE_MIN_CAPACITY 64
 
 int
 zl_ready_queue_grow(zl_ready_queue *queue)
 {
-    size_t old_capacity = queue->items == NULL ? 0 : queue->mask + 1;
-    size_t capacity = old_capacity ? old_capacity * 2 : ZL_READY_QUEUE_MIN_CAPACITY;
-    PyObject **items = PyMem_Malloc(capacity * sizeof(PyObject *));
-    if (items == NULL) {
-        PyErr_NoMemory();
+    void *items = queue->items;
+    if (zl_ring_grow(&items, sizeof(PyObject *), queue->len, &queue->head, &queue->mask,
+                     ZL_READY_QUEUE_MIN_CAPACITY) < 0) {
         return -1;
     }
-    for (size_t i = 0; i < queue->len; i++) {
-        items[i] = queue->items[(queue->head + i) & queue->mask];
-    }
-    PyMem_Free(queue->items);
     queue->items = items;
-    queue->head = 0;
-    queue->mask = capacity - 1;
     return 0;
 }
 

@@ -1,5 +1,6 @@
 /* core/threadsafe_inbox.c — the ring of call_soon_threadsafe records: growth, lookup by sequence number, popping
  * (which detaches a live Handle), clearing and GC traversal. Runs with the GIL held, like the rest of the core. */
+#include "ring_grow.h"
 #include "zloop.h"
 
 #define ZL_INBOX_MIN_CAPACITY 64
@@ -7,20 +8,12 @@
 static int
 inbox_grow(zl_inbox *inbox)
 {
-    size_t old_capacity = inbox->records == NULL ? 0 : inbox->mask + 1;
-    size_t capacity = old_capacity ? old_capacity * 2 : ZL_INBOX_MIN_CAPACITY;
-    zl_inbox_record *records = PyMem_Malloc(capacity * sizeof(zl_inbox_record));
-    if (records == NULL) {
-        PyErr_NoMemory();
+    void *records = inbox->records;
+    if (zl_ring_grow(&records, sizeof(zl_inbox_record), inbox->len, &inbox->head, &inbox->mask,
+                     ZL_INBOX_MIN_CAPACITY) < 0) {
         return -1;
     }
-    for (size_t i = 0; i < inbox->len; i++) {
-        records[i] = inbox->records[(inbox->head + i) & inbox->mask];
-    }
-    PyMem_Free(inbox->records);
     inbox->records = records;
-    inbox->head = 0;
-    inbox->mask = capacity - 1;
     return 0;
 }
 
