@@ -232,6 +232,18 @@ tls_before_ssl_call(zl_tls *self)
     self->one_record = self->one_record == ZL_TLS_ONE_RECORD_FED ? ZL_TLS_ONE_RECORD_READING : ZL_TLS_ONE_RECORD_NONE;
 }
 
+/* SSLObject.write is about to run: as any call, except that an empty incoming BIO stays empty (a write can only take
+ * from it, during a renegotiation), so an echo's reply does not make the next record's size unknown. */
+static inline void
+tls_before_ssl_write(zl_tls *self)
+{
+    Py_ssize_t known = self->incoming_known;
+    tls_before_ssl_call(self);
+    if (known == 0) {
+        self->incoming_known = 0;
+    }
+}
+
 /* The n bytes of ciphertext at buf are one whole TLS record: a 5-byte header whose last two bytes give the length
  * of what follows. */
 static int
@@ -347,7 +359,7 @@ tls_ssl_write(zl_tls *self, PyObject *data)
 {
     zl_tls_state *ts = self->ts;
     PyObject *args[2] = {self->sslsock, data};
-    tls_before_ssl_call(self);
+    tls_before_ssl_write(self);
     PyObject *count = zl_tls_call_method(ts->ssl_write, ts->ssl_socket_type, ts->str_write, args, 2);
     if (count == NULL) {
         return tls_clear_again(self) ? 0 : -1;
@@ -364,7 +376,7 @@ tls_do_write(zl_tls *self)
         PyObject *data = PyList_GET_ITEM(self->write_backlog, 0);
         Py_INCREF(data);
         PyObject *args[2] = {self->sslsock, data};
-        tls_before_ssl_call(self);
+        tls_before_ssl_write(self);
         PyObject *count_obj = zl_tls_call_method(self->ts->ssl_write, self->ts->ssl_socket_type, self->ts->str_write,
                                                  args, 2);
         if (count_obj == NULL) {

@@ -842,3 +842,93 @@ def test_failed_tls_connect_leaves_no_reference_cycle_to_the_transport(loop):
         assert len(made) == 1 and made[0]() is None
     finally:
         gc.enable()
+
+
+class BufferedEcho(asyncio.BufferedProtocol):
+    """Echoes what it is given through get_buffer/buffer_updated."""
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.buffer = bytearray(64 * 1024)
+
+    def get_buffer(self, sizehint):
+        return memoryview(self.buffer)
+
+    def buffer_updated(self, nbytes):
+        self.transport.write(self.buffer[:nbytes])
+
+
+class MemoryTLSClient:
+    """A TLS client made of an SSLObject over MemoryBIOs and a plain stream: it sends the ciphertext of its records
+    in pieces of its choosing, so the server gets them whole, several at once, or cut anywhere (inside a header)."""
+
+    def __init__(self, reader, writer):
+        self.reader, self.writer = reader, writer
+        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.obj = client_context().wrap_bio(self.incoming, self.outgoing, server_hostname="localhost")
+        self.plain = bytearray()
+
+    async def handshake(self):
+        while True:
+            try:
+                self.obj.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self.writer.write(self.outgoing.read())
+                self.incoming.write(await self.reader.read(65536))
+        self.writer.write(self.outgoing.read())
+
+    def records(self, message):
+        """The ciphertext of message, one chunk per TLS record it takes."""
+        self.obj.write(message)
+        data, chunks = self.outgoing.read(), []
+        while data:
+            end = 5 + int.from_bytes(data[3:5], "big")
+            chunks.append(data[:end])
+            data = data[end:]
+        return chunks
+
+    async def receive(self, nbytes):
+        while len(self.plain) < nbytes:
+            data = await self.reader.read(65536)
+            assert data, "the server closed the connection"
+            self.incoming.write(data)
+            while True:
+                try:
+                    self.plain += self.obj.read(65536)
+                except ssl.SSLWantReadError:
+                    break
+        return bytes(self.plain)
+
+
+@pytest.mark.parametrize("protocol", [EchoServer, BufferedEcho], ids=["data_received", "buffered"])
+def test_tls_records_whole_several_at_once_and_cut_anywhere(loop, protocol):
+    # The record loop knows one whole record fed into an empty BIO without asking it: every other arrangement of
+    # the ciphertext must still give all the plaintext, in order, whatever records the reads end in.
+    messages = [os.urandom(size) for size in (1, 100, 1024, 5000, 16 * 1024, 20000, 3, 700)]
+
+    async def main():
+        server = await loop.create_server(protocol, "127.0.0.1", 0, ssl=server_context())
+        reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname()[:2])
+        writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        client = MemoryTLSClient(reader, writer)
+        await client.handshake()
+        records = [record for message in messages for record in client.records(message)]
+        stream = b"".join(records)
+        bounds = [0]
+        for record in records:
+            bounds.append(bounds[-1] + len(record))
+        cuts = sorted({*bounds[:3],                                   # the first records one by one
+                       bounds[3] + 3, bounds[4] + 1,                  # cut inside a header
+                       bounds[5] + 100,                               # a record and the start of the next
+                       bounds[7]} - {0})                              # then several whole ones at once
+        pieces = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)])]
+        for piece in pieces:
+            writer.write(piece)
+            await writer.drain()
+            await asyncio.sleep(0.02)                                 # each piece in a read of its own
+        echoed = await client.receive(sum(map(len, messages)))
+        writer.close()
+        await close_server(server)
+        return echoed
+    assert run(loop, main(), timeout=30) == b"".join(messages)
