@@ -12,6 +12,13 @@ enum { ZL_TLS_APP_INIT, ZL_TLS_APP_CON_MADE, ZL_TLS_APP_EOF, ZL_TLS_APP_CON_LOST
 #define ZL_TLS_MAX_SIZE (256 * 1024)          /* SSLProtocol.max_size: plaintext read per SSLObject.read */
 #define ZL_TLS_RECORD_MAX (16 * 1024)         /* the most plaintext one TLS record carries */
 
+/* zl_tls.one_record: what the record loop knows of the ciphertext since the BIO and SSLObject were last empty. */
+enum {
+    ZL_TLS_ONE_RECORD_NONE,      /* nothing (the BIO is asked) */
+    ZL_TLS_ONE_RECORD_FED,       /* exactly one whole record came in, no SSLObject call since */
+    ZL_TLS_ONE_RECORD_READING,   /* the SSLObject call running (or that ran last) is the first since */
+};
+
 /* What the TLS code of one module state holds (state->tls), made by _set_hooks(tls=...). */
 typedef struct zl_tls_state {
     PyTypeObject *protocol_type;      /* zloop.SSLProtocol (an asyncio.BufferedProtocol) */
@@ -30,6 +37,11 @@ typedef struct zl_tls_state {
         *str_eof_received, *str_connection_made, *str_connection_lost, *str_pause_writing, *str_resume_writing,
         *str_getpeercert, *str_cipher, *str_compression, *str_set_result, *str_set_exception, *str_cancelled,
         *str_get_debug, *str_time;
+    /* The _ssl methods the record loop calls, as the types' own descriptors: called without a lookup on objects of
+     * exactly these types (zl_tls_call_method); MemoryBIO.pending's getset, read without one. */
+    PyTypeObject *ssl_socket_type;    /* _ssl._SSLSocket */
+    PyTypeObject *memory_bio_type;    /* _ssl.MemoryBIO */
+    PyObject *ssl_read, *ssl_write, *ssl_pending, *bio_read, *bio_write, *bio_pending;
     int shutdown_timeout_until_lost;  /* 3.14+: the shutdown timeout runs until connection_lost */
     int closing_with_transport;       /* 3.14+: is_closing() is also true once the stream is closing */
 } zl_tls_state;
@@ -62,6 +74,7 @@ typedef struct zl_tls {
     PyObject *shutdown_timeout;
     PyObject *handshake_start_time;   /* loop.time() at the start, in debug mode */
     Py_ssize_t write_buffer_size;
+    Py_ssize_t incoming_known;        /* what the incoming BIO holds when known without asking it, else -1 */
     Py_ssize_t incoming_high, incoming_low, outgoing_high, outgoing_low;
     int state, app_state, conn_lost;
     unsigned char server_side;
@@ -70,6 +83,8 @@ typedef struct zl_tls {
     unsigned char app_transport_created;
     unsigned char ssl_writing_paused, ssl_reading_paused, app_reading_paused, app_writing_paused;
     unsigned char eof_received;
+    unsigned char outgoing_dirty;     /* an SSLObject call ran since the outgoing BIO was last emptied */
+    unsigned char one_record;         /* ZL_TLS_ONE_RECORD_* */
 } zl_tls;
 
 struct zl_tls_transport {
@@ -89,6 +104,16 @@ zl_tls_none_unless(int rc)
         return NULL;
     }
     Py_RETURN_NONE;
+}
+
+/* args[0].<name>(*args[1:]): through descr, the method of owner, when args[0] is exactly of that type. */
+static inline PyObject *
+zl_tls_call_method(PyObject *descr, PyTypeObject *owner, PyObject *name, PyObject *const *args, size_t nargs)
+{
+    if (descr != NULL && Py_IS_TYPE(args[0], owner)) {
+        return PyObject_Vectorcall(descr, args, nargs, NULL);
+    }
+    return PyObject_VectorcallMethod(name, args, nargs, NULL);
 }
 
 /* ------------------------------------------------------------------ protocol (tls_protocol.c) */

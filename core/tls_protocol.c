@@ -53,11 +53,13 @@ tls_clear_again(zl_tls *self)
     return 0;
 }
 
-/* An integer attribute (MemoryBIO.pending): -1 with an exception on failure. */
+/* MemoryBIO.pending, through its getset when bio is a MemoryBIO: -1 with an exception on failure. */
 static Py_ssize_t
-tls_size_attr(PyObject *obj, PyObject *name)
+tls_bio_pending(zl_tls_state *ts, PyObject *bio)
 {
-    PyObject *value = PyObject_GetAttr(obj, name);
+    PyObject *value = Py_IS_TYPE(bio, ts->memory_bio_type)
+                          ? Py_TYPE(ts->bio_pending)->tp_descr_get(ts->bio_pending, bio, (PyObject *)ts->memory_bio_type)
+                          : PyObject_GetAttr(bio, ts->str_pending);
     if (value == NULL) {
         return -1;
     }
@@ -203,14 +205,52 @@ tls_call_flow(zl_tls *self, PyObject *name, const char *message)
 Py_ssize_t
 zl_tls_write_buffer_size(zl_tls *self)
 {
-    Py_ssize_t pending = tls_size_attr(self->outgoing, self->ts->str_pending);
+    Py_ssize_t pending = tls_bio_pending(self->ts, self->outgoing);
     return pending < 0 ? -1 : pending + self->write_buffer_size;
 }
 
 Py_ssize_t
 zl_tls_read_buffer_size(zl_tls *self)
 {
-    return tls_size_attr(self->incoming, self->ts->str_pending);
+    return tls_bio_pending(self->ts, self->incoming);
+}
+
+/* The incoming BIO's size as the record loop needs it: without asking the BIO when nothing read from it since it
+ * was last asked (or found empty), only ciphertext was added. */
+static Py_ssize_t
+tls_incoming_size(zl_tls *self)
+{
+    return self->incoming_known >= 0 ? self->incoming_known : zl_tls_read_buffer_size(self);
+}
+
+/* An SSLObject call is about to run: it may read ciphertext from the incoming BIO and write into the outgoing one. */
+static inline void
+tls_before_ssl_call(zl_tls *self)
+{
+    self->incoming_known = -1;
+    self->outgoing_dirty = 1;
+    self->one_record = self->one_record == ZL_TLS_ONE_RECORD_FED ? ZL_TLS_ONE_RECORD_READING : ZL_TLS_ONE_RECORD_NONE;
+}
+
+/* SSLObject.write is about to run: as any call, except that an empty incoming BIO stays empty (a write can only take
+ * from it, during a renegotiation), so an echo's reply does not make the next record's size unknown. */
+static inline void
+tls_before_ssl_write(zl_tls *self)
+{
+    Py_ssize_t known = self->incoming_known;
+    tls_before_ssl_call(self);
+    if (known == 0) {
+        self->incoming_known = 0;
+    }
+}
+
+/* The n bytes of ciphertext at buf are one whole TLS record: a 5-byte header whose last two bytes give the length
+ * of what follows. */
+static int
+tls_is_one_record(const char *buf, Py_ssize_t n)
+{
+    const unsigned char *header = (const unsigned char *)buf;
+    return n >= 5 && 5 + ((Py_ssize_t)header[3] << 8 | header[4]) == n;
 }
 
 static int
@@ -237,7 +277,7 @@ zl_tls_control_app_writing(zl_tls *self)
 int
 zl_tls_control_ssl_reading(zl_tls *self)
 {
-    Py_ssize_t size = zl_tls_read_buffer_size(self);
+    Py_ssize_t size = tls_incoming_size(self);
     if (size < 0 || self->transport == NULL) {
         return size < 0 ? -1 : 0;
     }
@@ -297,10 +337,12 @@ tls_process_outgoing(zl_tls *self)
     if (self->ssl_writing_paused || self->transport == NULL) {
         return zl_tls_control_app_writing(self);
     }
-    PyObject *data = tls_call0(self->outgoing, self->ts->str_read);
+    zl_tls_state *ts = self->ts;
+    PyObject *data = zl_tls_call_method(ts->bio_read, ts->memory_bio_type, ts->str_read, &self->outgoing, 1);
     if (data == NULL) {
         return -1;
     }
+    self->outgoing_dirty = 0;
     int rc = PyBytes_GET_SIZE(data) > 0 ? tls_transport_write(self, data) : 0;
     Py_DECREF(data);
     if (rc < 0) {
@@ -315,7 +357,10 @@ tls_process_outgoing(zl_tls *self)
 static Py_ssize_t
 tls_ssl_write(zl_tls *self, PyObject *data)
 {
-    PyObject *count = tls_call1(self->sslsock, self->ts->str_write, data);
+    zl_tls_state *ts = self->ts;
+    PyObject *args[2] = {self->sslsock, data};
+    tls_before_ssl_write(self);
+    PyObject *count = zl_tls_call_method(ts->ssl_write, ts->ssl_socket_type, ts->str_write, args, 2);
     if (count == NULL) {
         return tls_clear_again(self) ? 0 : -1;
     }
@@ -330,7 +375,10 @@ tls_do_write(zl_tls *self)
     while (PyList_GET_SIZE(self->write_backlog) > 0) {
         PyObject *data = PyList_GET_ITEM(self->write_backlog, 0);
         Py_INCREF(data);
-        PyObject *count_obj = tls_call1(self->sslsock, self->ts->str_write, data);
+        PyObject *args[2] = {self->sslsock, data};
+        tls_before_ssl_write(self);
+        PyObject *count_obj = zl_tls_call_method(self->ts->ssl_write, self->ts->ssl_socket_type, self->ts->str_write,
+                                                 args, 2);
         if (count_obj == NULL) {
             Py_DECREF(data);
             if (tls_clear_again(self)) {
@@ -463,14 +511,17 @@ tls_call_eof_received(zl_tls *self)
     return rc;
 }
 
-/* SSLObject.read(n, buffer) into the n bytes at buf: the count (0 at close-notify), -2 when it wants more
- * ciphertext, -1 on error. */
+/* SSLObject.read(n, buffer) into the n bytes at buf, which exporter (when not NULL) exports exactly: the count (0 at
+ * close-notify), -2 when it wants more ciphertext, -1 on error. */
 static Py_ssize_t
-tls_ssl_read_into(zl_tls *self, char *buf, Py_ssize_t n)
+tls_ssl_read_into(zl_tls *self, char *buf, Py_ssize_t n, PyObject *exporter)
 {
-    PyObject *view = PyMemoryView_FromMemory(buf, n, PyBUF_WRITE);
+    zl_tls_state *ts = self->ts;
+    PyObject *view = exporter ? Py_NewRef(exporter) : PyMemoryView_FromMemory(buf, n, PyBUF_WRITE);
     PyObject *size = view ? PyLong_FromSsize_t(n) : NULL;
-    PyObject *count = size ? tls_call2(self->sslsock, self->ts->str_read, size, view) : NULL;
+    PyObject *args[3] = {self->sslsock, size, view};
+    tls_before_ssl_call(self);
+    PyObject *count = size ? zl_tls_call_method(ts->ssl_read, ts->ssl_socket_type, ts->str_read, args, 3) : NULL;
     Py_XDECREF(size);
     Py_XDECREF(view);
     if (count == NULL) {
@@ -483,18 +534,32 @@ tls_ssl_read_into(zl_tls *self, char *buf, Py_ssize_t n)
 
 /* A read that got less than it asked for used up its record; when neither the SSLObject (pending()) nor the
  * incoming BIO holds anything more, the next read could only raise SSLWantReadError, whose making costs more than
- * the record: 1 says skip it. */
+ * the record: 1 says skip it. Without asking either when that read was the first SSLObject call since one whole
+ * record came into an empty BIO and SSLObject (ZL_TLS_ONE_RECORD_READING): it read that record. */
 static int
 tls_read_drained(zl_tls *self, Py_ssize_t got, Py_ssize_t asked)
 {
-    if (got >= asked || zl_tls_read_buffer_size(self) != 0) {
+    if (got >= asked) {
+        return 0;
+    }
+    if (self->one_record == ZL_TLS_ONE_RECORD_READING) {
+        self->one_record = ZL_TLS_ONE_RECORD_NONE;
+        self->incoming_known = 0;
+        return 1;
+    }
+    Py_ssize_t in_bio = zl_tls_read_buffer_size(self);
+    if (in_bio != 0) {
         PyErr_Clear();
         return 0;
     }
-    PyObject *pending = tls_call0(self->sslsock, self->ts->str_pending);
+    zl_tls_state *ts = self->ts;
+    PyObject *pending = zl_tls_call_method(ts->ssl_pending, ts->ssl_socket_type, ts->str_pending, &self->sslsock, 1);
     int drained = pending != NULL && PyLong_Check(pending) && PyLong_AsSsize_t(pending) == 0;
     Py_XDECREF(pending);
     PyErr_Clear();
+    if (drained) {
+        self->incoming_known = 0;
+    }
     return drained;
 }
 
@@ -516,15 +581,16 @@ tls_on_close_notify(zl_tls *self)
 }
 
 /* Reads until the SSLObject wants more ciphertext, has nothing more, or buf is full; *got bytes read. The last
- * read's count: 0 at close-notify, -2 when it wants more (or nothing more is there), -1 on error, > 0 when full. */
+ * read's count: 0 at close-notify, -2 when it wants more (or nothing more is there), -1 on error, > 0 when full.
+ * exporter, when not NULL, exports exactly buf and size: the first read goes into it without a new memoryview. */
 static Py_ssize_t
-tls_read_all_into(zl_tls *self, char *buf, Py_ssize_t size, Py_ssize_t *got)
+tls_read_all_into(zl_tls *self, char *buf, Py_ssize_t size, Py_ssize_t *got, PyObject *exporter)
 {
     Py_ssize_t count;
     *got = 0;
     for (;;) {
         Py_ssize_t asked = size - *got;
-        count = tls_ssl_read_into(self, buf + *got, asked);
+        count = tls_ssl_read_into(self, buf + *got, asked, *got == 0 ? exporter : NULL);
         if (count <= 0) {
             return count;
         }
@@ -546,7 +612,7 @@ static int
 tls_read_copied(zl_tls *self)
 {
     for (;;) {
-        Py_ssize_t pending = zl_tls_read_buffer_size(self);
+        Py_ssize_t pending = tls_incoming_size(self);
         if (pending < 0) {
             return -1;
         }
@@ -556,7 +622,7 @@ tls_read_copied(zl_tls *self)
             return -1;
         }
         Py_ssize_t got;
-        Py_ssize_t count = tls_read_all_into(self, PyBytes_AS_STRING(data), size, &got);
+        Py_ssize_t count = tls_read_all_into(self, PyBytes_AS_STRING(data), size, &got, NULL);
         if (count == -1 || got == 0) {
             Py_DECREF(data);
             if (count == -1) {
@@ -583,7 +649,7 @@ tls_read_copied(zl_tls *self)
 static int
 tls_read_buffered(zl_tls *self)
 {
-    Py_ssize_t pending = zl_tls_read_buffer_size(self);
+    Py_ssize_t pending = tls_incoming_size(self);
     PyObject *size = pending < 0 ? NULL : PyLong_FromSsize_t(pending);
     PyObject *buffer = size ? PyObject_CallOneArg(self->app_get_buffer, size) : NULL;
     Py_XDECREF(size);
@@ -593,7 +659,8 @@ tls_read_buffered(zl_tls *self)
         return -1;
     }
     Py_ssize_t offset;
-    Py_ssize_t count = tls_read_all_into(self, view.buf, view.len, &offset);
+    Py_ssize_t count = tls_read_all_into(self, view.buf, view.len, &offset,
+                                         PyMemoryView_Check(buffer) || PyByteArray_Check(buffer) ? buffer : NULL);
     int filled = offset == view.len && count > 0;
     PyBuffer_Release(&view);
     Py_DECREF(buffer);
@@ -625,7 +692,10 @@ tls_do_read_steps(zl_tls *self)
         if (rc < 0) {
             return -1;
         }
-        rc = PyList_GET_SIZE(self->write_backlog) > 0 ? tls_do_write(self) : tls_process_outgoing(self);
+        /* No SSLObject call since the application's write emptied the outgoing BIO: nothing new to send. */
+        rc = PyList_GET_SIZE(self->write_backlog) > 0 ? tls_do_write(self)
+             : self->outgoing_dirty                   ? tls_process_outgoing(self)
+                                                      : 0;
         if (rc < 0) {
             return -1;
         }
@@ -672,6 +742,7 @@ static int
 tls_do_shutdown(zl_tls *self)
 {
     if (!self->eof_received) {
+        tls_before_ssl_call(self);
         PyObject *res = tls_call0(self->sslsock, self->ts->str_shutdown);
         if (res == NULL) {
             if (tls_clear_again(self)) {
@@ -827,6 +898,7 @@ tls_on_handshake_complete(zl_tls *self, PyObject *handshake_exc)
 static int
 tls_do_handshake(zl_tls *self)
 {
+    tls_before_ssl_call(self);
     PyObject *res = tls_call0(self->sslsock, self->ts->str_do_handshake);
     if (res != NULL) {
         Py_DECREF(res);
@@ -906,11 +978,20 @@ tls_on_incoming(zl_tls *self)
     return rc;
 }
 
+/* The n bytes of ciphertext at buf (exported by view) into the incoming BIO, then the state machine's step. */
 static int
-tls_feed(zl_tls *self, PyObject *view)
+tls_feed(zl_tls *self, PyObject *view, const char *buf, Py_ssize_t n)
 {
-    if (tls_done(tls_call1(self->incoming, self->ts->str_write, view)) < 0) {
+    zl_tls_state *ts = self->ts;
+    PyObject *args[2] = {self->incoming, view};
+    if (tls_done(zl_tls_call_method(ts->bio_write, ts->memory_bio_type, ts->str_write, args, 2)) < 0) {
+        self->incoming_known = -1;
         return -1;
+    }
+    self->one_record = self->incoming_known == 0 && tls_is_one_record(buf, n) ? ZL_TLS_ONE_RECORD_FED
+                                                                               : ZL_TLS_ONE_RECORD_NONE;
+    if (self->incoming_known >= 0) {
+        self->incoming_known += n;
     }
     return tls_on_incoming(self);
 }
@@ -924,7 +1005,7 @@ zl_tls_data_received(PyObject *protocol, const char *buf, Py_ssize_t n)
         return -1;
     }
     Py_INCREF(self);   /* the application may drop the last reference to the stream meanwhile */
-    int rc = tls_feed(self, view);
+    int rc = tls_feed(self, view, buf, n);
     Py_DECREF(view);
     Py_DECREF(self);
     return rc;
@@ -1083,7 +1164,7 @@ tls_py_buffer_updated(zl_tls *self, PyObject *arg)
         return NULL;
     }
     Py_INCREF(self);
-    int rc = tls_feed(self, copy);
+    int rc = tls_feed(self, copy, PyBytes_AS_STRING(copy), n);
     Py_DECREF(copy);
     Py_DECREF(self);
     return zl_tls_none_unless(rc);
@@ -1216,6 +1297,7 @@ tls_init_fields(zl_tls *self, PyObject *const *args, int server_side, int call_c
     self->shutdown_timeout = Py_NewRef(args[10]);
     self->server_side = (unsigned char)server_side;
     self->app_state = call_connection_made ? ZL_TLS_APP_INIT : ZL_TLS_APP_CON_MADE;
+    self->incoming_known = -1;
     self->incoming_high = 256 * 1024;
     self->incoming_low = self->incoming_high / 4;
     self->outgoing_high = 512 * 1024;

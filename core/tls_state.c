@@ -1,5 +1,6 @@
 /* core/tls_state.c — what the C TLS layer keeps per module state: its two types, the ssl exception classes it
- * catches by type, the Python helpers that report errors as asyncio does, and the interned method names. */
+ * catches by type, the Python helpers that report errors as asyncio does, the interned method names, and the _ssl
+ * methods the record loop calls. */
 #include "tls.h"
 
 #include <stddef.h>
@@ -17,6 +18,8 @@ static const struct {
     {"report_fatal", offsetof(zl_tls_state, report_fatal)},
     {"report_error", offsetof(zl_tls_state, report_error)},
     {"log", offsetof(zl_tls_state, log)},
+    {"SSLSocketType", offsetof(zl_tls_state, ssl_socket_type)},
+    {"MemoryBIO", offsetof(zl_tls_state, memory_bio_type)},
 };
 
 #define TLS_HOOK(ts, i) ((PyObject **)(void *)((char *)(ts) + tls_hook_table[i].offset))
@@ -62,6 +65,45 @@ static const struct {
 #define TLS_NAME(ts, i) ((PyObject **)(void *)((char *)(ts) + tls_name_table[i].offset))
 #define TLS_NAME_COUNT (sizeof(tls_name_table) / sizeof(tls_name_table[0]))
 
+/* The descriptors of the _ssl methods (and MemoryBIO.pending) the record loop calls, by type and field: looking a
+ * method up on every call costs more than a short SSLObject.read. */
+static const struct {
+    size_t type_offset;
+    const char *name;
+    size_t offset;
+} tls_descr_table[] = {
+    {offsetof(zl_tls_state, ssl_socket_type), "read", offsetof(zl_tls_state, ssl_read)},
+    {offsetof(zl_tls_state, ssl_socket_type), "write", offsetof(zl_tls_state, ssl_write)},
+    {offsetof(zl_tls_state, ssl_socket_type), "pending", offsetof(zl_tls_state, ssl_pending)},
+    {offsetof(zl_tls_state, memory_bio_type), "read", offsetof(zl_tls_state, bio_read)},
+    {offsetof(zl_tls_state, memory_bio_type), "write", offsetof(zl_tls_state, bio_write)},
+    {offsetof(zl_tls_state, memory_bio_type), "pending", offsetof(zl_tls_state, bio_pending)},
+};
+
+#define TLS_DESCR(ts, i) ((PyObject **)(void *)((char *)(ts) + tls_descr_table[i].offset))
+#define TLS_DESCR_TYPE(ts, i) (*(PyObject **)(void *)((char *)(ts) + tls_descr_table[i].type_offset))
+#define TLS_DESCR_COUNT (sizeof(tls_descr_table) / sizeof(tls_descr_table[0]))
+
+static int
+tls_state_fill_descriptors(zl_tls_state *ts)
+{
+    for (size_t i = 0; i < TLS_DESCR_COUNT; i++) {
+        PyObject *type = TLS_DESCR_TYPE(ts, i);
+        if (!PyType_Check(type)) {
+            PyErr_Format(PyExc_TypeError, "the TLS hooks need _ssl's types, got %R", type);
+            return -1;
+        }
+        if ((*TLS_DESCR(ts, i) = PyObject_GetAttrString(type, tls_descr_table[i].name)) == NULL) {
+            return -1;
+        }
+    }
+    if (Py_TYPE(ts->bio_pending)->tp_descr_get == NULL) {
+        PyErr_SetString(PyExc_TypeError, "MemoryBIO.pending is not a descriptor");
+        return -1;
+    }
+    return 0;
+}
+
 static int
 tls_state_fill(zl_tls_state *ts, PyObject *namespace)
 {
@@ -91,7 +133,7 @@ tls_state_fill(zl_tls_state *ts, PyObject *namespace)
         }
         *(int *)(void *)((char *)ts + flags[i].offset) = on;
     }
-    return 0;
+    return tls_state_fill_descriptors(ts);
 }
 
 /* One of the two types, over the base the namespace names, added to the module under its short name. */
@@ -151,6 +193,9 @@ zl_tls_state_traverse(zl_tls_state *ts, visitproc visit, void *arg)
     for (size_t i = 0; i < TLS_HOOK_COUNT; i++) {
         Py_VISIT(*TLS_HOOK(ts, i));
     }
+    for (size_t i = 0; i < TLS_DESCR_COUNT; i++) {
+        Py_VISIT(*TLS_DESCR(ts, i));
+    }
     return 0;
 }
 
@@ -164,6 +209,9 @@ zl_tls_state_clear(zl_tls_state *ts)
     Py_CLEAR(ts->transport_type);
     for (size_t i = 0; i < TLS_HOOK_COUNT; i++) {
         Py_CLEAR(*TLS_HOOK(ts, i));
+    }
+    for (size_t i = 0; i < TLS_DESCR_COUNT; i++) {
+        Py_CLEAR(*TLS_DESCR(ts, i));
     }
 }
 

@@ -842,3 +842,4 @@ def test_failed_tls_connect_leaves_no_reference_cycle_to_the_transport(loop):
         assert len(made) == 1 and made[0]() is None
     finally:
         gc.enable()
+

@@ -2,7 +2,8 @@
 # (--loop zloop:new_event_loop) with a plain ASGI app and with FastAPI, Hypercorn (python -m zloop run -m
 # hypercorn), aiohttp's web.run_app (loop=) and asyncio.Runner(loop_factory=), python -m zloop run around a plain
 # web.run_app; the clients (aiohttp, httpx) run on zloop too. Each exchange: a JSON GET that says which loop served
-# it, a chunked streaming GET and, with the aiohttp client, a WebSocket echo. And an AnyIO program (anyio.run with
+# it, a chunked streaming GET and, with the aiohttp client, a WebSocket echo; uvicorn and aiohttp also over TLS (the C
+# TLS layer on both sides, the client verifying the server's certificate). And an AnyIO program (anyio.run with
 # loop_factory). The apps are in tests/servers/. Skipped when a package is missing (requirements-dev.txt has them).
 
 import importlib.util
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import python_env
+from net_helpers import tls_material
 
 pytestmark = pytest.mark.zloop_only
 
@@ -40,8 +42,13 @@ def app_env(backend):
 
 
 def server_argv(kind, fd, backend):
-    """The command line of a server serving on the inherited listening socket fd."""
+    """The command line of a server serving on the inherited listening socket fd (-tls: over TLS)."""
     zloop_run = [sys.executable, "-m", "zloop", "run", "--backend", backend]
+    if kind.endswith("-tls"):
+        tls = tls_material()
+        if kind == "uvicorn-tls":
+            return [*server_argv("uvicorn", fd, backend), "--ssl-certfile", tls.cert_file, "--ssl-keyfile", tls.key_file]
+        return [*server_argv(kind[:-len("-tls")], fd, backend), tls.cert_file, tls.key_file]
     if kind == "uvicorn":
         return [sys.executable, "-m", "uvicorn", "asgi_app:app", "--fd", str(fd), "--loop", "zloop:new_event_loop"]
     if kind == "fastapi":
@@ -64,6 +71,9 @@ SCENARIOS = [
     ("aiohttp-run_app", "httpx", ["aiohttp", "httpx"]),
     ("aiohttp-runner", "aiohttp", ["aiohttp"]),
     ("aiohttp-zloop-run", "aiohttp", ["aiohttp"]),
+    ("uvicorn-tls", "aiohttp", ["uvicorn", "websockets", "aiohttp"]),
+    ("uvicorn-tls", "httpx", ["uvicorn", "httpx"]),
+    ("aiohttp-runner-tls", "aiohttp", ["aiohttp"]),
 ]
 
 
@@ -72,21 +82,23 @@ def test_server_and_client(server, client, needs, backend):
     missing = [name for name in needs if importlib.util.find_spec(name) is None]
     if missing:
         pytest.skip(f"not installed: {', '.join(missing)} (pip install -r requirements-dev.txt)")
-    if server in ("uvicorn", "fastapi") and not _uvicorn_takes_loop_factory():
+    if server in ("uvicorn", "uvicorn-tls", "fastapi") and not _uvicorn_takes_loop_factory():
         pytest.skip("uvicorn < 0.36 takes no --loop module:factory")
-    if server == "aiohttp-runner" and sys.version_info < (3, 11):
+    if server.startswith("aiohttp-runner") and sys.version_info < (3, 11):
         pytest.skip("asyncio.Runner is Python 3.11+")
     env = app_env(backend)
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(128)
-    url = "http://127.0.0.1:%d" % listener.getsockname()[1]
+    tls = server.endswith("-tls")
+    url = ("https" if tls else "http") + "://127.0.0.1:%d" % listener.getsockname()[1]   # the certificate names it
     # The socket listens before the server starts: the client's connections wait in its backlog, no polling.
     proc = subprocess.Popen(server_argv(server, listener.fileno(), backend), pass_fds=[listener.fileno()], env=env,
                             cwd=APPS, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     listener.close()
     try:
-        got = subprocess.run([sys.executable, str(APPS / "client.py"), client, url], env=env, capture_output=True,
+        got = subprocess.run([sys.executable, str(APPS / "client.py"), client, url, *([tls_material().ca_file] if tls else [])],
+                             env=env, capture_output=True,
                              text=True, timeout=EXCHANGE_TIMEOUT)
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -103,7 +115,7 @@ def test_server_and_client(server, client, needs, backend):
     if client == "aiohttp":
         assert result["ws"] == WS_ECHO
     # SIGTERM is a graceful stop for each of them; uvicorn (as on stock asyncio) then re-raises the signal.
-    if server in ("uvicorn", "fastapi"):
+    if server in ("uvicorn", "uvicorn-tls", "fastapi"):
         assert proc.returncode == -signal.SIGTERM and "Application shutdown complete" in server_err, server_err
     else:
         assert proc.returncode == 0, server_err[-3000:]

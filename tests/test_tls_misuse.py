@@ -20,8 +20,8 @@ import tempfile
 
 import pytest
 
-from net_helpers import (PY311, TIMEOUT, Recorder, client_context, no_fd_leak, run, server_context, tls_material,
-                         watched)
+from net_helpers import (PY311, TIMEOUT, EchoServer, Recorder, client_context, no_fd_leak, run, server_context,
+                         tls_material, watched)
 
 pytestmark = pytest.mark.skipif(not PY311, reason="asyncio's TLS rules tested here (timeouts, shutdown) are 3.11's")
 
@@ -979,3 +979,54 @@ def test_writes_after_close(loop):
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+class BufferedEcho(asyncio.BufferedProtocol):
+    """Echoes what it is given through get_buffer/buffer_updated."""
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.buffer = bytearray(64 * 1024)
+
+    def get_buffer(self, sizehint):
+        return memoryview(self.buffer)
+
+    def buffer_updated(self, nbytes):
+        self.transport.write(self.buffer[:nbytes])
+
+
+def _record_bounds(ciphertext):
+    """Where each TLS record of ciphertext starts, and its end."""
+    bounds = [0]
+    while bounds[-1] < len(ciphertext):
+        bounds.append(bounds[-1] + 5 + int.from_bytes(ciphertext[bounds[-1] + 3:bounds[-1] + 5], "big"))
+    return bounds
+
+
+@pytest.mark.parametrize("protocol", [EchoServer, BufferedEcho], ids=["data_received", "buffered"])
+def test_tls_records_whole_several_at_once_and_cut_anywhere(loop, protocol):
+    # The record loop knows one whole record fed into an empty BIO without asking it: every other arrangement of
+    # the ciphertext must still give all the plaintext, in order, whatever records the reads end in.
+    messages = [os.urandom(size) for size in (1, 100, 1024, 5000, 16 * 1024, 20000, 3, 700)]
+
+    async def main():
+        server = await loop.create_server(protocol, "127.0.0.1", 0, ssl=server_context())
+        peer = await peer_connection_to_tls_server(loop, server.sockets[0].getsockname())
+        peer.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for message in messages:
+            peer.obj.write(message)
+        stream = peer.outgoing.read()
+        bounds = _record_bounds(stream)
+        cuts = sorted({*bounds[1:3],                                  # the first records one by one
+                       bounds[3] + 3, bounds[4] + 1,                  # cut inside a header
+                       bounds[5] + 100,                               # a record and the start of the next
+                       bounds[7]})                                    # then several whole ones at once
+        for start, end in zip([0, *cuts], [*cuts, len(stream)]):
+            await loop.sock_sendall(peer.sock, stream[start:end])
+            await asyncio.sleep(0.02)                                 # each piece in a read of its own
+        echoed = await peer.receive(sum(map(len, messages)))
+        peer.sock.close()
+        server.close()
+        await server.wait_closed()
+        return echoed
+    assert run(loop, main(), timeout=30) == b"".join(messages)

@@ -26,6 +26,8 @@ import client
 import many
 import run as echo_run
 
+import _tlscert  # noqa: E402  (bench/_tlscert.py: run.py puts bench/ on the path)
+
 ATTACH_SECONDS = 0.3   # time given to perf/strace to attach before the window opens
 
 
@@ -83,7 +85,8 @@ def measure(spec: str, args, workdir: str) -> dict:
     """One server under load with a counter attached for the measured window."""
     out = os.path.join(workdir, "count.txt")
     marks = {}
-    with echo_run.EchoServer(spec, args.mode, "tcp", workdir, cpus=args.pin[0] if args.pin else None) as server:
+    with echo_run.EchoServer(spec, args.mode, "tcp", workdir, cpus=args.pin[0] if args.pin else None,
+                             tls=args.tls_files) as server:
         def on_start():
             marks["counter"] = _start_counter(args.tool, server.pid, out)
 
@@ -96,7 +99,8 @@ def measure(spec: str, args, workdir: str) -> dict:
                               on_start=on_start, on_stop=on_stop)
         else:
             result = client.run(family, address, args.msize, args.concurrency, args.duration, args.warmup,
-                                on_start=on_start, on_stop=on_stop)
+                                on_start=on_start, on_stop=on_stop,
+                                cafile=args.tls_files[0] if args.tls_files else None)
     with open(out) as f:
         text = f.read()
     parse = {"strace": _parse_strace, "perf-calls": _parse_perf_calls, "perf": _parse_perf}[args.tool]
@@ -117,6 +121,7 @@ def main(argv=None) -> int:
     parser.add_argument("--duration", type=float, default=2.0)
     parser.add_argument("--warmup", type=float, default=0.5)
     parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds; each row is one run")
+    parser.add_argument("--tls", action="store_true", help="every connection over TLS, as run.py --tls")
     parser.add_argument("--strace", dest="tool", action="store_const", const="strace", default="perf",
                         help="count per system call with strace -c -f (slows the server down)")
     parser.add_argument("--per-call", dest="tool", action="store_const", const="perf-calls",
@@ -129,8 +134,11 @@ def main(argv=None) -> int:
     if args.pin:
         os.sched_setaffinity(0, args.pin[1])   # the clients inherit it
     workdir = tempfile.mkdtemp(prefix="zloop-syscalls-")
+    if args.tls and (args.mode == "sock" or args.connections):
+        parser.error("--tls: sock mode and the many-connections client speak no TLS")
+    args.tls_files = _tlscert.make(workdir) if args.tls else None
     load = f"{args.connections} connections" if args.connections else f"{args.concurrency} client processes"
-    print(f"# {args.mode} {args.msize} B, {load}, {args.duration} s, counted with {args.tool}")
+    print(f"# {args.mode}{' TLS' if args.tls else ''} {args.msize} B, {load}, {args.duration} s, counted with {args.tool}")
     for rnd in range(args.rounds):
         for spec in echo_run.rotated(loops, rnd):
             row = measure(spec, args, workdir)

@@ -16,6 +16,7 @@ from . import _zloop
 from ._sock import params_since
 
 try:
+    import _ssl
     import ssl
 except ImportError:  # pragma: no cover - Python built without ssl
     ssl = None
@@ -70,6 +71,8 @@ if _C_TLS:
         SSLSyscallError=ssl.SSLSyscallError,
         SSLError=ssl.SSLError,
         CertificateError=ssl.CertificateError,
+        SSLSocketType=_ssl._SSLSocket,     # what SSLObject._sslobj is: the C layer calls its methods
+        MemoryBIO=ssl.MemoryBIO,
         TimeoutError=exceptions.TimeoutError,
         report_fatal=report_fatal,
         report_error=report_error,
