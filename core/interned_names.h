@@ -17,6 +17,7 @@
     X(_call_connection_lost) \
     X(_attach)               \
     X(_detach)               \
+    X(_deliver_held)         \
     X(fileno)
 
 typedef enum zl_name_id {

@@ -85,9 +85,7 @@ ring_schedule_delivery(zl_stream_ring *r)
     if (r->delivery_scheduled) {
         return 0;
     }
-    PyObject *name = PyUnicode_FromString("_deliver_held");
-    int rc = name ? zl_transport_call_soon_method(r->t, name, NULL) : -1;
-    Py_XDECREF(name);
+    int rc = zl_transport_call_soon_method(r->t, ZL_NAME(ring_loop(r)->state, _deliver_held), NULL);
     r->delivery_scheduled = rc == 0;
     return rc;
 }
