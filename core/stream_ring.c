@@ -127,14 +127,14 @@ zl_stream_ring_recv_disarm(zl_stream_ring *r)
     return 1;
 }
 
-static int
-ring_hold(zl_stream_ring *r, const char *data, Py_ssize_t n)
+int
+zl_stream_ring_hold(zl_stream_ring *r, const char *data, Py_ssize_t n, int first)
 {
     if (r->held == NULL && (r->held = PyList_New(0)) == NULL) {
         return -1;
     }
     PyObject *bytes = PyBytes_FromStringAndSize(data, n);
-    int rc = bytes ? PyList_Append(r->held, bytes) : -1;
+    int rc = bytes ? (first ? PyList_Insert(r->held, 0, bytes) : PyList_Append(r->held, bytes)) : -1;
     Py_XDECREF(bytes);
     return rc;
 }
@@ -179,7 +179,8 @@ ring_on_recv(zl_stream_ring *r, const zl_completion *c)
         return ring_fatal(r, -c->result, "Fatal read error on socket transport");
     }
     int defer = !t->reading || ring_has_held(r) || ring_loop(r)->ready.len > 0;
-    if (c->result > 0 && (defer ? ring_hold(r, c->data, c->result) : zl_stream_ring_deliver(t, c->data, c->result)) < 0) {
+    if (c->result > 0 &&
+        (defer ? zl_stream_ring_hold(r, c->data, c->result, 0) : zl_stream_ring_deliver(t, c->data, c->result)) < 0) {
         return -1;
     }
     if (c->result == 0) {

@@ -43,6 +43,9 @@ int zl_stream_ring_recv_disarm(zl_stream_ring *r);
 int zl_stream_ring_send_queued(zl_stream_ring *r);
 /* abort() or a fatal error dropped the queue: cancel the send in flight (its bytes stay alive until it ends). */
 void zl_stream_ring_queue_dropped(zl_stream_ring *r);
+/* Keep n bytes of data for delivery once reading resumes: after what is held, or first (the rest of a completion the
+ * protocol paused reading in). -1 with MemoryError set. */
+int zl_stream_ring_hold(zl_stream_ring *r, const char *data, Py_ssize_t n, int first);
 /* The held data, then the held end of stream, to the protocol while it reads (transport._deliver_held()). */
 int zl_stream_ring_deliver_held(zl_stream_ring *r);
 int zl_stream_ring_traverse(zl_stream_ring *r, visitproc visit, void *arg);

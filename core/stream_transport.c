@@ -201,19 +201,6 @@ stream_copy_into_protocol_buffer(zl_stream *self, const char *data, Py_ssize_t n
     return taken;
 }
 
-/* The protocol paused reading half-way through a completion's bytes: the rest waits first in line. */
-static int
-stream_ring_hold_rest(zl_stream *self, const char *data, Py_ssize_t n)
-{
-    if (self->ring.held == NULL && (self->ring.held = PyList_New(0)) == NULL) {
-        return -1;
-    }
-    PyObject *rest = PyBytes_FromStringAndSize(data, n);
-    int rc = rest ? PyList_Insert(self->ring.held, 0, rest) : -1;
-    Py_XDECREF(rest);
-    return rc;
-}
-
 /* A read straight into a bytes of ZL_DIRECT_READ_MAX bytes, shrunk in place to what came: no copy out of the
  * shared buffer, and no ioctl(FIONREAD) to size it first (that was a system call per large read). 1: *data holds
  * *n > 0 bytes; 0: no memory, read the usual way; -1: recv returned *n <= 0, errno as it left it. */
@@ -659,7 +646,7 @@ zl_stream_ring_deliver(zl_transport *t, const char *data, Py_ssize_t n)
     }
     while (n > 0) {
         if (!t->reading || t->conn_lost) {
-            return t->conn_lost ? 0 : stream_ring_hold_rest(self, data, n);
+            return t->conn_lost ? 0 : zl_stream_ring_hold(&self->ring, data, n, 1);
         }
         Py_ssize_t taken = stream_copy_into_protocol_buffer(self, data, n);
         if (taken < 0) {
