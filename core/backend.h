@@ -29,8 +29,9 @@ typedef struct zl_backend zl_backend;   /* a backend's private per-loop state */
 /* One finished operation of the optional completion contract (below). */
 typedef struct zl_completion {
     uint64_t tag;                  /* what the core gave recv_start or send */
-    int result;                    /* bytes (> 0), 0 (a recv: end of stream), or -errno (-ECANCELED after cancel) */
-    unsigned flags;                /* ZL_COMPLETION_MORE: a recv stays armed and more completions of it follow */
+    int result;                    /* bytes (> 0), 0 (a recv: end of stream), an accepted fd (>= 0), or -errno
+                                    * (-ECANCELED after cancel) */
+    unsigned flags;                /* ZL_COMPLETION_MORE: a recv or accept stays armed, more completions follow */
     const char *data;              /* a recv's bytes (result of them); valid until the next poll */
 } zl_completion;
 
@@ -108,6 +109,11 @@ typedef struct zl_backend_ops {
      *   re-arms a recv that ran out of buffers itself.
      * - cancel() submits at once: once it returns the kernel holds no reference to the fd for that operation
      *   other than what completes with -ECANCELED, so closing the fd right after it sends the peer's FIN at once.
+     * - accept_start() arms an accept of listening socket fd that stays armed (ZL_COMPLETION_MORE) until an
+     *   error or cancel(): each completion is one connection, a new non-blocking, close-on-exec fd the core owns
+     *   from the moment completions() hands it out (its peer address is the core's to ask: getpeername). An
+     *   armed accept holds the listening file open: cancel() before closing it. Connections the core never got
+     *   (accepted after the last poll) are closed by destroy().
      */
     int (*recv_start)(zl_backend *backend, int fd, uint64_t tag);
     int (*send)(zl_backend *backend, int fd, uint64_t tag, const void *data, size_t len);
@@ -115,6 +121,7 @@ typedef struct zl_backend_ops {
     /* The completions the last poll collected (it returns the count, possibly with no readiness); the array and
      * the recv data stay valid until the next poll. */
     int (*completions)(zl_backend *backend, const zl_completion **done);
+    int (*accept_start)(zl_backend *backend, int fd, uint64_t tag);
 } zl_backend_ops;
 
 /* The compiled-in backends, NULL-terminated, in preference order (core/backend_registry.c). */

@@ -1,14 +1,11 @@
 /* core/stream_ring.c — the completion path of the stream transport: a multishot recv armed while the transport
  * reads, one send in flight at a time from its write queue, data held while reading is paused, and the dispatch
- * of a poll's completions to their transports (docs/architecture.md, "Level 2"). */
+ * of a poll's completions to their transports, a server's accepts to core/server_ring.c (docs/architecture.md). */
 #include "stream_ring.h"
+#include "stream_server.h"
 
 #include <errno.h>
 #include <fcntl.h>
-
-#define ZL_RING_OP_RECV 1u
-#define ZL_RING_OP_SEND 2u
-#define ZL_RING_OP_MASK 7u
 
 /* A tag names the state (inside its transport, 8-byte aligned) and the operation: the transport stays alive
  * (loop->ring_users) while one of its operations is in flight, so no completion outlives what it names. */
@@ -24,27 +21,31 @@ ring_loop(zl_stream_ring *r)
     return r->t->loop;
 }
 
+int
+zl_ring_users_keep(zl_loop *loop, PyObject *user, int want, unsigned char *kept)
+{
+    if (want && !*kept) {
+        if (loop->ring_users == NULL && (loop->ring_users = PySet_New(NULL)) == NULL) {
+            return -1;
+        }
+        if (PySet_Add(loop->ring_users, user) < 0) {
+            return -1;
+        }
+        *kept = 1;
+    } else if (!want && *kept) {
+        *kept = 0;
+        if (PySet_Discard(loop->ring_users, user) < 0) {
+            PyErr_WriteUnraisable(user);
+        }
+    }
+    return 0;
+}
+
 /* Keep the transport alive exactly while an operation of it is in flight. -1 (MemoryError) only when adding. */
 static int
 ring_keep(zl_stream_ring *r)
 {
-    int want = r->recv_armed || r->send_inflight;
-    zl_loop *loop = ring_loop(r);
-    if (want && !r->kept) {
-        if (loop->ring_users == NULL && (loop->ring_users = PySet_New(NULL)) == NULL) {
-            return -1;
-        }
-        if (PySet_Add(loop->ring_users, (PyObject *)r->t) < 0) {
-            return -1;
-        }
-        r->kept = 1;
-    } else if (!want && r->kept) {
-        r->kept = 0;
-        if (PySet_Discard(loop->ring_users, (PyObject *)r->t) < 0) {
-            PyErr_WriteUnraisable((PyObject *)r->t);
-        }
-    }
-    return 0;
+    return zl_ring_users_keep(ring_loop(r), (PyObject *)r->t, r->recv_armed || r->send_inflight, &r->kept);
 }
 
 void
@@ -280,6 +281,22 @@ ring_on_completion(zl_stream_ring *r, const zl_completion *c)
     return rc;
 }
 
+static int
+ring_dispatch_one(zl_loop *loop, const zl_completion *c)
+{
+    zl_stream_ring *r = (zl_stream_ring *)(uintptr_t)(c->tag & ~(uint64_t)ZL_RING_OP_MASK);
+    PyObject *owner = (PyObject *)r->t;
+    Py_INCREF(owner);
+    loop->in_io_callback = 1;
+    int rc = ring_on_completion(r, c);
+    loop->in_io_callback = 0;
+    if (rc == 0 && ring_keep(r) < 0) {
+        rc = -1;
+    }
+    Py_DECREF(owner);
+    return rc;
+}
+
 /* Every completion is handled even after one failed (a KeyboardInterrupt from a protocol): a send's completion
  * lost would leave its transport waiting for ever. The first exception is the one raised. */
 int
@@ -288,16 +305,8 @@ zl_stream_ring_dispatch(zl_loop *loop, const zl_completion *done, int count)
     PyObject *first_exc = NULL;
     int failed = 0;
     for (int i = 0; i < count; i++) {
-        zl_stream_ring *r = (zl_stream_ring *)(uintptr_t)(done[i].tag & ~(uint64_t)ZL_RING_OP_MASK);
-        PyObject *owner = (PyObject *)r->t;
-        Py_INCREF(owner);
-        loop->in_io_callback = 1;
-        int rc = ring_on_completion(r, &done[i]);
-        loop->in_io_callback = 0;
-        if (rc == 0 && ring_keep(r) < 0) {
-            rc = -1;
-        }
-        Py_DECREF(owner);
+        int rc = (done[i].tag & ZL_RING_OP_MASK) == ZL_RING_OP_ACCEPT ? zl_server_ring_dispatch(loop, &done[i])
+                                                                        : ring_dispatch_one(loop, &done[i]);
         if (rc < 0) {
             PyObject *exc = zl_err_fetch();
             failed = 1;
@@ -326,6 +335,10 @@ zl_stream_ring_forget_all(zl_loop *loop)
     PyObject *iter = PyObject_GetIter(users);
     PyObject *transport;
     while (iter != NULL && (transport = PyIter_Next(iter)) != NULL) {
+        if (zl_server_ring_forget(loop, transport)) {
+            Py_DECREF(transport);
+            continue;
+        }
         zl_stream_ring *r = zl_stream_ring_of((zl_transport *)transport);
         r->recv_armed = 0;
         r->send_inflight = 0;

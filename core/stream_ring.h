@@ -6,6 +6,12 @@
 #include "transport_common.h"
 #include "write_queue.h"
 
+/* A completion tag is the address of what it belongs to (8-byte aligned) with the operation in its low bits. */
+#define ZL_RING_OP_RECV 1u
+#define ZL_RING_OP_SEND 2u
+#define ZL_RING_OP_ACCEPT 3u         /* a server's (core/server_ring.c): the address is its zl_acceptor */
+#define ZL_RING_OP_MASK 7u
+
 typedef struct zl_stream_ring {
     zl_transport *t;                 /* the transport this state is part of */
     zl_write_queue *out;             /* its write queue: the send in flight is its first chunk */
@@ -50,6 +56,10 @@ int zl_stream_ring_hold(zl_stream_ring *r, const char *data, Py_ssize_t n, int f
 int zl_stream_ring_deliver_held(zl_stream_ring *r);
 int zl_stream_ring_traverse(zl_stream_ring *r, visitproc visit, void *arg);
 void zl_stream_ring_clear(zl_stream_ring *r);
+
+/* Keep user (a transport, an acceptor) in loop->ring_users while want (*kept says whether it is). -1 (MemoryError)
+ * only when adding. */
+int zl_ring_users_keep(zl_loop *loop, PyObject *user, int want, unsigned char *kept);
 
 /* The loop's side: hand the completions of a poll to their transports; forget them all once the ring is gone. */
 int zl_stream_ring_dispatch(zl_loop *loop, const zl_completion *done, int count);

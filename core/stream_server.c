@@ -1,6 +1,8 @@
 /* core/stream_server.c — accepting in C: each readiness of a listening stream socket accepts up to `backlog`
- * connections (accept4, non-blocking, close-on-exec), calls the protocol factory and makes the transport in C. */
+ * connections (accept4, non-blocking, close-on-exec), calls the protocol factory and makes the transport in C
+ * (through completions instead where the loop uses them: core/server_ring.c). */
 #include "sock_addr.h"
+#include "stream_server.h"
 #include "transport_common.h"
 
 #include <errno.h>
@@ -9,36 +11,6 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-/* How accepted connections get TCP_NODELAY, which asyncio sets on each. Linux copies the listening socket's
- * TCP_NODELAY to the sockets it accepts, so it is set once on the listener and checked on the first connection:
- * one system call per connection saved where that holds, a setsockopt per connection where it does not. */
-typedef enum zl_accept_nodelay {
-    ZL_NODELAY_NONE,                 /* not TCP */
-    ZL_NODELAY_PROBE,                /* set on the listener; the next connection tells whether it was inherited */
-    ZL_NODELAY_INHERITED,            /* connections arrive with it */
-    ZL_NODELAY_EACH,                 /* set on each connection */
-} zl_accept_nodelay;
-
-/* One listening socket being served (loop._make_acceptor): the owner of its fd's reader in the fd table. */
-typedef struct zl_acceptor {
-    PyObject_HEAD
-    zl_loop *loop;
-    PyObject *sock;                  /* the listening socket object */
-    const int *sock_fd;              /* where it keeps its fd (see zl_transport_sock_gone) */
-    PyObject *protocol_factory;
-    PyObject *server;                /* zloop's Server the connections report to, or None */
-    PyObject *on_error;              /* on_error(exc): accept() failed (out of fds: the Server pauses us) */
-    PyObject *report;                /* report(exc, protocol, transport): making a connection failed (debug) */
-    PyObject *context;               /* the context serving started in: each connection runs in a copy of it */
-    int fd;
-    int backlog;                     /* at most this many connections per readiness */
-    zl_accept_nodelay nodelay;       /* TCP: each connection gets TCP_NODELAY, as asyncio sets it */
-    int watching;
-    socklen_t local_len;             /* every connection's own address, when the socket listens on one (else 0) */
-    struct sockaddr_storage local;
-} zl_acceptor;
-
 
 /* ------------------------------------------------------------------ watching */
 
@@ -54,6 +26,11 @@ acceptor_start(zl_acceptor *self)
         PyErr_SetString(PyExc_ValueError, "the listening socket is closed");
         return -1;
     }
+    int ring = zl_server_ring_start(self);
+    if (ring != 0) {
+        self->watching = ring > 0;
+        return ring > 0 ? 0 : -1;
+    }
     if (zl_io_set_side(self->loop, self->fd, ZL_EV_READ, NULL, acceptor_on_readable, (PyObject *)self) < 0) {
         return -1;
     }
@@ -66,7 +43,11 @@ acceptor_stop(zl_acceptor *self)
 {
     if (self->watching) {
         self->watching = 0;
-        zl_io_clear_owned_side(self->loop, self->fd, ZL_EV_READ, (PyObject *)self);
+        if (self->ring) {
+            zl_server_ring_stop(self);
+        } else {
+            zl_io_clear_owned_side(self->loop, self->fd, ZL_EV_READ, (PyObject *)self);
+        }
     }
 }
 
@@ -121,8 +102,8 @@ acceptor_conn_needs_nodelay(zl_acceptor *self, int conn)
 
 /* Protocol and transport for the accepted fd, in a copy of the serving context (asyncio runs each in its own
  * task, which copies it). The fd is closed when that fails. -1 only when the loop must stop. */
-static int
-acceptor_serve(zl_acceptor *self, int conn, const struct sockaddr *peer, socklen_t peer_len)
+int
+zl_acceptor_serve(zl_acceptor *self, int conn, const struct sockaddr *peer, socklen_t peer_len)
 {
     PyObject *context = PyContext_Copy(self->context);
     if (context == NULL || PyContext_Enter(context) < 0) {
@@ -161,8 +142,8 @@ acceptor_serve(zl_acceptor *self, int conn, const struct sockaddr *peer, socklen
 }
 
 /* accept() failed with error: on_error decides (out of fds: pause and retry later; else report). */
-static int
-acceptor_accept_failed(zl_acceptor *self, int error)
+int
+zl_acceptor_accept_failed(zl_acceptor *self, int error)
 {
     errno = error;
     PyErr_SetFromErrno(PyExc_OSError);
@@ -179,7 +160,7 @@ acceptor_on_readable(PyObject *owner, int fd)
     for (int i = 0; i < self->backlog && self->watching; i++) {
         if (*self->sock_fd != self->fd) {   /* closed behind the server's back: the number is not ours now */
             acceptor_stop(self);
-            return acceptor_accept_failed(self, EBADF);
+            return zl_acceptor_accept_failed(self, EBADF);
         }
         struct sockaddr_storage peer;
         socklen_t peer_len = sizeof(peer);
@@ -193,9 +174,9 @@ acceptor_on_readable(PyObject *owner, int fd)
             if (error == EAGAIN || error == EWOULDBLOCK || error == ECONNABORTED) {
                 return 0;
             }
-            return acceptor_accept_failed(self, error);
+            return zl_acceptor_accept_failed(self, error);
         }
-        if (acceptor_serve(self, conn, (const struct sockaddr *)&peer, peer_len) < 0) {
+        if (zl_acceptor_serve(self, conn, (const struct sockaddr *)&peer, peer_len) < 0) {
             return -1;
         }
     }
@@ -388,6 +369,9 @@ zl_loop_make_acceptor(zl_loop *loop, PyObject *args, PyObject *kwds)
     self->backlog = backlog > 1 ? backlog : 1;
     self->nodelay = acceptor_nodelay_for(fd);
     self->watching = 0;
+    self->ring = 0;
+    self->ring_kept = 0;
+    self->ring_armed = 0;
     self->local_len = zl_sock_addr_shared_local(fd, &self->local);
     PyObject_GC_Track(self);
     return (PyObject *)self;

@@ -55,6 +55,12 @@ def watched(loop):
     return len(loop._selector.get_map())
 
 
+def accepts_in_ring(backend):
+    """Whether a loop of backend made now accepts through a multishot accept (uring with ZLOOP_URING_COMPLETION=1,
+    docs/architecture.md): its listening sockets are then not among the watched fds."""
+    return backend == "uring" and os.environ.get("ZLOOP_URING_COMPLETION") == "1"   # core/loop.c reads it so
+
+
 @contextlib.contextmanager
 def no_fd_leak(loop=None, slack=0):
     """Fail when the block leaves more fds open than it found (after a collection, so dead objects are gone).

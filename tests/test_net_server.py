@@ -304,15 +304,15 @@ def test_closed_server_keeps_its_connections(loop):
     run(loop, main())
 
 
-def test_cancelled_wait_closed_and_serve_forever_leave_no_watcher(loop):
-    from net_helpers import watched
+def test_cancelled_wait_closed_and_serve_forever_leave_no_watcher(loop, backend):
+    from net_helpers import accepts_in_ring, watched
 
     async def main():
         base = watched(loop)
         server = await loop.create_server(EchoServer, "127.0.0.1", 0, start_serving=False)
         serving = loop.create_task(server.serve_forever())
         await asyncio.sleep(0.01)
-        assert watched(loop) == base + 1
+        assert watched(loop) == base + (0 if accepts_in_ring(backend) else 1)   # the listening socket's reader
         waiting = loop.create_task(server.wait_closed())
         await asyncio.sleep(0.01)
         waiting.cancel()
@@ -369,12 +369,17 @@ class Closer(asyncio.Protocol):
 
 async def main():
     loop.set_exception_handler(handler)
-    server = await loop.create_server(Closer, "127.0.0.1", 0, backlog=50)
+    server = await loop.create_server(Closer, "127.0.0.1", 0, backlog=50, start_serving=False)
     address = server.sockets[0].getsockname()
-    clients = [socket.create_connection(address) for _ in range(8)]
+    clients = [socket.socket() for _ in range(8)]
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     in_use = len(os.listdir("/proc/self/fd"))
     resource.setrlimit(resource.RLIMIT_NOFILE, (in_use + 1, hard))  # room for about one connection at a time
+    # Serving starts under the limit: a multishot accept (uring's level 2) reads it when armed, and takes the
+    # connections as they connect.
+    await server.start_serving()
+    for c in clients:
+        c.connect(address)
     deadline = loop.time() + 20
     while len(accepted) < len(clients) and loop.time() < deadline:
         await asyncio.sleep(0.02)

@@ -18,6 +18,7 @@
 
 #include "../../core/backend.h"
 #include "../epoll_set.h"
+#include "uring_accept.h"
 #include "uring_completion.h"
 #include "uring_ring.h"
 
@@ -32,6 +33,7 @@ struct zl_backend {
     int epoll_poll_queued;             /* the one-shot poll of set.epfd is queued or armed in the kernel */
     int64_t wait_slice_ns;             /* longest single wait in the ring; 0: unbounded */
     zl_uring_completions comp;         /* the buffer ring and what the last poll completed */
+    zl_uring_accepts accepts;          /* the multishot accepts armed */
 };
 
 static int64_t
@@ -60,9 +62,11 @@ uring_destroy(zl_backend *b)
         return;
     }
     if (b->ring_ready) {
+        zl_uring_accepts_close(&b->accepts, &b->ring);
         io_uring_queue_exit(&b->ring);  /* cancels the poll of the epoll fd and every recv and send */
     }
     zl_uring_completions_free(&b->comp);
+    zl_uring_accepts_free(&b->accepts);
     zl_epoll_set_close(&b->set);
     free(b);
 }
@@ -126,8 +130,13 @@ reap_cqes(zl_backend *b)
         if (cqe->user_data == ZL_URING_TAG_EPOLL_READY) {
             b->epoll_poll_queued = 0;
             ready = 1;                 /* an error result too: epoll_wait then reports it */
-        } else if (cqe->user_data >= ZL_COMPLETION_MIN_TAG && (rc = zl_uring_completions_take(&b->comp, cqe)) < 0) {
-            break;
+        } else if (cqe->user_data >= ZL_COMPLETION_MIN_TAG) {
+            if ((rc = zl_uring_completions_take(&b->comp, cqe)) < 0) {
+                break;
+            }
+            if (b->accepts.len > 0) {
+                zl_uring_accepts_seen(&b->accepts, cqe);
+            }
         }
         seen++;
     }
@@ -240,6 +249,12 @@ uring_completions(zl_backend *b, const zl_completion **done)
 }
 
 static int
+uring_accept_start(zl_backend *b, int fd, uint64_t tag)
+{
+    return zl_uring_accept_start(&b->accepts, &b->ring, fd, tag);
+}
+
+static int
 uring_wake(zl_backend *b)
 {
     return zl_epoll_set_wake(&b->set);
@@ -262,7 +277,8 @@ uring_reinit_after_fork(zl_backend *b)
      * The parent's recvs and sends stay the parent's: the child's transports get no completion for them. */
     zl_uring_completions_free(&b->comp);
     (void)zl_uring_completions_init(&b->comp, &b->ring);
-    return zl_epoll_set_reinit_after_fork(&b->set);
+    rc = zl_uring_accepts_rearm(&b->accepts, &b->ring);   /* the child's servers accept too, as on epoll */
+    return rc < 0 ? rc : zl_epoll_set_reinit_after_fork(&b->set);
 }
 
 const zl_backend_ops zl_backend_uring = {
@@ -280,4 +296,5 @@ const zl_backend_ops zl_backend_uring = {
     .send = uring_send,
     .cancel = uring_cancel,
     .completions = uring_completions,
+    .accept_start = uring_accept_start,
 };

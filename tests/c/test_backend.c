@@ -13,6 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -1037,6 +1039,7 @@ zl_test_info_eintr(const zl_backend_ops *ops)
 
 #define ZL_TEST_TAG_RECV 100u
 #define ZL_TEST_TAG_SEND 200u
+#define ZL_TEST_TAG_ACCEPT 300u
 
 typedef struct zl_test_done {
     int result;
@@ -1073,18 +1076,32 @@ zl_test_wait_completion(zl_test_ctx *t, uint64_t tag, zl_test_done *out)
     return -1;
 }
 
+/* Poll until tag's last completion comes (no ZL_COMPLETION_MORE); 0 when its result is result. */
+static int
+zl_test_wait_last(zl_test_ctx *t, uint64_t tag, int result, const char *what)
+{
+    zl_test_done got;
+    ZL_TEST_REQUIRE(t, zl_test_wait_completion(t, tag, &got) == 0, "%s", what);
+    ZL_TEST_REQUIRE(t, got.result == result && !(got.flags & ZL_COMPLETION_MORE), "%s gave %d, flags %u", what,
+                    got.result, got.flags);
+    return 0;
+done:
+    return -1;
+}
+
 static int
 zl_test_has_completions(const zl_backend_ops *ops)
 {
-    return ops->recv_start != NULL && ops->send != NULL && ops->cancel != NULL && ops->completions != NULL;
+    return ops->recv_start != NULL && ops->send != NULL && ops->cancel != NULL && ops->completions != NULL &&
+           ops->accept_start != NULL;
 }
 
 static int
 zl_test_check_completion_all_or_none(zl_test_ctx *t)
 {
     int set = (t->ops->recv_start != NULL) + (t->ops->send != NULL) + (t->ops->cancel != NULL) +
-              (t->ops->completions != NULL);
-    ZL_TEST_REQUIRE(t, set == 0 || set == 4, "%d of the 4 completion functions are set", set);
+              (t->ops->completions != NULL) + (t->ops->accept_start != NULL);
+    ZL_TEST_REQUIRE(t, set == 0 || set == 5, "%d of the 5 completion functions are set", set);
     return 1;
 done:
     return 0;
@@ -1111,9 +1128,7 @@ zl_test_check_completion_recv_send_eof(zl_test_ctx *t)
     ZL_TEST_REQUIRE(t, got.result == 5, "send completed with %d", got.result);
     ZL_TEST_REQUIRE(t, read(s[1], buf, sizeof(buf)) == 5 && memcmp(buf, "world", 5) == 0, "the peer got no world");
     zl_test_close(t, s[1]);
-    ZL_TEST_REQUIRE(t, zl_test_wait_completion(t, ZL_TEST_TAG_RECV, &got) == 0, "end of stream");
-    ZL_TEST_REQUIRE(t, got.result == 0 && !(got.flags & ZL_COMPLETION_MORE), "end of stream gave %d, flags %u",
-                    got.result, got.flags);
+    ZL_TEST_REQUIRE(t, zl_test_wait_last(t, ZL_TEST_TAG_RECV, 0, "end of stream") == 0, "no end of stream");
     return 1;
 done:
     return 0;
@@ -1127,7 +1142,6 @@ zl_test_check_completion_cancel_then_close(zl_test_ctx *t)
         return 1;
     }
     int s[2];
-    zl_test_done got;
     char buf[1];
     ZL_TEST_REQUIRE(t, zl_test_socketpair(t, s) == 0, "socketpair");
     ZL_TEST_REQUIRE(t, t->ops->recv_start(t->b, s[0], ZL_TEST_TAG_RECV) == 0, "recv_start failed");
@@ -1138,9 +1152,106 @@ zl_test_check_completion_cancel_then_close(zl_test_ctx *t)
     int flags = fcntl(s[1], F_GETFL);
     fcntl(s[1], F_SETFL, flags | O_NONBLOCK);
     ZL_TEST_REQUIRE(t, read(s[1], buf, 1) == 0, "the peer did not see the close at once (%s)", strerror(errno));
-    ZL_TEST_REQUIRE(t, zl_test_wait_completion(t, ZL_TEST_TAG_RECV, &got) == 0, "the cancelled recv");
-    ZL_TEST_REQUIRE(t, got.result == -ECANCELED && !(got.flags & ZL_COMPLETION_MORE), "cancel gave %d, flags %u",
-                    got.result, got.flags);
+    ZL_TEST_REQUIRE(t, zl_test_wait_last(t, ZL_TEST_TAG_RECV, -ECANCELED, "the cancelled recv") == 0,
+                    "not cancelled");
+    return 1;
+done:
+    return 0;
+}
+
+/* A TCP socket listening on a free loopback port (tracked), its address in *addr; -1 on failure. */
+static int
+zl_test_listener(zl_test_ctx *t, struct sockaddr_in *addr)
+{
+    int fd = zl_test_track(t, socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    socklen_t len = sizeof(*addr);
+    memset(addr, 0, sizeof(*addr));
+    addr->sin_family = AF_INET;
+    addr->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd < 0 || bind(fd, (struct sockaddr *)addr, sizeof(*addr)) < 0 || listen(fd, 16) < 0 ||
+        getsockname(fd, (struct sockaddr *)addr, &len) < 0) {
+        zl_test_why(t, "listener: %s", strerror(errno));
+        return -1;
+    }
+    return fd;
+}
+
+/* A blocking client connected to addr (tracked), or -1. */
+static int
+zl_test_connect(zl_test_ctx *t, const struct sockaddr_in *addr)
+{
+    int fd = zl_test_track(t, socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (fd < 0 || connect(fd, (const struct sockaddr *)addr, sizeof(*addr)) < 0) {
+        zl_test_why(t, "connect: %s", strerror(errno));
+        return -1;
+    }
+    return fd;
+}
+
+/* Two connections through one armed accept, each a new non-blocking close-on-exec fd; cancel ends it, and the
+ * listening socket closed right after is closed for good (a connect is refused). */
+static int
+zl_test_check_completion_accept(zl_test_ctx *t)
+{
+    if (!zl_test_has_completions(t->ops)) {
+        return 1;
+    }
+    struct sockaddr_in addr;
+    zl_test_done got;
+    int lfd = zl_test_listener(t, &addr);
+    ZL_TEST_REQUIRE(t, lfd >= 0, "no listener");
+    ZL_TEST_REQUIRE(t, t->ops->accept_start(t->b, lfd, ZL_TEST_TAG_ACCEPT) == 0, "accept_start failed");
+    for (int i = 0; i < 2; i++) {
+        int client = zl_test_connect(t, &addr);
+        ZL_TEST_REQUIRE(t, client >= 0, "no connection");
+        ZL_TEST_REQUIRE(t, zl_test_wait_completion(t, ZL_TEST_TAG_ACCEPT, &got) == 0, "accept %d", i);
+        ZL_TEST_REQUIRE(t, got.result >= 0, "accept %d gave %d", i, got.result);
+        int conn = zl_test_track(t, got.result);
+        ZL_TEST_REQUIRE(t, got.flags & ZL_COMPLETION_MORE, "a multishot accept must stay armed");
+        ZL_TEST_REQUIRE(t, (fcntl(conn, F_GETFL) & O_NONBLOCK) && (fcntl(conn, F_GETFD) & FD_CLOEXEC),
+                        "the accepted fd is not non-blocking and close-on-exec");
+        ZL_TEST_REQUIRE(t, write(client, "hi", 2) == 2, "write");
+        struct pollfd p = {.fd = conn, .events = POLLIN};
+        char buf[2];
+        ZL_TEST_REQUIRE(t, poll(&p, 1, 1000) == 1 && read(conn, buf, 2) == 2, "the connection got nothing");
+    }
+    ZL_TEST_REQUIRE(t, t->ops->cancel(t->b, ZL_TEST_TAG_ACCEPT) == 0, "cancel failed");
+    zl_test_close(t, lfd);
+    int refused = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int rc = connect(refused, (const struct sockaddr *)&addr, sizeof(addr));
+    int err = errno;
+    close(refused);
+    ZL_TEST_REQUIRE(t, rc < 0 && err == ECONNREFUSED, "the cancelled accept kept the listener open (%d, %s)", rc,
+                    strerror(err));
+    ZL_TEST_REQUIRE(t, zl_test_wait_last(t, ZL_TEST_TAG_ACCEPT, -ECANCELED, "the cancelled accept") == 0,
+                    "not cancelled");
+    return 1;
+done:
+    return 0;
+}
+
+/* A connection accepted after the last poll is the backend's to close at destroy: the client sees the end. */
+static int
+zl_test_check_completion_accept_destroy(zl_test_ctx *t)
+{
+    if (!zl_test_has_completions(t->ops)) {
+        return 1;
+    }
+    struct sockaddr_in addr;
+    int lfd = zl_test_listener(t, &addr);
+    ZL_TEST_REQUIRE(t, lfd >= 0, "no listener");
+    ZL_TEST_REQUIRE(t, t->ops->accept_start(t->b, lfd, ZL_TEST_TAG_ACCEPT) == 0, "accept_start failed");
+    const zl_fired *fired;
+    (void)t->ops->poll(t->b, 0, &fired);   /* submitted: armed in the kernel */
+    int client = zl_test_connect(t, &addr);
+    ZL_TEST_REQUIRE(t, client >= 0, "no connection");
+    zl_test_sleep_ns(20 * ZL_TEST_MS);     /* accepted by the kernel meanwhile, not collected by a poll */
+    t->ops->destroy(t->b);
+    t->b = NULL;
+    struct pollfd p = {.fd = client, .events = POLLIN};
+    char buf[1];
+    ZL_TEST_REQUIRE(t, poll(&p, 1, 1000) == 1, "the connection was never closed (a leaked fd)");
+    ZL_TEST_REQUIRE(t, read(client, buf, 1) <= 0, "the connection sent data");
     return 1;
 done:
     return 0;
@@ -1150,9 +1261,11 @@ static const struct {
     const char *name;
     zl_test_check_fn fn;
 } zl_test_checks[] = {
-    {"completion contract: all four functions or none", zl_test_check_completion_all_or_none},
+    {"completion contract: all five functions or none", zl_test_check_completion_all_or_none},
     {"completion: multishot recv, send, end of stream", zl_test_check_completion_recv_send_eof},
     {"completion: cancel, then close: the peer sees it at once", zl_test_check_completion_cancel_then_close},
+    {"completion: multishot accept, cancel, then close: refused at once", zl_test_check_completion_accept},
+    {"completion: destroy closes connections accepted after the last poll", zl_test_check_completion_accept_destroy},
     {"pipe becomes readable, reported with ZL_EV_READ", zl_test_check_readable},
     {"level-triggered: undrained fd reported by every poll", zl_test_check_level_triggered},
     {"socketpair writable, reported with ZL_EV_WRITE", zl_test_check_writable},
