@@ -10,7 +10,7 @@ import tempfile
 
 import pytest
 
-from net_helpers import TIMEOUT, no_fd_leak, run, watched
+from net_helpers import TIMEOUT, accepts_in_ring, no_fd_leak, run, watched
 from soak.server_process import ServerProcess
 from soak.workload import BEHAVIOURS, FlowEcho, Stats, run_clients
 
@@ -119,7 +119,9 @@ def test_accept_runs_out_of_fds_and_recovers(loop, backend):
     assert status == 0
     assert totals["connections"] == 16
     assert echoed > 1
-    assert after["stats"]["emfile_pauses"] >= 1, after
+    # A multishot accept (uring, ZLOOP_URING_COMPLETION=1) took the limit when it was armed, before "limit 6": no
+    # EMFILE there (docs/compatibility.md); test_net_server's EMFILE test lowers it before serving starts.
+    assert after["stats"].get("emfile_pauses", 0) >= (0 if accepts_in_ring(backend) else 1), after
     assert after["stats"]["accepted"] == 16 + 1
     assert after["fds"] == before["fds"], (before, after)
     assert after["watched"] == before["watched"], (before, after)
