@@ -21,7 +21,7 @@
 
 /* COOP_TASKRUN (5.19): the task work that completes an operation (a recv's copy) waits for the loop's next entry
  * into the kernel instead of interrupting it with an IPI the moment data arrives; on an idle 2-core VM the IPI and
- * the socket lock the early recv then fights for cost 1.2-1.6x native per request (docs/performance.md). A thread
+ * the socket lock the early recv then fights for cost 1.05-1.6x native per request (docs/performance.md). A thread
  * that submitted and no longer runs the loop still runs that work when it next sleeps, makes a system call or
  * takes a tick. TASKRUN_FLAG says in the SQ ring when such work waits, so a poll that must not block enters then. */
 #define ZL_URING_TASKRUN_FLAGS (IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG)
