@@ -41,6 +41,7 @@ class Recorder(asyncio.Protocol):
         self.lost = asyncio.get_running_loop().create_future()
 
     def data_received(self, data):
+        assert type(data) is bytes
         self.chunks.append(bytes(data))
         self.events.append("data")
         if self.pause_after_first and len(self.chunks) == 1:
@@ -176,6 +177,80 @@ def test_close_sends_everything_queued_then_the_end(cloop):
             got = await recv_exactly(cloop, peer, len(payload) + 1)
             assert got == payload   # and then the end of stream
             assert await proto.lost is None
+
+    run(cloop, main())
+
+
+async def wait_for_bytes(proto, n):
+    for _ in range(2000):
+        if sum(map(len, proto.chunks)) >= n:
+            return
+        await asyncio.sleep(0.002)
+
+
+def test_large_and_small_reads_in_turn_keep_their_bytes_and_order(cloop):
+    # Small reads, reads of several provided buffers' worth and single bytes in turn: every read keeps the bytes
+    # and their order, whatever buffers carried them.
+    async def main():
+        proto = Recorder()
+        transport, peer = await connect(cloop, proto)
+        with peer:
+            sent = bytearray()
+            for size in [100, 10240, 10240, 70000, 300, 5000, 10, 200000, 4096, 1, 1, 9000]:
+                block = os.urandom(size)
+                sent += block
+                await cloop.sock_sendall(peer, block)
+                await wait_for_bytes(proto, len(sent))
+            assert b"".join(proto.chunks) == sent
+            assert max(map(len, proto.chunks)) <= 256 * 1024
+            peer.shutdown(socket.SHUT_WR)
+            assert await proto.lost is None
+            assert proto.events[-2:] == ["eof", "lost"]
+
+    run(cloop, main())
+
+
+def test_large_reads_while_paused_wait_and_keep_their_order(cloop):
+    async def main():
+        proto = Recorder(pause_after_first=True)
+        transport, peer = await connect(cloop, proto)
+        with peer:
+            blocks = [os.urandom(10240 + i) for i in range(6)]
+            await cloop.sock_sendall(peer, blocks[0])
+            await wait_for_bytes(proto, 1)
+            for block in blocks[1:]:
+                await cloop.sock_sendall(peer, block)
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)
+            assert proto.events == ["data"] * len(proto.chunks) and not transport.is_reading()
+            before = len(proto.chunks)
+            transport.resume_reading()
+            await wait_for_bytes(proto, sum(map(len, blocks)))
+            assert len(proto.chunks) > before
+            assert b"".join(proto.chunks) == b"".join(blocks)
+            transport.close()
+            assert await proto.lost is None
+
+    run(cloop, main())
+
+
+@pytest.mark.parametrize("how", ["close", "abort"])
+def test_close_after_large_reads_closes_the_fd_and_tells_the_peer(cloop, how):
+    async def main():
+        proto = Recorder()
+        transport, peer = await connect(cloop, proto)
+        fd = transport.get_extra_info("socket").fileno()
+        with peer:
+            for _ in range(3):
+                await cloop.sock_sendall(peer, os.urandom(20000))
+            await wait_for_bytes(proto, 60000)
+            await asyncio.sleep(0.01)   # the next recv is armed
+            getattr(transport, how)()
+            assert await proto.lost is None
+            with pytest.raises(OSError):
+                os.fstat(fd)
+            assert await asyncio.wait_for(cloop.sock_recv(peer, 100), 5) == b""
+            assert b"".join(proto.chunks) and proto.events.count("lost") == 1
 
     run(cloop, main())
 

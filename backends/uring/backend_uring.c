@@ -179,13 +179,14 @@ wait_for_epoll_set(zl_backend *b, int64_t deadline_ns)
     }
 }
 
-/* A poll that must not block: submit what is queued (the only system call, and only when something is), take the
- * CQEs there are, and collect the epoll set only when its poll completed or is not armed (as level 1 always did). */
+/* A poll that must not block: submit what is queued and run the task work waiting for the loop (COOP_TASKRUN; the
+ * only system call, and only when there is either), take the CQEs there are, and collect the epoll set only when
+ * its poll completed or is not armed (as level 1 always did). */
 static int
 uring_poll_now(zl_backend *b)
 {
-    if (io_uring_sq_ready(&b->ring) > 0) {
-        int rc = io_uring_submit(&b->ring);
+    if (io_uring_sq_ready(&b->ring) > 0 || (IO_URING_READ_ONCE(*b->ring.sq.kflags) & IORING_SQ_TASKRUN)) {
+        int rc = io_uring_submit_and_get_events(&b->ring);
         if (rc < 0 && rc != -EAGAIN && rc != -EBUSY) {
             return rc;
         }

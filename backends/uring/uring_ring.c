@@ -19,14 +19,27 @@
  * the oldest kernel the backend is tested against, which the refusal message names. */
 #define ZL_URING_NEEDED_FEATURES (IORING_FEAT_EXT_ARG | IORING_FEAT_CQE_SKIP | IORING_FEAT_NODROP)
 
+/* COOP_TASKRUN (5.19): the task work that completes an operation (a recv's copy) waits for the loop's next entry
+ * into the kernel instead of interrupting it with an IPI the moment data arrives; on an idle 2-core VM the IPI and
+ * the socket lock the early recv then fights for cost 1.05-1.6x native per request (docs/performance.md). A thread
+ * that submitted and no longer runs the loop still runs that work when it next sleeps, makes a system call or
+ * takes a tick. TASKRUN_FLAG says in the SQ ring when such work waits, so a poll that must not block enters then. */
+#define ZL_URING_TASKRUN_FLAGS (IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG)
+
 int
 zl_uring_ring_init(struct io_uring *ring)
 {
     struct io_uring_params params;
     memset(&params, 0, sizeof(params));
-    params.flags = IORING_SETUP_CQSIZE;
+    params.flags = IORING_SETUP_CQSIZE | ZL_URING_TASKRUN_FLAGS;
     params.cq_entries = ZL_URING_CQ_ENTRIES;
     int rc = io_uring_queue_init_params(ZL_URING_SQ_ENTRIES, ring, &params);
+    if (rc == -EINVAL) {               /* before 5.19: without them */
+        memset(&params, 0, sizeof(params));
+        params.flags = IORING_SETUP_CQSIZE;
+        params.cq_entries = ZL_URING_CQ_ENTRIES;
+        rc = io_uring_queue_init_params(ZL_URING_SQ_ENTRIES, ring, &params);
+    }
     if (rc < 0) {
         return rc;
     }
