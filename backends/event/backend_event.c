@@ -19,6 +19,7 @@
 #include <event2/event.h>
 
 #include "../../core/backend.h"
+#include "../array_reserve.h"
 #include "../wake_fd.h"
 #include "event_timeout.h"
 
@@ -471,25 +472,6 @@ zl_event_unwatch(zl_backend *b, int fd, int old_events)
 
 /* ---- poll / wake ---- */
 
-static int
-zl_event_reserve_fired(zl_backend *b)
-{
-    if (b->fired_cap >= b->watched && b->fired != NULL) {
-        return 0;
-    }
-    int cap = b->fired_cap ? b->fired_cap : 64;
-    while (cap < b->watched) {
-        cap *= 2;
-    }
-    zl_fired *grown = realloc(b->fired, (size_t)cap * sizeof(*grown));
-    if (grown == NULL) {
-        return -ENOMEM;
-    }
-    b->fired = grown;
-    b->fired_cap = cap;
-    return 0;
-}
-
 static void
 zl_event_next_gen(zl_backend *b)
 {
@@ -506,7 +488,7 @@ zl_event_next_gen(zl_backend *b)
 static int
 zl_event_poll(zl_backend *b, int64_t timeout_ns, const zl_fired **fired)
 {
-    int rc = zl_event_reserve_fired(b);
+    int rc = zl_array_reserve((void **)&b->fired, &b->fired_cap, b->watched, sizeof(*b->fired), 64);
     if (rc < 0) {
         return rc;
     }

@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "../array_reserve.h"
 #include "uring_accept.h"
 #include "uring_completion.h"
 #include "uring_ring.h"
@@ -23,22 +24,6 @@ accepts_find(const zl_uring_accepts *a, uint64_t tag)
         }
     }
     return -1;
-}
-
-static int
-accepts_reserve(zl_uring_accepts *a)
-{
-    if (a->len < a->cap) {
-        return 0;
-    }
-    int cap = a->cap ? a->cap * 2 : 8;
-    zl_uring_accept *armed = realloc(a->armed, (size_t)cap * sizeof(*armed));
-    if (armed == NULL) {
-        return -ENOMEM;
-    }
-    a->armed = armed;
-    a->cap = cap;
-    return 0;
 }
 
 static int
@@ -58,7 +43,7 @@ accept_queue(struct io_uring *ring, int fd, uint64_t tag)
 int
 zl_uring_accept_start(zl_uring_accepts *a, struct io_uring *ring, int fd, uint64_t tag)
 {
-    int rc = accepts_reserve(a);
+    int rc = zl_array_reserve((void **)&a->armed, &a->cap, a->len + 1, sizeof(*a->armed), 8);
     if (rc == 0) {
         rc = accept_queue(ring, fd, tag);
     }

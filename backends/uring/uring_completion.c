@@ -11,6 +11,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 
+#include "../array_reserve.h"
 #include "uring_completion.h"
 #include "uring_ring.h"
 
@@ -151,26 +152,10 @@ zl_uring_completions_begin_poll(zl_uring_completions *c)
     c->done_len = 0;
 }
 
-static int
-completions_reserve(zl_uring_completions *c)
-{
-    if (c->done_len < c->done_cap) {
-        return 0;
-    }
-    int cap = c->done_cap ? c->done_cap * 2 : 64;
-    zl_completion *done = realloc(c->done, (size_t)cap * sizeof(*done));
-    if (done == NULL) {
-        return -ENOMEM;
-    }
-    c->done = done;
-    c->done_cap = cap;
-    return 0;
-}
-
 int
 zl_uring_completions_take(zl_uring_completions *c, const struct io_uring_cqe *cqe)
 {
-    if (completions_reserve(c) < 0) {
+    if (zl_array_reserve((void **)&c->done, &c->done_cap, c->done_len + 1, sizeof(*c->done), 64) < 0) {
         return -ENOMEM;
     }
     zl_completion *done = &c->done[c->done_len++];
