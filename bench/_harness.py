@@ -22,6 +22,7 @@ import os
 import statistics
 import subprocess
 import sys
+import sysconfig
 import time
 
 import _loops
@@ -54,13 +55,16 @@ class Clock:
         self.wall_ns = time.perf_counter_ns() - self._wall0
 
 
-def build_c(source, binary):
-    """binary compiled from the one C file source with cc (or $CC) when missing or older than it; returns its path."""
+def build_c(source, binary, extension=False):
+    """binary compiled from the one C file source with cc (or $CC) when missing or older than it; returns its path.
+    extension: a Python extension module of this interpreter (its headers, -shared -fPIC)."""
     fresh = os.path.exists(binary) and os.path.getmtime(binary) >= os.path.getmtime(source)
     if not fresh:
         os.makedirs(os.path.dirname(binary), exist_ok=True)
         cc = os.environ.get("CC", "cc")
-        subprocess.run([cc, "-O2", "-std=c11", "-Wall", "-Wextra", "-o", binary, source], check=True, timeout=120)
+        flags = ["-shared", "-fPIC", "-I" + sysconfig.get_paths()["include"]] if extension else []
+        subprocess.run([cc, "-O2", "-std=c11", "-Wall", "-Wextra", *flags, "-o", binary, source],
+                       check=True, timeout=120)
         print(f"built {binary}", file=sys.stderr)
     return binary
 

@@ -23,6 +23,13 @@ request is the headline figure: on a small machine the client processes and
 the server share the cores, so req/s depends on the scheduler, while the CPU
 the server burns per echoed message depends on the loop.
 
+The Python floor (--python-floor, proto and buffered modes): the same C epoll
+loop (floor_py.c, a C extension built into bench/results/ on first use) run
+inside server.py, calling server.py's own protocol objects (data_received, or
+get_buffer and buffer_updated; write() sends at once).  It is measured as a
+loop, so its CPU above the floor is the least any Python event loop can add
+to it with these protocols: the Python process and the protocol's own calls.
+
 TLS (--tls): a throw-away ECDSA key and self-signed certificate are made in the
 run's temp dir (bench/_tlscert.py); the servers serve TLS with them in the
 proto, buffered and streams modes (sock mode has no TLS), the clients wrap
@@ -53,6 +60,7 @@ import time
 import chart
 import client
 import many
+import server
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import _harness  # noqa: E402  (bench/_harness.py)
@@ -65,6 +73,9 @@ RESULTS = os.path.join(os.path.dirname(HERE), "results")
 FLOOR_SOURCE = os.path.join(HERE, "floor_server.c")
 FLOOR_BINARY = os.path.join(RESULTS, "floor_server")
 FLOOR = "floor"   # the spec of the bare C server in records and the summary
+PY_FLOOR_SOURCE = os.path.join(HERE, "floor_py.c")
+PY_FLOOR = server.PY_FLOOR   # --python-floor: that server's epoll loop inside server.py, calling its protocols
+PY_FLOOR_MODES = server.PY_FLOOR_MODES
 
 MODES = ("sock", "proto", "buffered", "streams")
 TLS_MODES = ("proto", "buffered", "streams")   # sock mode (sock_recv/sock_sendall) has no TLS
@@ -90,6 +101,11 @@ class ServerError(RuntimeError):
 
 # --- one server process -----------------------------------------------------
 
+def build_python_floor() -> str:
+    """floor_py.c as an extension module of this interpreter in bench/results/ (server.py loads it from there)."""
+    return _harness.build_c(PY_FLOOR_SOURCE, server.python_floor_path(), extension=True)
+
+
 def build_floor() -> str:
     """The floor server's binary, compiled with cc when missing or older than its source."""
     return _harness.build_c(FLOOR_SOURCE, FLOOR_BINARY)
@@ -104,6 +120,8 @@ class EchoServer:
         where = ["--unix", self.unix_path] if self.unix_path else ["--addr", "127.0.0.1:0"]
         if spec == FLOOR:
             self.command = [FLOOR_BINARY, *where]
+        elif spec == PY_FLOOR:
+            self.command = [sys.executable, SERVER, "--loop", PY_FLOOR, "--mode", mode, *where]
         else:
             self.command = [_loops.interpreter(spec), SERVER, "--loop", spec, "--mode", mode, *where]
             if tls:
@@ -262,9 +280,10 @@ def rotated(items, shift: int) -> list:
 def cell_specs(args, cell) -> list:
     """The servers a cell runs: every loop, and the floor in the first mode's cell of each transport and size
     (the floor has no modes). With --paired the floor runs before every loop instead (run_matrix)."""
+    loops = [spec for spec in args.loops if spec != PY_FLOOR or cell["mode"] in PY_FLOOR_MODES]
     if args.floor and not args.paired and cell["mode"] == args.modes[0]:
-        return list(args.loops) + [FLOOR]
-    return list(args.loops)
+        return loops + [FLOOR]
+    return loops
 
 
 def run_matrix(args) -> list:
@@ -272,6 +291,8 @@ def run_matrix(args) -> list:
              for t in args.transports for m in args.modes for s in args.sizes]
     if args.floor:
         build_floor()
+    if PY_FLOOR in args.loops:
+        build_python_floor()
     if args.connections:
         many.build()
     total = args.rounds * sum(len(cell_specs(args, cell)) * (2 if args.paired else 1) for cell in cells)
@@ -350,6 +371,8 @@ def summarize(records: list, loops: list) -> list:
         entry["floor"] = _loop_stats(floor_runs) if floor_runs else None
         floor_cpu = entry["floor"]["cpu_us_per_req"] if entry["floor"] else None
         for spec in loops:
+            if spec == PY_FLOOR and spec not in by_loop:
+                continue   # a mode it has no server for
             entry["loops"][spec] = stats = _loop_stats(by_loop.get(spec, []))
             above = stats["cpu_us_per_req"] is not None and floor_cpu is not None
             stats["above_floor_us"] = stats["cpu_us_per_req"] - floor_cpu if above else None
@@ -480,6 +503,9 @@ def parse_args(argv=None):
                              "(bench/peers.sh) (default: all of them that are available)")
     parser.add_argument("--no-floor", dest="floor", action="store_false",
                         help="do not measure the bare C epoll server (the floor)")
+    parser.add_argument("--python-floor", action="store_true",
+                        help=f"also measure the Python floor ({PY_FLOOR}: the floor's C loop inside server.py "
+                             f"calling its protocols; modes {','.join(PY_FLOOR_MODES)}) as a loop")
     parser.add_argument("--modes", type=_csv(), help=f"default {','.join(MODES)}")
     parser.add_argument("--sizes", type=_csv(int),
                         help=f"message sizes in bytes, default {','.join(map(str, SIZES))}")
@@ -557,6 +583,10 @@ def _validate(parser, args) -> None:
         parser.error("--connections must be 0 (the 3-process mode) .. 4096")
     if not os.path.exists("/proc/self/stat"):
         parser.error("server CPU is read from /proc/PID/stat: Linux only")
+    if args.python_floor:
+        if args.tls:
+            parser.error("--python-floor: the Python floor speaks no TLS")
+        args.loops.append(PY_FLOOR)
     if args.paired and not args.floor:
         parser.error("--paired measures the floor: not with --no-floor or --tls")
     if args.pin:

@@ -24,12 +24,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import importlib.util
 import json
 import os
 import signal
 import socket
 import stat
 import sys
+import sysconfig
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import _loops  # noqa: E402  (bench/_loops.py)
@@ -39,6 +41,10 @@ MODES = ("sock", "proto", "buffered", "streams")
 
 # Read size for every mode; asyncio and uvloop transports also read 256 KiB.
 RECV_SIZE = 256 * 1024
+
+# --loop python-floor: no event loop; floor_py.c's epoll loop calls the protocols below (run.py --python-floor).
+PY_FLOOR = "python-floor"
+PY_FLOOR_MODES = ("proto", "buffered")
 
 # Transports still open, so shutdown can close them.
 _open_transports: set = set()
@@ -266,6 +272,35 @@ async def serve(args) -> None:
         listener.close()
 
 
+def python_floor_path() -> str:
+    """Where run.py builds floor_py.c for this interpreter."""
+    results = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results")
+    return os.path.join(results, "floor_py" + sysconfig.get_config_var("EXT_SUFFIX"))
+
+
+def serve_python_floor(args) -> int:
+    """The Python floor: floor_py's C epoll loop serving this module's protocols until SIGTERM or SIGINT."""
+    spec = importlib.util.spec_from_file_location("floor_py", python_floor_path())
+    floor_py = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(floor_py)
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt   # the C loop returns at its next wake-up with this exception
+
+    signal.signal(signal.SIGTERM, stop)
+    listener = make_listener(args)
+    note_address(listener)
+    announce_ready()
+    factory = EchoProtocol if args.mode == "proto" else EchoBufferedProtocol
+    try:
+        floor_py.serve(listener.fileno(), factory, args.mode == "buffered")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        listener.close()
+    return 0
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--loop", default="asyncio",
@@ -283,12 +318,16 @@ def parse_args(argv=None):
         parser.error("--certfile and --keyfile go together")
     if args.certfile and args.mode == "sock":
         parser.error("sock mode has no TLS (use proto, buffered or streams)")
+    if args.loop == PY_FLOOR and (args.certfile or args.mode not in PY_FLOOR_MODES):
+        parser.error(f"--loop {PY_FLOOR}: modes {', '.join(PY_FLOOR_MODES)}, no TLS")
     return args
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     _ready_info.update(pid=os.getpid(), loop=args.loop, mode=args.mode, tls=bool(args.certfile))
+    if args.loop == PY_FLOOR:
+        return serve_python_floor(args)
     loop = _loops.make_loop(args.loop)
     asyncio.set_event_loop(loop)
     try:
