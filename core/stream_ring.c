@@ -287,7 +287,10 @@ ring_dispatch_one(zl_loop *loop, const zl_completion *c)
     zl_stream_ring *r = (zl_stream_ring *)(uintptr_t)(c->tag & ~(uint64_t)ZL_RING_OP_MASK);
     PyObject *owner = (PyObject *)r->t;
     Py_INCREF(owner);
-    loop->in_io_callback = 1;
+    /* What a send's completion schedules (connection_lost once close() has nothing left to send, a drain
+     * waiter's wake-up) runs in this iteration, not the next: asyncio sends inside write(), so there it was
+     * scheduled before this poll. A recv's is deferred as the readiness dispatch defers a read's. */
+    loop->in_io_callback = (c->tag & ZL_RING_OP_MASK) != ZL_RING_OP_SEND;
     int rc = ring_on_completion(r, c);
     loop->in_io_callback = 0;
     if (rc == 0 && ring_keep(r) < 0) {

@@ -181,6 +181,31 @@ def test_close_sends_everything_queued_then_the_end(cloop):
     run(cloop, main())
 
 
+def test_close_right_after_a_write_loses_the_connection_before_the_loop_stops(cloop):
+    # asyncio sends inside write(), so close() right after one has nothing left to send and connection_lost runs
+    # in the next iteration, before run_until_complete() returns: the transport lets go of its protocol there
+    # (CPython's test_ssl test_create_connection_memory_leak counts on it). Through the ring the send completes
+    # at the next poll, and what its completion schedules must run in that same iteration.
+    proto = Recorder()
+
+    async def main():
+        transport, peer = await connect(cloop, proto)
+        transport.write(b"last words")
+        transport.close()
+        return peer
+
+    peer = cloop.run_until_complete(main())   # no wait_for: its extra iterations would hide a late connection_lost
+    with peer:
+        assert proto.events == ["lost"]
+        assert proto.lost.result() is None
+        peer.setblocking(True)
+        peer.settimeout(TIMEOUT)
+        got = b""
+        while chunk := peer.recv(64):
+            got += chunk
+        assert got == b"last words"
+
+
 async def wait_for_bytes(proto, n):
     for _ in range(2000):
         if sum(map(len, proto.chunks)) >= n:
