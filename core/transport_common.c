@@ -15,31 +15,50 @@ transport_queued(zl_transport *t, size_t offset)
 
 /* ------------------------------------------------------------------ scheduling */
 
-/* callback(arg) (no argument when arg is NULL) on the loop's next iteration. */
+/* callback(arg) (no argument when arg is NULL) on the loop's next iteration, in context (NULL: a copy of the
+ * current one, as call_soon). */
 static int
-transport_call_soon(zl_transport *t, PyObject *callback, PyObject *arg)
+transport_call_soon_in(zl_transport *t, PyObject *callback, PyObject *arg, PyObject *context)
 {
     if (zl_loop_check_closed(t->loop) < 0) {   /* close()/abort() after loop.close(): asyncio's RuntimeError */
         return -1;
     }
     PyObject *args[1] = {arg};
-    zl_handle *handle = zl_handle_new(t->loop, callback, args, arg != NULL, NULL, 0, 0.0);
+    zl_handle *handle = zl_handle_new(t->loop, callback, args, arg != NULL, context, 0, 0.0);
     if (handle == NULL) {
         return -1;
     }
     return zl_loop_enqueue(t->loop, (PyObject *)handle);
 }
 
-int
-zl_transport_call_soon_method(zl_transport *t, PyObject *name, PyObject *arg)
+static int
+transport_call_soon(zl_transport *t, PyObject *callback, PyObject *arg)
+{
+    return transport_call_soon_in(t, callback, arg, NULL);
+}
+
+static int
+transport_call_soon_method_in(zl_transport *t, PyObject *name, PyObject *arg, PyObject *context)
 {
     PyObject *method = PyObject_GetAttr((PyObject *)t, name);
     if (method == NULL) {
         return -1;
     }
-    int rc = transport_call_soon(t, method, arg);
+    int rc = transport_call_soon_in(t, method, arg, context);
     Py_DECREF(method);
     return rc;
+}
+
+int
+zl_transport_call_soon_method(zl_transport *t, PyObject *name, PyObject *arg)
+{
+    return transport_call_soon_method_in(t, name, arg, NULL);
+}
+
+int
+zl_transport_call_soon_method_in_own_context(zl_transport *t, PyObject *name, PyObject *arg)
+{
+    return transport_call_soon_method_in(t, name, arg, t->context);
 }
 
 /* ------------------------------------------------------------------ watching the fd */

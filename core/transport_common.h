@@ -72,6 +72,9 @@ zl_transport_sock_gone(const zl_transport *t)
 
 /* The transport's own method `name`, looked up now, called with arg (none when NULL) on the next iteration. */
 int zl_transport_call_soon_method(zl_transport *t, PyObject *name, PyObject *arg);
+/* The same in the transport's own context, the one its protocol callbacks run in, whoever schedules it (a
+ * resume_reading() from a task must not hand the task's context on to data_received or connection_lost). */
+int zl_transport_call_soon_method_in_own_context(zl_transport *t, PyObject *name, PyObject *arg);
 
 /* ------------------------------------------------------------------ watching the fd (flag checks inline) */
 

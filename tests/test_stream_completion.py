@@ -3,9 +3,11 @@
 # flight, small BufferedProtocol buffers, a reset peer. Run on every backend too (and the asyncio control).
 
 import asyncio
+import contextvars
 import os
 import socket
 import struct
+import sys
 
 import pytest
 
@@ -204,6 +206,51 @@ def test_close_right_after_a_write_loses_the_connection_before_the_loop_stops(cl
         while chunk := peer.recv(64):
             got += chunk
         assert got == b"last words"
+
+
+def test_callbacks_after_a_resume_from_a_task_run_in_the_transports_context(cloop):
+    # The end of stream that came while reading was paused reaches the protocol after a resume_reading() that a
+    # task called: in the transport's context, not the task's (CPython gh-140947, fixed in asyncio 3.15; before
+    # it asyncio re-added its reader in the caller's context). Through the ring it is held, delivered by a handle.
+    if isinstance(cloop, asyncio.BaseEventLoop) and sys.version_info < (3, 15):
+        pytest.skip("asyncio before 3.15 runs them in the resuming task's context")
+    var = contextvars.ContextVar("resumer", default="unset")
+    seen = []
+
+    class Protocol(Recorder):
+        def data_received(self, data):
+            seen.append(("data", var.get()))
+            super().data_received(data)
+
+        def eof_received(self):
+            seen.append(("eof", var.get()))
+
+        def connection_lost(self, exc):
+            seen.append(("lost", var.get()))
+            super().connection_lost(exc)
+
+    async def resume(transport):
+        var.set("task")
+        transport.resume_reading()
+
+    async def main():
+        proto = Protocol(pause_after_first=True)
+        transport, peer = await connect(cloop, proto)
+        with peer:
+            peer.sendall(b"first")
+            peer.shutdown(socket.SHUT_WR)   # the data and the end in one poll: through the ring the end is held
+            while not proto.chunks:
+                await asyncio.sleep(0.001)
+            assert not transport.is_reading()
+            await asyncio.sleep(0.05)
+            assert seen == [("data", "unset")]
+            await asyncio.create_task(resume(transport))
+            assert await proto.lost is None
+        assert proto.chunks == [b"first"]
+        assert seen[-2:] == [("eof", "unset"), ("lost", "unset")]
+        assert all(value == "unset" for _, value in seen), seen
+
+    run(cloop, main())
 
 
 async def wait_for_bytes(proto, n):
