@@ -1,6 +1,7 @@
 #!/bin/sh
 # scripts/test.sh — set up, build and run zloop's whole test suite on every supported Python, 3.11 to 3.15: the C
-# backend tests and pytest on the default python3 (every compiled backend), then zloop built for 3.12 and 3.13
+# backend tests and pytest on the default python3 (every compiled backend; uring once more with its completion
+# level on), then zloop built for 3.12 and 3.13
 # (pyenv) and 3.14 and 3.15 (a Debian unstable chroot, scripts/sid-chroot.sh) with the smoke test and the pytest
 # suite on each, CPython's test_asyncio conformance on all five, and the uvicorn and AnyIO test suites on the native
 # backend against stock asyncio when time is left (aiohttp's, longer: make check-frameworks). Each step prints its
@@ -20,6 +21,13 @@ step_done "bootstrap"
 echo "== C backend tests and pytest (default Python, every compiled backend)"
 make -C build check --no-print-directory
 step_done "make check"
+
+if PYTHONPATH=python python3 -c "import sys, zloop; sys.exit('uring' not in zloop.backends())" 2>/dev/null; then
+    echo "== uring level 2: pytest's uring tests again with ZLOOP_URING_COMPLETION=1 (off by default)"
+    ZLOOP_URING_COMPLETION=1 PYTHONPATH=python PYTHONDONTWRITEBYTECODE=1 \
+        python3 -m pytest -q -p no:cacheprovider -k uring tests
+    step_done "pytest, uring with completions"
+fi
 
 echo "== build, smoke-test and test the other supported Pythons"
 tested=0
