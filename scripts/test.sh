@@ -1,8 +1,8 @@
 #!/bin/sh
 # scripts/test.sh — set up, build and run zloop's whole test suite on every supported Python, 3.11 to 3.15: the C
 # backend tests and pytest on the default python3 (every compiled backend; uring once more with its completion
-# level on), then zloop built for 3.12 and 3.13
-# (pyenv) and 3.14 and 3.15 (a Debian unstable chroot, scripts/sid-chroot.sh) with the smoke test and the pytest
+# level on), then zloop built for 3.12 and 3.13 (pyenv) and 3.14 and 3.15 (a Debian unstable chroot,
+# scripts/sid-chroot.sh) with the smoke test and the pytest
 # suite on each, CPython's test_asyncio conformance on all five, and the uvicorn and AnyIO test suites on the native
 # backend against stock asyncio when time is left (aiohttp's, longer: make check-frameworks). Each step prints its
 # wall time.
