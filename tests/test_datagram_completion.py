@@ -123,6 +123,26 @@ def test_many_datagrams_from_several_peers_each_echoed_in_order_to_its_sender(cl
         run(cloop, main())
 
 
+def test_a_burst_larger_than_the_ring_buffers_comes_whole_and_in_order(cloop):
+    # 200 datagrams wait in the socket before the loop runs again: more than the ring's 64 datagram buffers, so the
+    # recvmsg runs out of them (-ENOBUFS) and is armed again, the rest waiting in the socket meanwhile.
+    async def main():
+        transport, proto = await cloop.create_datagram_endpoint(Recorder, local_addr=("127.0.0.1", 0))
+        transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        address = transport.get_extra_info("sockname")
+        await asyncio.sleep(0)
+        with peer_socket("127.0.0.1") as peer:
+            for round_ in range(3):
+                for i in range(200):
+                    peer.sendto(b"%d-%d" % (round_, i), address)
+                await until(lambda: len(proto.got) == 200 * (round_ + 1), "the burst")
+            assert [d for d, _ in proto.got] == [b"%d-%d" % (r, i) for r in range(3) for i in range(200)]
+        transport.close()
+        await proto.lost
+
+    run(cloop, main())
+
+
 @pytest.mark.parametrize("host", HOSTS)
 def test_the_largest_udp_datagram_comes_whole_as_asyncio_reads_it(cloop, host):
     # asyncio's recvfrom reads up to 256 KiB, so a UDP datagram is never cut short; the ring's buffers hold the

@@ -184,7 +184,9 @@ zl_uring_completions_take(zl_uring_completions *c, const struct io_uring_cqe *cq
     if (done == NULL) {
         return -ENOMEM;
     }
-    if (cqe->res == -ENOBUFS) {
+    /* Out of stream buffers when all of them came back in CQEs since the last poll gave them back (each is posted
+     * as the buffer is filled, before the recv that finds none); otherwise it was the datagram group's. */
+    if (cqe->res == -ENOBUFS && c->lent_len >= c->circulating) {
         c->starved = 1;
     }
     if (cqe->flags & IORING_CQE_F_BUFFER) {
