@@ -191,12 +191,27 @@ dgram_ring_rearm_after(zl_dgram_ring *r, const zl_completion *c)
     return dgram_ring_start(r);
 }
 
+/* A kernel without multishot RECVMSG (before 6.0) refuses it with -EINVAL: the transport reads on readiness. */
+static int
+dgram_ring_fall_back(zl_dgram_ring *r)
+{
+    r->on = 0;
+    if (!r->t->reading || r->t->closing || r->t->conn_lost || zl_transport_sock_gone(r->t)) {
+        return 0;
+    }
+    r->t->reading = 0;
+    return zl_transport_watch(r->t, ZL_EV_READ);
+}
+
 static int
 dgram_ring_on_completion(zl_dgram_ring *r, const zl_completion *c)
 {
     zl_transport *t = r->t;
     if (!(c->flags & ZL_COMPLETION_MORE)) {
         r->recv_armed = 0;
+    }
+    if (c->result == -EINVAL && !r->recv_armed) {
+        return dgram_ring_fall_back(r);
     }
     if (t->closing || t->conn_lost || c->result == -ECANCELED) {
         return dgram_ring_rearm_after(r, c);    /* dropped, as a closed readiness transport reads no more */
