@@ -33,10 +33,13 @@ typedef struct zl_completion {
                                     * (-ECANCELED after cancel) */
     unsigned flags;                /* ZL_COMPLETION_MORE: a recv or accept stays armed, more completions follow */
     const char *data;              /* a recv's bytes (result of them); valid until the next poll */
+    const void *name;              /* a recvmsg's sender address (a struct sockaddr), NULL otherwise; as data */
+    unsigned name_len;             /* its length */
 } zl_completion;
 
 enum {
     ZL_COMPLETION_MORE = 1,
+    ZL_COMPLETION_TRUNCATED = 2,   /* a recvmsg's datagram was larger than the buffer: data holds its start */
 };
 
 /* The smallest tag the core may use: smaller ones are the backend's own. */
@@ -114,6 +117,12 @@ typedef struct zl_backend_ops {
      *   from the moment completions() hands it out (its peer address is the core's to ask: getpeername). An
      *   armed accept holds the listening file open: cancel() before closing it. Connections the core never got
      *   (accepted after the last poll) are closed by destroy().
+     * - recvmsg_start() arms a receive of datagrams on a UDP socket (AF_INET or AF_INET6) that stays armed as a
+     *   recv does: each completion is one datagram, result its length (0 for an empty one), data its bytes and
+     *   name its sender's address, both valid until the next poll. A datagram is never cut short on UDP (a buffer
+     *   holds 65,527 bytes, IPv6's largest; ZL_COMPLETION_TRUNCATED says otherwise). A socket error (an ICMP
+     *   error such as -ECONNREFUSED) ends it, and so does an empty datagram (result 0, the kernel's rule) and
+     *   -ENOBUFS when the buffers ran out: the core re-arms.
      */
     int (*recv_start)(zl_backend *backend, int fd, uint64_t tag);
     int (*send)(zl_backend *backend, int fd, uint64_t tag, const void *data, size_t len);
@@ -122,6 +131,7 @@ typedef struct zl_backend_ops {
      * the recv data stay valid until the next poll. */
     int (*completions)(zl_backend *backend, const zl_completion **done);
     int (*accept_start)(zl_backend *backend, int fd, uint64_t tag);
+    int (*recvmsg_start)(zl_backend *backend, int fd, uint64_t tag);
 } zl_backend_ops;
 
 /* The compiled-in backends, NULL-terminated, in preference order (core/backend_registry.c). */

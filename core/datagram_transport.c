@@ -1,5 +1,6 @@
 /* core/datagram_transport.c — the datagram transport (UDP and Unix datagram sockets) in C: the I/O dispatch
  * receives straight into protocol.datagram_received, sendto() sends at once and queues only on EAGAIN. */
+#include "datagram_ring.h"
 #include "sock_addr.h"
 #include "transport_common.h"
 
@@ -53,6 +54,7 @@ typedef struct zl_datagram {
     PyObject *tx_addr;               /* the last destination converted to C ... */
     zl_sockaddr tx_sa;               /* ... and that form */
     zl_dgram_queue out;
+    zl_dgram_ring ring;              /* the completion path of receiving (datagram_ring.c), when the loop uses it */
     int family;
     unsigned char has_address;       /* address is truthy: sendto() checks and uses it */
     unsigned char use_send;          /* extra['peername'] is truthy: send(), not sendto(), as asyncio does */
@@ -401,6 +403,20 @@ dgram_recv_python(zl_datagram *self, PyObject **data, PyObject **addr)
     return 1;
 }
 
+/* protocol.datagram_received(data, addr); what it raises goes to the exception handler. -1 only when the loop must
+ * stop. */
+static int
+dgram_deliver(zl_datagram *self, PyObject *data, PyObject *addr)
+{
+    PyObject *args[2] = {data, addr};
+    PyObject *res = PyObject_Vectorcall(self->datagram_received, args, 2, NULL);
+    if (res == NULL) {
+        return dgram_report_callback_error(self, "_read_ready");
+    }
+    Py_DECREF(res);
+    return 0;
+}
+
 /* One datagram to the protocol. -1 only when the loop must stop (SystemExit, KeyboardInterrupt). */
 static int
 dgram_read_ready(zl_datagram *self)
@@ -417,15 +433,56 @@ dgram_read_ready(zl_datagram *self)
         int rc = dgram_classify_error(self, "Fatal read error on datagram transport");
         return rc > 0 ? dgram_report_callback_error(self, "_read_ready") : rc;
     }
-    PyObject *args[2] = {data, addr};
-    PyObject *res = PyObject_Vectorcall(self->datagram_received, args, 2, NULL);
+    int rc = dgram_deliver(self, data, addr);
     Py_DECREF(data);
     Py_DECREF(addr);
-    if (res == NULL) {
-        return dgram_report_callback_error(self, "_read_ready");
-    }
-    Py_DECREF(res);
-    return 0;
+    return rc;
+}
+
+/* ------------------------------------------------------------------ the completion hooks (datagram_ring.c) */
+
+zl_dgram_ring *
+zl_dgram_ring_of(zl_transport *t)
+{
+    return &((zl_datagram *)t)->ring;
+}
+
+PyObject *
+zl_dgram_ring_sender(zl_transport *t, const void *name, unsigned name_len)
+{
+    zl_sockaddr from;
+    memset(&from, 0, sizeof(from));
+    from.len = name_len <= sizeof(from.storage) ? (socklen_t)name_len : 0;
+    memcpy(&from.storage, name, from.len);
+    return dgram_sender((zl_datagram *)t, &from);
+}
+
+int
+zl_dgram_ring_received(zl_transport *t, PyObject *data, PyObject *addr)
+{
+    return dgram_deliver((zl_datagram *)t, data, addr);
+}
+
+int
+zl_dgram_ring_error(zl_transport *t, int error)
+{
+    zl_datagram *self = (zl_datagram *)t;
+    errno = error;
+    PyErr_SetFromErrno(PyExc_OSError);
+    int rc = dgram_classify_error(self, "Fatal read error on datagram transport");
+    return rc > 0 ? dgram_report_callback_error(self, "_read_ready") : rc;
+}
+
+static int
+dgram_recv_arm(zl_transport *t)
+{
+    return zl_dgram_ring_recv_arm(&((zl_datagram *)t)->ring);
+}
+
+static int
+dgram_recv_disarm(zl_transport *t)
+{
+    return zl_dgram_ring_recv_disarm(&((zl_datagram *)t)->ring);
 }
 
 static int
@@ -691,6 +748,8 @@ static const zl_transport_kind dgram_kind = {
     .queue_drop = dgram_queue_drop,
     .queue_count_offset = offsetof(zl_datagram, out.count),
     .queue_bytes_offset = offsetof(zl_datagram, out.bytes),
+    .recv_arm = dgram_recv_arm,
+    .recv_disarm = dgram_recv_disarm,
 };
 
 /* ------------------------------------------------------------------ Python API */
@@ -699,6 +758,15 @@ static PyObject *
 dgram_py_read_ready(zl_datagram *self, PyObject *Py_UNUSED(ignored))
 {
     if (dgram_read_ready(self) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+dgram_py_deliver_held(zl_datagram *self, PyObject *Py_UNUSED(ignored))
+{
+    if (zl_dgram_ring_deliver_held(&self->ring) < 0) {
         return NULL;
     }
     Py_RETURN_NONE;
@@ -747,6 +815,9 @@ dgram_traverse(zl_datagram *self, visitproc visit, void *arg)
     Py_VISIT(self->address);
     Py_VISIT(self->rx_addr);
     Py_VISIT(self->tx_addr);
+    if (zl_dgram_ring_traverse(&self->ring, visit, arg) < 0) {
+        return -1;
+    }
     for (size_t i = 0; i < self->out.count; i++) {
         Py_VISIT(self->out.entries[self->out.head + i].data);
         Py_VISIT(self->out.entries[self->out.head + i].addr);
@@ -762,6 +833,7 @@ dgram_clear(zl_datagram *self)
     Py_CLEAR(self->address);
     Py_CLEAR(self->rx_addr);
     Py_CLEAR(self->tx_addr);
+    zl_dgram_ring_clear(&self->ring);
     dgram_queue_clear(&self->out);
     return 0;
 }
@@ -850,7 +922,11 @@ zl_loop_make_datagram_transport(zl_loop *loop, PyObject *args, PyObject *kwds)
     if (self == NULL) {
         return NULL;
     }
-    if (dgram_init_fields(self, sock, protocol, address, extra) < 0 || zl_transport_open(&self->base, waiter) < 0) {
+    if (dgram_init_fields(self, sock, protocol, address, extra) < 0) {
+        return zl_transport_discard(&self->base);
+    }
+    zl_dgram_ring_init(&self->ring, &self->base, self->family);
+    if (zl_transport_open(&self->base, waiter) < 0) {
         return zl_transport_discard(&self->base);
     }
     return (PyObject *)self;
@@ -870,6 +946,7 @@ static PyMethodDef dgram_methods[] = {
     ZL_TRANSPORT_BUFFER_AND_PROTOCOL_METHODS,
     {"_read_ready", (PyCFunction)dgram_py_read_ready, METH_NOARGS, NULL},
     {"_sendto_ready", (PyCFunction)dgram_py_sendto_ready, METH_NOARGS, NULL},
+    {"_deliver_held", (PyCFunction)dgram_py_deliver_held, METH_NOARGS, NULL},
     {"_call_connection_lost", (PyCFunction)zl_transport_py_call_connection_lost, METH_O, NULL},
     {"_force_close", (PyCFunction)zl_transport_py_force_close, METH_O, NULL},
     {NULL, NULL, 0, NULL},

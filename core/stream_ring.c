@@ -2,6 +2,7 @@
  * reads, one send in flight at a time from its write queue, data held while reading is paused, and the dispatch
  * of a poll's completions to their transports, a server's accepts to core/server_ring.c (docs/architecture.md). */
 #include "stream_ring.h"
+#include "datagram_ring.h"
 #include "stream_server.h"
 
 #include <errno.h>
@@ -308,8 +309,10 @@ zl_stream_ring_dispatch(zl_loop *loop, const zl_completion *done, int count)
     PyObject *first_exc = NULL;
     int failed = 0;
     for (int i = 0; i < count; i++) {
-        int rc = (done[i].tag & ZL_RING_OP_MASK) == ZL_RING_OP_ACCEPT ? zl_server_ring_dispatch(loop, &done[i])
-                                                                        : ring_dispatch_one(loop, &done[i]);
+        unsigned op = (unsigned)(done[i].tag & ZL_RING_OP_MASK);
+        int rc = op == ZL_RING_OP_ACCEPT       ? zl_server_ring_dispatch(loop, &done[i])
+                 : op == ZL_RING_OP_DGRAM_RECV ? zl_dgram_ring_dispatch(loop, &done[i])
+                                               : ring_dispatch_one(loop, &done[i]);
         if (rc < 0) {
             PyObject *exc = zl_err_fetch();
             failed = 1;
@@ -338,7 +341,7 @@ zl_stream_ring_forget_all(zl_loop *loop)
     PyObject *iter = PyObject_GetIter(users);
     PyObject *transport;
     while (iter != NULL && (transport = PyIter_Next(iter)) != NULL) {
-        if (zl_server_ring_forget(loop, transport)) {
+        if (zl_server_ring_forget(loop, transport) || zl_dgram_ring_forget(loop, transport)) {
             Py_DECREF(transport);
             continue;
         }

@@ -20,6 +20,7 @@
 #include "../epoll_set.h"
 #include "uring_accept.h"
 #include "uring_completion.h"
+#include "uring_datagram.h"
 #include "uring_ring.h"
 
 /* Under valgrind (3.19 at least) a thread blocked in io_uring_enter keeps valgrind's lock, so no other thread runs
@@ -34,6 +35,7 @@ struct zl_backend {
     int64_t wait_slice_ns;             /* longest single wait in the ring; 0: unbounded */
     zl_uring_completions comp;         /* the buffer ring and what the last poll completed */
     zl_uring_accepts accepts;          /* the multishot accepts armed */
+    zl_uring_datagrams dgrams;         /* the datagram buffer group, once a recvmsg was armed */
 };
 
 static int64_t
@@ -66,6 +68,7 @@ uring_destroy(zl_backend *b)
         io_uring_queue_exit(&b->ring);  /* cancels the poll of the epoll fd and every recv and send */
     }
     zl_uring_completions_free(&b->comp);
+    zl_uring_datagrams_free(&b->dgrams);
     zl_uring_accepts_free(&b->accepts);
     zl_epoll_set_close(&b->set);
     free(b);
@@ -131,7 +134,9 @@ reap_cqes(zl_backend *b)
             b->epoll_poll_queued = 0;
             ready = 1;                 /* an error result too: epoll_wait then reports it */
         } else if (cqe->user_data >= ZL_COMPLETION_MIN_TAG) {
-            if ((rc = zl_uring_completions_take(&b->comp, cqe)) < 0) {
+            rc = zl_uring_datagram_cqe(cqe) ? zl_uring_datagram_take(&b->dgrams, &b->comp, cqe)
+                                            : zl_uring_completions_take(&b->comp, cqe);
+            if (rc < 0) {
                 break;
             }
             if (b->accepts.len > 0) {
@@ -203,6 +208,7 @@ uring_poll(zl_backend *b, int64_t timeout_ns, const zl_fired **fired)
 {
     *fired = b->set.fired;
     zl_uring_completions_begin_poll(&b->comp);
+    zl_uring_datagrams_begin_poll(&b->dgrams);
     if (timeout_ns == 0) {
         return uring_poll_now(b);
     }
@@ -256,6 +262,12 @@ uring_accept_start(zl_backend *b, int fd, uint64_t tag)
 }
 
 static int
+uring_recvmsg_start(zl_backend *b, int fd, uint64_t tag)
+{
+    return zl_uring_recvmsg_start(&b->dgrams, &b->ring, fd, tag);
+}
+
+static int
 uring_wake(zl_backend *b)
 {
     return zl_epoll_set_wake(&b->set);
@@ -278,6 +290,7 @@ uring_reinit_after_fork(zl_backend *b)
      * The parent's recvs and sends stay the parent's: the child's transports get no completion for them. */
     zl_uring_completions_free(&b->comp);
     (void)zl_uring_completions_init(&b->comp, &b->ring);
+    zl_uring_datagrams_free(&b->dgrams);                  /* registered with the new ring at its next recvmsg */
     rc = zl_uring_accepts_rearm(&b->accepts, &b->ring);   /* the child's servers accept too, as on epoll */
     return rc < 0 ? rc : zl_epoll_set_reinit_after_fork(&b->set);
 }
@@ -298,4 +311,5 @@ const zl_backend_ops zl_backend_uring = {
     .cancel = uring_cancel,
     .completions = uring_completions,
     .accept_start = uring_accept_start,
+    .recvmsg_start = uring_recvmsg_start,
 };

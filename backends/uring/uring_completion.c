@@ -15,7 +15,6 @@
 #include "uring_completion.h"
 #include "uring_ring.h"
 
-#define ZL_URING_BUFFERS 512                 /* a power of two: the buffer ring's size, and the most in use */
 #define ZL_URING_BUFFERS_FIRST 64            /* in use at first; 64 more each time recvs run out */
 #define ZL_URING_BUFFER_SIZE (16 * 1024)     /* one recv completion carries at most this much */
 #define ZL_URING_BUFFER_GROUP 0
@@ -28,39 +27,51 @@ buffer_give_back(zl_uring_completions *c, uint16_t bid, int offset)
 }
 
 int
+zl_uring_buf_ring_register(struct io_uring *ring, unsigned entries, int group, struct io_uring_buf_ring **out)
+{
+    size_t ring_bytes = entries * sizeof(struct io_uring_buf);
+    void *br = mmap(NULL, ring_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (br == MAP_FAILED) {
+        return -ENOMEM;
+    }
+    struct io_uring_buf_reg reg;
+    memset(&reg, 0, sizeof(reg));
+    reg.ring_addr = (uint64_t)(uintptr_t)br;
+    reg.ring_entries = entries;
+    reg.bgid = (uint16_t)group;
+    int rc = io_uring_register_buf_ring(ring, &reg, 0);
+    if (rc < 0) {
+        munmap(br, ring_bytes);
+        return rc;
+    }
+    io_uring_buf_ring_init(br);
+    *out = br;
+    return 0;
+}
+
+int
 zl_uring_completions_init(zl_uring_completions *c, struct io_uring *ring)
 {
     memset(c, 0, sizeof(*c));
-    size_t ring_bytes = ZL_URING_BUFFERS * sizeof(struct io_uring_buf);
-    void *br = mmap(NULL, ring_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    /* The buffers are an anonymous mapping too: pages cost memory only once a recv has written them. */
+    /* The buffers are an anonymous mapping: pages cost memory only once a recv has written them. */
     void *buffers = mmap(NULL, (size_t)ZL_URING_BUFFERS * ZL_URING_BUFFER_SIZE, PROT_READ | PROT_WRITE,
                          MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     c->lent = malloc(ZL_URING_BUFFERS * sizeof(*c->lent));
-    int rc = (br == MAP_FAILED || buffers == MAP_FAILED || c->lent == NULL) ? -ENOMEM : 0;
+    int rc = (buffers == MAP_FAILED || c->lent == NULL) ? -ENOMEM : 0;
     if (rc == 0) {
-        struct io_uring_buf_reg reg;
-        memset(&reg, 0, sizeof(reg));
-        reg.ring_addr = (uint64_t)(uintptr_t)br;
-        reg.ring_entries = ZL_URING_BUFFERS;
-        reg.bgid = ZL_URING_BUFFER_GROUP;
-        rc = io_uring_register_buf_ring(ring, &reg, 0);
+        rc = zl_uring_buf_ring_register(ring, ZL_URING_BUFFERS, ZL_URING_BUFFER_GROUP, &c->buf_ring);
     }
     if (rc < 0) {
-        if (br != MAP_FAILED) {
-            munmap(br, ring_bytes);
-        }
         if (buffers != MAP_FAILED) {
             munmap(buffers, (size_t)ZL_URING_BUFFERS * ZL_URING_BUFFER_SIZE);
         }
         free(c->lent);
         c->lent = NULL;
+        c->buf_ring = NULL;
         return rc;
     }
-    c->buf_ring = br;
-    c->buf_ring_bytes = ring_bytes;
+    c->buf_ring_bytes = ZL_URING_BUFFERS * sizeof(struct io_uring_buf);
     c->buffers = buffers;
-    io_uring_buf_ring_init(c->buf_ring);
     for (int i = 0; i < ZL_URING_BUFFERS_FIRST; i++) {
         buffer_give_back(c, (uint16_t)i, i);
     }
@@ -152,18 +163,30 @@ zl_uring_completions_begin_poll(zl_uring_completions *c)
     c->done_len = 0;
 }
 
-int
-zl_uring_completions_take(zl_uring_completions *c, const struct io_uring_cqe *cqe)
+zl_completion *
+zl_uring_completions_push(zl_uring_completions *c, const struct io_uring_cqe *cqe)
 {
     if (zl_array_reserve((void **)&c->done, &c->done_cap, c->done_len + 1, sizeof(*c->done), 64) < 0) {
-        return -ENOMEM;
+        return NULL;
     }
     zl_completion *done = &c->done[c->done_len++];
+    memset(done, 0, sizeof(*done));
     done->tag = cqe->user_data;
     done->result = cqe->res;
     done->flags = (cqe->flags & IORING_CQE_F_MORE) ? ZL_COMPLETION_MORE : 0;
-    done->data = NULL;
-    if (cqe->res == -ENOBUFS) {
+    return done;
+}
+
+int
+zl_uring_completions_take(zl_uring_completions *c, const struct io_uring_cqe *cqe)
+{
+    zl_completion *done = zl_uring_completions_push(c, cqe);
+    if (done == NULL) {
+        return -ENOMEM;
+    }
+    /* Out of stream buffers when all of them came back in CQEs since the last poll gave them back (each is posted
+     * as the buffer is filled, before the recv that finds none); otherwise it was the datagram group's. */
+    if (cqe->res == -ENOBUFS && c->lent_len >= c->circulating) {
         c->starved = 1;
     }
     if (cqe->flags & IORING_CQE_F_BUFFER) {

@@ -10,6 +10,10 @@
 
 #include "../../core/backend.h"
 
+/* The stream buffers' count, a power of two: the buffer ring's size, the most in use, and the first buffer id of
+ * the datagram group (uring_datagram.c), so a CQE's buffer id alone says which group it came from. */
+#define ZL_URING_BUFFERS 512
+
 /* user_data of a cancel SQE (its own CQE, on failure only, is ignored). */
 #define ZL_URING_TAG_CANCEL 2u
 
@@ -25,6 +29,9 @@ typedef struct zl_uring_completions {
     int done_len, done_cap;
 } zl_uring_completions;
 
+/* Map a buffer ring of entries (a power of two) and register it as buffer group group: 0, or -errno. */
+int zl_uring_buf_ring_register(struct io_uring *ring, unsigned entries, int group, struct io_uring_buf_ring **out);
+
 /* Register the buffer ring; 0, or -errno (then recv_start refuses with -EOPNOTSUPP, sends still work). */
 int zl_uring_completions_init(zl_uring_completions *c, struct io_uring *ring);
 /* Free what init and later calls made; the ring must be gone (io_uring_queue_exit) or still own the buffers. */
@@ -36,6 +43,8 @@ int zl_uring_cancel(struct io_uring *ring, uint64_t tag);
 
 /* Before a poll: give back the buffers the last one lent and empty the completion list. */
 void zl_uring_completions_begin_poll(zl_uring_completions *c);
+/* A new entry of the completion list for cqe (tag, result, flags; no data), or NULL when it could not grow. */
+zl_completion *zl_uring_completions_push(zl_uring_completions *c, const struct io_uring_cqe *cqe);
 /* Take one CQE that is not the backend's own: 0, or -ENOMEM (the CQE is then left for the next try). */
 int zl_uring_completions_take(zl_uring_completions *c, const struct io_uring_cqe *cqe);
 

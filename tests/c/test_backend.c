@@ -1040,11 +1040,15 @@ zl_test_info_eintr(const zl_backend_ops *ops)
 #define ZL_TEST_TAG_RECV 100u
 #define ZL_TEST_TAG_SEND 200u
 #define ZL_TEST_TAG_ACCEPT 300u
+#define ZL_TEST_TAG_RECVMSG 400u
 
 typedef struct zl_test_done {
     int result;
     unsigned flags;
     char data[64];
+    char last;                         /* the last byte of the data */
+    struct sockaddr_storage name;      /* a recvmsg's sender */
+    unsigned name_len;
 } zl_test_done;
 
 /* Poll until a completion tagged tag comes (copied into *out: its data is the backend's until the next poll). */
@@ -1068,7 +1072,10 @@ zl_test_wait_completion(zl_test_ctx *t, uint64_t tag, zl_test_done *out)
             if (done[i].result > 0 && done[i].data != NULL) {
                 memcpy(out->data, done[i].data, (size_t)done[i].result < sizeof(out->data) ? (size_t)done[i].result
                                                                                         : sizeof(out->data));
+                out->last = done[i].data[done[i].result - 1];
             }
+            out->name_len = done[i].name != NULL && done[i].name_len <= sizeof(out->name) ? done[i].name_len : 0;
+            memcpy(&out->name, done[i].name != NULL ? done[i].name : (const void *)&out->name, out->name_len);
             return 0;
         }
     }
@@ -1093,15 +1100,15 @@ static int
 zl_test_has_completions(const zl_backend_ops *ops)
 {
     return ops->recv_start != NULL && ops->send != NULL && ops->cancel != NULL && ops->completions != NULL &&
-           ops->accept_start != NULL;
+           ops->accept_start != NULL && ops->recvmsg_start != NULL;
 }
 
 static int
 zl_test_check_completion_all_or_none(zl_test_ctx *t)
 {
     int set = (t->ops->recv_start != NULL) + (t->ops->send != NULL) + (t->ops->cancel != NULL) +
-              (t->ops->completions != NULL) + (t->ops->accept_start != NULL);
-    ZL_TEST_REQUIRE(t, set == 0 || set == 5, "%d of the 5 completion functions are set", set);
+              (t->ops->completions != NULL) + (t->ops->accept_start != NULL) + (t->ops->recvmsg_start != NULL);
+    ZL_TEST_REQUIRE(t, set == 0 || set == 6, "%d of the 6 completion functions are set", set);
     return 1;
 done:
     return 0;
@@ -1257,11 +1264,91 @@ done:
     return 0;
 }
 
+/* A UDP socket bound to a free loopback port (tracked), its address in *addr; -1 on failure. */
+static int
+zl_test_udp(zl_test_ctx *t, struct sockaddr_in *addr)
+{
+    int fd = zl_test_track(t, socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    socklen_t len = sizeof(*addr);
+    memset(addr, 0, sizeof(*addr));
+    addr->sin_family = AF_INET;
+    addr->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd < 0 || bind(fd, (struct sockaddr *)addr, sizeof(*addr)) < 0 ||
+        getsockname(fd, (struct sockaddr *)addr, &len) < 0) {
+        zl_test_why(t, "udp socket: %s", strerror(errno));
+        return -1;
+    }
+    return fd;
+}
+
+/* One datagram of len bytes (byte i is 'a' + i % 26) from "from" to "to" through the armed recvmsg: its length,
+ * bytes and sender come whole, and the recvmsg stays armed, except after an empty one (the kernel's rule). */
+static int
+zl_test_recvmsg_one(zl_test_ctx *t, int from, const struct sockaddr_in *from_addr, const struct sockaddr_in *to,
+                    size_t len)
+{
+    static char payload[65507];
+    zl_test_done got;
+    for (size_t i = 0; i < len; i++) {
+        payload[i] = (char)('a' + i % 26);
+    }
+    ZL_TEST_REQUIRE(t, sendto(from, payload, len, 0, (const struct sockaddr *)to, sizeof(*to)) == (ssize_t)len,
+                    "sendto %zu bytes: %s", len, strerror(errno));
+    ZL_TEST_REQUIRE(t, zl_test_wait_completion(t, ZL_TEST_TAG_RECVMSG, &got) == 0, "recvmsg of %zu bytes", len);
+    ZL_TEST_REQUIRE(t, got.result == (int)len && !(got.flags & ZL_COMPLETION_TRUNCATED), "%zu bytes came as %d (%u)",
+                    len, got.result, got.flags);
+    ZL_TEST_REQUIRE(t, len == 0 || (memcmp(got.data, payload, len < 64 ? len : 64) == 0 && got.last == payload[len - 1]),
+                    "the %zu bytes differ", len);
+    ZL_TEST_REQUIRE(t, (len > 0) == !!(got.flags & ZL_COMPLETION_MORE), "a recvmsg of %zu bytes %s armed", len,
+                    len > 0 ? "did not stay" : "stayed");
+    ZL_TEST_REQUIRE(t, got.name_len == sizeof(*from_addr) && memcmp(&got.name, from_addr, sizeof(*from_addr)) == 0,
+                    "the sender's address is wrong (%u bytes)", got.name_len);
+    return 0;
+done:
+    return -1;
+}
+
+/* Datagrams of 5, 0 (which ends the recvmsg) and 65,507 bytes with their sender; an ICMP error on a connected socket ends the recvmsg with
+ * -ECONNREFUSED; armed again, cancel ends it. */
+static int
+zl_test_check_completion_recvmsg(zl_test_ctx *t)
+{
+    if (!zl_test_has_completions(t->ops)) {
+        return 1;
+    }
+    struct sockaddr_in a_addr, b_addr, gone_addr;
+    int a = zl_test_udp(t, &a_addr), b = zl_test_udp(t, &b_addr), gone = zl_test_udp(t, &gone_addr);
+    ZL_TEST_REQUIRE(t, a >= 0 && b >= 0 && gone >= 0, "no UDP sockets");
+    int big = 256 * 1024;
+    setsockopt(a, SOL_SOCKET, SO_RCVBUF, &big, sizeof(big));
+    ZL_TEST_REQUIRE(t, t->ops->recvmsg_start(t->b, a, ZL_TEST_TAG_RECVMSG) == 0, "recvmsg_start failed");
+    ZL_TEST_REQUIRE(t, zl_test_recvmsg_one(t, b, &b_addr, &a_addr, 5) == 0, "5 bytes");
+    ZL_TEST_REQUIRE(t, zl_test_recvmsg_one(t, b, &b_addr, &a_addr, 0) == 0, "an empty datagram");
+    ZL_TEST_REQUIRE(t, t->ops->recvmsg_start(t->b, a, ZL_TEST_TAG_RECVMSG) == 0, "recvmsg_start again failed");
+    ZL_TEST_REQUIRE(t, zl_test_recvmsg_one(t, b, &b_addr, &a_addr, 65507) == 0, "65,507 bytes");
+    zl_test_close(t, gone);            /* a port nobody listens on: the next send draws an ICMP error */
+    ZL_TEST_REQUIRE(t, connect(a, (const struct sockaddr *)&gone_addr, sizeof(gone_addr)) == 0, "connect");
+    ZL_TEST_REQUIRE(t, send(a, "x", 1, 0) == 1, "send");
+    ZL_TEST_REQUIRE(t, zl_test_wait_last(t, ZL_TEST_TAG_RECVMSG, -ECONNREFUSED, "the refused send") == 0,
+                    "no ECONNREFUSED");
+    ZL_TEST_REQUIRE(t, t->ops->recvmsg_start(t->b, a, ZL_TEST_TAG_RECVMSG) == 0, "recvmsg_start again failed");
+    const zl_fired *fired;
+    (void)t->ops->poll(t->b, 0, &fired);   /* submitted: armed in the kernel */
+    ZL_TEST_REQUIRE(t, t->ops->cancel(t->b, ZL_TEST_TAG_RECVMSG) == 0, "cancel failed");
+    ZL_TEST_REQUIRE(t, zl_test_wait_last(t, ZL_TEST_TAG_RECVMSG, -ECANCELED, "the cancelled recvmsg") == 0,
+                    "not cancelled");
+    return 1;
+done:
+    return 0;
+}
+
 static const struct {
     const char *name;
     zl_test_check_fn fn;
 } zl_test_checks[] = {
-    {"completion contract: all five functions or none", zl_test_check_completion_all_or_none},
+    {"completion contract: all six functions or none", zl_test_check_completion_all_or_none},
+    {"completion: multishot recvmsg: datagrams of 5, 0, 65507 bytes, sender, ECONNREFUSED, cancel",
+     zl_test_check_completion_recvmsg},
     {"completion: multishot recv, send, end of stream", zl_test_check_completion_recv_send_eof},
     {"completion: cancel, then close: the peer sees it at once", zl_test_check_completion_cancel_then_close},
     {"completion: multishot accept, cancel, then close: refused at once", zl_test_check_completion_accept},
