@@ -69,7 +69,7 @@ dgram_ring_schedule_delivery(zl_dgram_ring *r)
     if (r->delivery_scheduled) {
         return 0;
     }
-    int rc = zl_transport_call_soon_method(r->t, ZL_NAME(r->t->loop->state, _deliver_held), NULL);
+    int rc = zl_transport_call_soon_method_in_own_context(r->t, ZL_NAME(r->t->loop->state, _deliver_held), NULL);
     r->delivery_scheduled = rc == 0;
     return rc;
 }

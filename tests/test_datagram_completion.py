@@ -4,9 +4,11 @@
 # every backend too (and the asyncio control); the fork test of a multishot accept is at the end.
 
 import asyncio
+import contextvars
 import gc
 import os
 import socket
+import sys
 import weakref
 
 import pytest
@@ -224,6 +226,44 @@ def test_datagrams_that_come_while_paused_wait_and_keep_their_order(cloop):
             assert [d for d, _ in proto.got] == [b"first"] + [b"-%d" % i for i in range(20)]
             peer.sendto(b"more", address)
             await until(lambda: len(proto.got) == 22, "a datagram after resuming")
+        transport.close()
+        await proto.lost
+
+    run(cloop, main())
+
+
+def test_datagrams_held_at_a_pause_reach_the_protocol_in_its_context_after_a_resume_from_a_task(cloop):
+    # A pause in datagram_received with more datagrams already taken in (through the ring: held) and a
+    # resume_reading() from a task: what follows runs in the transport's context, not the task's (CPython
+    # gh-140947, fixed in asyncio 3.15; before it asyncio re-added its reader in the caller's context).
+    if isinstance(cloop, asyncio.BaseEventLoop) and sys.version_info < (3, 15):
+        pytest.skip("asyncio before 3.15 runs them in the resuming task's context")
+    var = contextvars.ContextVar("resumer", default="unset")
+
+    class PausingRecorder(Recorder):
+        def datagram_received(self, data, addr):
+            super().datagram_received(data, addr)
+            self.events.append(var.get())
+            if len(self.got) == 1:
+                self.transport.pause_reading()
+
+    async def resume(transport):
+        var.set("task")
+        transport.resume_reading()
+
+    async def main():
+        transport, proto = await cloop.create_datagram_endpoint(PausingRecorder, local_addr=("127.0.0.1", 0))
+        address = transport.get_extra_info("sockname")
+        with peer_socket("127.0.0.1") as peer:
+            for i in range(5):                  # all there before the next poll: one completion batch
+                peer.sendto(b"%d" % i, address)
+            await until(lambda: proto.got, "the first datagram")
+            await asyncio.sleep(0.05)
+            assert len(proto.got) == 1
+            await asyncio.create_task(resume(transport))
+            await until(lambda: len(proto.got) == 5, "the datagrams after resuming")
+        assert [d for d, _ in proto.got] == [b"%d" % i for i in range(5)]
+        assert proto.events == ["unset"] * 5
         transport.close()
         await proto.lost
 
