@@ -1,5 +1,6 @@
 /* core/stream_transport.c — the stream transport (TCP and Unix sockets) in C: the I/O dispatch reads straight
  * into the protocol, write() tries send() first and queues only the rest, flow control, half-close and close. */
+#include "read_spare.h"
 #include "sock_addr.h"
 #include "stream_ring.h"
 #include "tls.h"
@@ -202,12 +203,14 @@ stream_copy_into_protocol_buffer(zl_stream *self, const char *data, Py_ssize_t n
 }
 
 /* A read straight into a bytes of ZL_DIRECT_READ_MAX bytes, shrunk in place to what came: no copy out of the
- * shared buffer, and no ioctl(FIONREAD) to size it first (that was a system call per large read). 1: *data holds
- * *n > 0 bytes; 0: no memory, read the usual way; -1: recv returned *n <= 0, errno as it left it. */
+ * shared buffer, and no ioctl(FIONREAD) to size it first (that was a system call per large read). The bytes is the
+ * one the last large read handed over when nobody kept it (read_spare.c), so reads do not churn the heap's top.
+ * 1: *data holds *n > 0 bytes, to hand back with zl_read_spare_give_back; 0: no memory, read the usual way; -1:
+ * recv returned *n <= 0, errno as it left it. */
 static int
-stream_recv_direct(int fd, PyObject **data, ssize_t *n)
+stream_recv_direct(zl_state *state, int fd, PyObject **data, ssize_t *n)
 {
-    *data = PyBytes_FromStringAndSize(NULL, ZL_DIRECT_READ_MAX);
+    *data = zl_read_spare_take(state, ZL_DIRECT_READ_MAX);
     if (*data == NULL) {
         PyErr_Clear();   /* the shared buffer can still do */
         return 0;
@@ -217,7 +220,8 @@ stream_recv_direct(int fd, PyObject **data, ssize_t *n)
     } while (*n < 0 && errno == EINTR);
     if (*n <= 0) {
         int error = errno;
-        Py_CLEAR(*data);
+        zl_read_spare_give_back(state, *data, ZL_DIRECT_READ_MAX);
+        *data = NULL;
         errno = error;
         return -1;
     }
@@ -229,16 +233,18 @@ stream_recv_direct(int fd, PyObject **data, ssize_t *n)
 
 /* One recv as a new bytes (b"" at end of stream). NULL: *n < 0 with errno set, or *n == 0 with a Python error
  * set. Small reads go through the shared buffer and are copied at their size; after a large one, the next reads
- * straight into its own bytes, for as long as the reads stay large. */
+ * straight into its own bytes, for as long as the reads stay large (*direct set: give it back after use). */
 static PyObject *
-stream_recv_bytes(zl_stream *self, int fd, ssize_t *n)
+stream_recv_bytes(zl_stream *self, int fd, ssize_t *n, int *direct)
 {
     *n = 0;
+    *direct = 0;
     if (self->large_reads) {
         PyObject *data = NULL;
-        int rc = stream_recv_direct(fd, &data, n);
+        int rc = stream_recv_direct(self->base.loop->state, fd, &data, n);
         if (rc > 0) {
             self->large_reads = *n >= ZL_DIRECT_READ_MIN;
+            *direct = 1;
             return data;
         }
         if (rc < 0) {
@@ -308,7 +314,8 @@ stream_on_readable(PyObject *owner, int fd)
         return stream_read_into_protocol_buffer(self);
     }
     ssize_t n;
-    PyObject *data = stream_recv_bytes(self, fd, &n);
+    int direct;
+    PyObject *data = stream_recv_bytes(self, fd, &n, &direct);
     if (data == NULL) {
         if (n == 0) {
             return zl_transport_fatal_error(&self->base, zl_err_fetch(), "Fatal read error on socket transport");
@@ -323,7 +330,11 @@ stream_on_readable(PyObject *owner, int fd)
         return stream_on_eof(self);
     }
     PyObject *res = stream_call_protocol(self, self->data_received, STREAM_UNBOUND_DATA_RECEIVED, data);
-    Py_DECREF(data);
+    if (direct && res != NULL) {
+        zl_read_spare_give_back(self->base.loop->state, data, ZL_DIRECT_READ_MAX);
+    } else {
+        Py_DECREF(data);
+    }
     if (res == NULL) {
         return stream_protocol_failed(self, "Fatal error: protocol.data_received() call failed.");
     }

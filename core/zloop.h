@@ -303,6 +303,7 @@ struct zl_state {
     zl_handle *handle_freelist[2][ZL_HANDLE_FREELIST_MAX];   /* [is_timer]: not objects (no type reference) */
     int handle_freelist_len[2];
     struct zl_tls_state *tls;         /* the TLS types and what they call, once _set_hooks(tls=...) ran (core/tls.h) */
+    PyObject *read_spare;             /* the bytes the next large stream read goes into (read_spare.c) */
     char *read_buffer;                /* stream reads land here before becoming bytes (stream_transport.c) */
     char *recv_buffer;                /* datagrams likewise (datagram_transport.c) */
     char *sock_recv_buffer;           /* loop.sock_recv's reads on a plain socket (sock_now.c) */

@@ -210,6 +210,7 @@ static const size_t state_objects[] = {
     offsetof(zl_state, str_context_alias),
     offsetof(zl_state, str_name),
     offsetof(zl_state, str_name_alias),
+    offsetof(zl_state, read_spare),
 };
 
 #define STATE_OBJECT(state, i) ((PyObject **)(void *)((char *)(state) + state_objects[i]))

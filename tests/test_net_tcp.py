@@ -574,6 +574,90 @@ def test_large_reads_then_small_ones_then_eof(loop):
     assert proto.calls[-2:] == ["eof", "lost"]
 
 
+class KeepingRecorder(Recorder):
+    """A Recorder whose data_received keeps every other bytes object it is given (as itself, through a
+    memoryview, or as a dict key after hashing it) beside a copy made at once, so a later read that wrote into a
+    bytes the protocol still holds shows as a difference. Every read's hash is checked against a fresh copy's."""
+
+    def __init__(self, loop, how):
+        super().__init__(loop)
+        self.how = how
+        self.kept = []            # (what was kept, a copy of its bytes at data_received)
+        self.hash_mismatches = []
+        self.reads = 0
+
+    def data_received(self, data):
+        super().data_received(data)
+        self.reads += 1
+        copy = bytes(bytearray(data))   # a new object: its hash is computed from the content
+        if hash(data) != hash(copy):
+            self.hash_mismatches.append(self.reads)
+        if self.reads % 2:
+            return   # dropped: the transport may reuse this one for a later read
+        if self.how == "bytes":
+            self.kept.append((data, copy))
+        elif self.how == "memoryview":
+            self.kept.append((memoryview(data), copy))
+        else:
+            self.kept.append(({data: self.reads}, copy))
+
+
+def _receive_large_reads(loop, how):
+    big = os.urandom(4 * 1024 * 1024)
+    listener = tcp_listener("127.0.0.1")
+    listener.setblocking(False)
+
+    async def main():
+        transport, proto = await loop.create_connection(lambda: KeepingRecorder(loop, how),
+                                                        *listener.getsockname()[:2])
+        peer, _ = await loop.sock_accept(listener)
+        with peer:
+            peer.setblocking(False)
+            half = len(big) // 2
+            for offset in range(0, half, 256 * 1024):
+                await loop.sock_sendall(peer, big[offset:offset + 256 * 1024])
+                await asyncio.sleep(0.001)   # let the reader catch up: reads of many sizes
+            await proto.receive(half)
+            transport.pause_reading()        # then a backlog: reads that fill the whole 120 KiB
+            sending = loop.create_task(loop.sock_sendall(peer, big[half:]))
+            await asyncio.sleep(0.05)
+            transport.resume_reading()
+            await sending
+            await proto.receive(len(big))
+        transport.close()
+        await proto.lost
+        return proto
+    with listener:
+        proto = run(loop, main(), timeout=60)
+    assert bytes(proto.data) == big
+    assert proto.hash_mismatches == []
+    assert len(proto.kept) >= 8
+    return proto
+
+
+def test_large_reads_kept_bytes_never_change(loop):
+    # zloop may reuse a large read's bytes for the next large read when nobody else holds it: one the protocol
+    # kept must never be written to again.
+    proto = _receive_large_reads(loop, "bytes")
+    for data, copy in proto.kept:
+        assert type(data) is bytes and data == copy
+
+
+def test_large_reads_kept_through_a_memoryview_never_change(loop):
+    proto = _receive_large_reads(loop, "memoryview")
+    for view, copy in proto.kept:
+        assert type(view.obj) is bytes and view.tobytes() == copy
+
+
+def test_large_reads_hashed_bytes_keep_their_hash(loop):
+    # A read's bytes hashed and dropped, then reused, must not keep the old content's cached hash (checked on
+    # every read); one kept as a dict key must keep its hash and stay findable by an equal bytes.
+    proto = _receive_large_reads(loop, "dict key")
+    for table, copy in proto.kept:
+        (key, reads), = table.items()
+        assert key == copy and hash(key) == hash(copy) and table[copy] == reads
+
+
 def test_writelines(loop):
     async def main():
         server, address = await echo_server(loop)

@@ -199,6 +199,14 @@ def read_cpu_seconds(pid: int):
     return user, system, _run_time_seconds(pid, user + system)
 
 
+def read_minor_faults(pid: int) -> int:
+    """Minor page faults of process `pid` so far, all its threads (minflt, field 10 of /proc/PID/stat): a heap
+    that is trimmed and grown again shows here (docs/performance.md, issue 10's sixth pass)."""
+    with open(f"/proc/{pid}/stat") as f:
+        stat = f.read()
+    return int(stat[stat.rindex(")") + 2:].split()[7])
+
+
 def _run_time_seconds(pid: int, fallback: float) -> float:
     total = 0
     try:
@@ -221,11 +229,13 @@ def measure(spec: str, cell: dict, args, workdir: str) -> dict:
                     cpus=args.pin[0] if args.pin else None) as server:
         def on_start():
             marks["cpu0"] = read_cpu_seconds(server.pid)
+            marks["minflt0"] = read_minor_faults(server.pid)
             marks["t0"] = time.perf_counter()
 
         def on_stop():
             marks["t1"] = time.perf_counter()
             marks["cpu1"] = read_cpu_seconds(server.pid)
+            marks["minflt1"] = read_minor_faults(server.pid)
 
         family, address = server.target()
         if args.connections:
@@ -251,6 +261,7 @@ def measure(spec: str, cell: dict, args, workdir: str) -> dict:
         server_ticked_sys_s=ticked_system,
         server_cpu_util=total / window,
         cpu_us_per_req=total * 1e6 / result["requests"],
+        minflt_per_req=(marks["minflt1"] - marks["minflt0"]) / result["requests"],
     )
     return record
 
@@ -349,6 +360,7 @@ def _loop_stats(runs: list) -> dict:
         "paired_above_floor_us": _median(paired),
         "paired_above_floor_range": [min(paired), max(paired)] if paired else None,
         "server_cpu_util": _median(r["server_cpu_util"] for r in ok),
+        "minflt_per_req": _median(r.get("minflt_per_req") for r in ok),
         "p50_us": _median(r["latency_us"].get("p50") for r in ok),
         "p99_us": _median(r["latency_us"].get("p99") for r in ok),
     }
@@ -403,7 +415,7 @@ def format_table(summary: list, tls: bool = False) -> str:
     floor, each with its ratio to uvloop, server CPU utilisation, latency."""
     header = ("TLS echo (every connection over TLS)\n" if tls else "") + (f"{'transport':<9} {'mode':<8} {'msize':>6}  {'loop':<14} {'req/s':>9} "
               f"{'vs uv':>6} {'cpu us/req':>10} {'vs uv':>6} {'user':>5} {'sys':>5} {'spread':>6} "
-              f"{'>floor':>7} {'vs uv':>6} {'srv cpu':>7} "
+              f"{'>floor':>7} {'vs uv':>6} {'srv cpu':>7} {'flt/req':>7} "
               f"{'p50 us':>7} {'p99 us':>7}")
     lines = [header, "-" * len(header.splitlines()[-1])]
     for entry in summary:
@@ -427,7 +439,7 @@ def _table_row(s: dict) -> str:
             f"{s['cpu_us_per_req']:>10.1f} {_fmt(s.get('cpu_vs_uvloop'), 'x'):>6} "
             f"{s['user_us_per_req']:>5.2f} {s['sys_us_per_req']:>5.1f} {_fmt_percent(s.get('cpu_spread')):>6} "
             f"{'-' if above is None else f'{above:.1f}':>7} {_fmt(s.get('above_floor_vs_uvloop'), 'x'):>6} "
-            f"{s['server_cpu_util'] * 100:>6.0f}% "
+            f"{s['server_cpu_util'] * 100:>6.0f}% {_fmt(s.get('minflt_per_req')):>7} "
             f"{_fmt_us(s['p50_us']):>7} {_fmt_us(s['p99_us']):>7}")
 
 

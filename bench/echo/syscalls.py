@@ -89,8 +89,10 @@ def measure(spec: str, args, workdir: str) -> dict:
                              tls=args.tls_files) as server:
         def on_start():
             marks["counter"] = _start_counter(args.tool, server.pid, out)
+            marks["minflt0"] = echo_run.read_minor_faults(server.pid)
 
         def on_stop():
+            marks["minflt1"] = echo_run.read_minor_faults(server.pid)
             _stop_counter(marks["counter"])
 
         family, address = server.target()
@@ -108,7 +110,8 @@ def measure(spec: str, args, workdir: str) -> dict:
     # The counter runs from before the clients' go to after they stop: requests are the window's, syscalls
     # include the attach time's idle polls (a few, the server waits for the go).
     return {"loop": spec, "requests": result["requests"], "counts": counts,
-            "per_request": {name: calls / result["requests"] for name, calls in counts.items()}}
+            "per_request": {name: calls / result["requests"] for name, calls in counts.items()},
+            "minflt_per_request": (marks["minflt1"] - marks["minflt0"]) / result["requests"]}
 
 
 def main(argv=None) -> int:
@@ -145,7 +148,8 @@ def main(argv=None) -> int:
             per = row["per_request"]
             detail = "  ".join(f"{name} {value:.3f}" for name, value in
                                sorted(per.items(), key=lambda item: -item[1]) if name != "total")
-            print(f"{spec:<14} {row['requests']:>9} req  {per['total']:.3f} syscalls/req  {detail}".rstrip(),
+            print(f"{spec:<14} {row['requests']:>9} req  {row['minflt_per_request']:.2f} minor faults/req  "
+                  f"{per['total']:.3f} syscalls/req  {detail}".rstrip(),
                   flush=True)
     return 0
 
