@@ -66,12 +66,7 @@ dgram_ring_has_held(const zl_dgram_ring *r)
 static int
 dgram_ring_schedule_delivery(zl_dgram_ring *r)
 {
-    if (r->delivery_scheduled) {
-        return 0;
-    }
-    int rc = zl_transport_call_soon_method_in_own_context(r->t, ZL_NAME(r->t->loop->state, _deliver_held), NULL);
-    r->delivery_scheduled = rc == 0;
-    return rc;
+    return zl_ring_schedule_delivery(r->t, &r->delivery_scheduled);
 }
 
 int

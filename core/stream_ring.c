@@ -81,15 +81,21 @@ ring_recv_start(zl_stream_ring *r)
     return ring_keep(r);
 }
 
+int
+zl_ring_schedule_delivery(zl_transport *t, unsigned char *scheduled)
+{
+    if (*scheduled) {
+        return 0;
+    }
+    int rc = zl_transport_call_soon_method_in_own_context(t, ZL_NAME(t->loop->state, _deliver_held), NULL);
+    *scheduled = rc == 0;
+    return rc;
+}
+
 static int
 ring_schedule_delivery(zl_stream_ring *r)
 {
-    if (r->delivery_scheduled) {
-        return 0;
-    }
-    int rc = zl_transport_call_soon_method_in_own_context(r->t, ZL_NAME(ring_loop(r)->state, _deliver_held), NULL);
-    r->delivery_scheduled = rc == 0;
-    return rc;
+    return zl_ring_schedule_delivery(r->t, &r->delivery_scheduled);
 }
 
 static int

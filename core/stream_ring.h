@@ -62,6 +62,10 @@ void zl_stream_ring_clear(zl_stream_ring *r);
  * only when adding. */
 int zl_ring_users_keep(zl_loop *loop, PyObject *user, int want, unsigned char *kept);
 
+/* transport._deliver_held() on the next iteration, in the transport's own context, unless *scheduled says it is
+ * already; the stream and datagram rings' held data. 0, or -1 with an exception set. */
+int zl_ring_schedule_delivery(zl_transport *t, unsigned char *scheduled);
+
 /* The loop's side: hand the completions of a poll to their transports; forget them all once the ring is gone. */
 int zl_stream_ring_dispatch(zl_loop *loop, const zl_completion *done, int count);
 void zl_stream_ring_forget_all(zl_loop *loop);
