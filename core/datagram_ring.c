@@ -218,14 +218,7 @@ dgram_ring_on_completion(zl_dgram_ring *r, const zl_completion *c)
     if (rc == 0) {
         rc = dgram_ring_rearm_after(r, c);
     }
-    PyObject *exc = rc < 0 ? zl_err_fetch() : NULL;
-    if (PyContext_Exit(t->context) < 0) {
-        Py_XDECREF(exc);
-        rc = -1;
-    } else if (exc != NULL) {
-        zl_err_restore(exc);
-    }
-    return rc;
+    return zl_context_exit_keeping_error(t->context, rc);
 }
 
 int

@@ -1,5 +1,5 @@
 /* core/errors.c — taking and putting back the raised exception in one way on every supported Python
- * (PyErr_GetRaisedException from 3.12, PyErr_Fetch + normalisation before). */
+ * (PyErr_GetRaisedException from 3.12, PyErr_Fetch + normalisation before), and keeping it across a context exit. */
 #include "zloop.h"
 
 PyObject *
@@ -36,4 +36,18 @@ zl_err_restore(PyObject *exc)
     Py_INCREF(type);
     PyErr_Restore(type, exc, PyException_GetTraceback(exc));
 #endif
+}
+
+int
+zl_context_exit_keeping_error(PyObject *context, int rc)
+{
+    PyObject *exc = rc < 0 ? zl_err_fetch() : NULL;
+    if (PyContext_Exit(context) < 0) {
+        Py_XDECREF(exc);
+        return -1;
+    }
+    if (exc != NULL) {
+        zl_err_restore(exc);
+    }
+    return rc;
 }

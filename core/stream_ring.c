@@ -277,13 +277,7 @@ ring_on_completion(zl_stream_ring *r, const zl_completion *c)
         c->result != 0 && (c->result > 0 || c->result == -ENOBUFS || c->result == -ECANCELED)) {
         rc = ring_recv_start(r);
     }
-    PyObject *exc = rc < 0 ? zl_err_fetch() : NULL;
-    if (PyContext_Exit(t->context) < 0) {
-        Py_XDECREF(exc);
-        rc = -1;
-    } else if (exc != NULL) {
-        zl_err_restore(exc);
-    }
+    rc = zl_context_exit_keeping_error(t->context, rc);
     Py_XDECREF(sent_owner);
     return rc;
 }

@@ -72,16 +72,7 @@ transport_run_in_context(zl_transport *t, zl_io_fn fn, int fd)
     if (PyContext_Enter(t->context) < 0) {
         return -1;
     }
-    int rc = fn((PyObject *)t, fd);
-    PyObject *exc = rc < 0 ? zl_err_fetch() : NULL;
-    if (PyContext_Exit(t->context) < 0) {
-        Py_XDECREF(exc);
-        return -1;
-    }
-    if (exc != NULL) {
-        zl_err_restore(exc);
-    }
-    return rc;
+    return zl_context_exit_keeping_error(t->context, fn((PyObject *)t, fd));
 }
 
 static int

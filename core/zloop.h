@@ -355,5 +355,8 @@ zl_err_stops_loop(void)
 /* Exceptions across Python versions: fetch the raised exception (normalized, with traceback), or NULL. */
 PyObject *zl_err_fetch(void);
 void zl_err_restore(PyObject *exc);
+/* PyContext_Exit(context) after a call that returned rc, its exception (rc < 0) set again afterwards; rc, or -1
+ * with the exit's own error when the exit fails. */
+int zl_context_exit_keeping_error(PyObject *context, int rc);
 
 #endif /* ZL_ZLOOP_H */
