@@ -284,38 +284,64 @@ zl_dgram_ring_send_forget(zl_dgram_ring *r)
     r->flush_listed = 0;
 }
 
-/* A chain in flight in a fork child: the parent's kernel sends it, so it counts as sent here. */
+/* In a fork child: what the transport had queued or in flight is the parent's to send (its kernel completes the
+ * chain in flight, its next poll sends the rest), so the child drops it, and each datagram goes out once. */
 static int
-send_chain_sent_elsewhere(zl_dgram_ring *r)
+send_drop_inherited(zl_dgram_ring *r)
 {
-    for (int i = 0; i < r->send_inflight; i++) {
-        if (r->slots[i].result == ZL_DGRAM_SEND_PENDING) {
-            r->slots[i].result = (int)r->slots[i].iov.iov_len;
+    zl_transport *t = r->t;
+    int results[ZL_DGRAM_CHAIN_MAX];
+    (void)send_chain_release(r, results);
+    r->flush_listed = 0;
+    zl_dgram_queue_clear(r->out);
+    if (zl_dgram_ring_keep(r) < 0 || PyContext_Enter(t->context) < 0) {
+        return -1;
+    }
+    int rc = t->conn_lost ? 0 : send_chain_after(r, results, 0, 0);
+    return zl_context_exit_keeping_error(t->context, rc);
+}
+
+/* Append to list the datagram transports of users whose ring sends are queued or in flight. */
+static int
+send_collect_inherited(zl_loop *loop, PyObject *users, PyObject *list)
+{
+    PyObject *iter = users == NULL ? NULL : PyObject_GetIter(users);
+    PyObject *obj;
+    while (iter != NULL && (obj = PyIter_Next(iter)) != NULL) {
+        int wanted = Py_TYPE(obj) == loop->state->datagram_type &&
+                     (zl_dgram_ring_of((zl_transport *)obj)->send_inflight > 0 ||
+                      zl_dgram_ring_of((zl_transport *)obj)->flush_listed);
+        int rc = wanted ? PyList_Append(list, obj) : 0;
+        Py_DECREF(obj);
+        if (rc < 0) {
+            break;
         }
     }
-    int rc = send_chain_done(r);
-    return zl_dgram_ring_keep(r) < 0 ? -1 : rc;
+    Py_XDECREF(iter);
+    return PyErr_Occurred() ? -1 : 0;
 }
 
 int
 zl_dgram_ring_sends_after_fork(zl_loop *loop)
 {
-    PyObject *users = loop->ring_users;
-    if (users == NULL || PySet_GET_SIZE(users) == 0) {
-        return 0;
+    PyObject *listed = loop->dgram_flush;
+    loop->dgram_flush = NULL;
+    PyObject *inherited = PyList_New(0);
+    int rc = inherited == NULL ? -1 : 0;
+    if (rc == 0 && listed != NULL) {
+        rc = send_collect_inherited(loop, listed, inherited);
     }
-    PyObject *snapshot = PySequence_List(users);   /* completing a chain changes the set */
-    if (snapshot == NULL) {
-        return -1;
+    if (rc == 0 && loop->ring_users != NULL) {
+        rc = send_collect_inherited(loop, loop->ring_users, inherited);
     }
-    int rc = 0;
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(snapshot) && rc == 0; i++) {
-        PyObject *obj = PyList_GET_ITEM(snapshot, i);
-        if (Py_TYPE(obj) == loop->state->datagram_type && zl_dgram_ring_of((zl_transport *)obj)->send_inflight > 0) {
-            rc = send_chain_sent_elsewhere(zl_dgram_ring_of((zl_transport *)obj));
+    for (Py_ssize_t i = 0; rc == 0 && i < PyList_GET_SIZE(inherited); i++) {
+        zl_dgram_ring *r = zl_dgram_ring_of((zl_transport *)PyList_GET_ITEM(inherited, i));
+        if (r->send_inflight > 0 || r->flush_listed) {   /* listed twice: dropped at the first */
+            rc = send_drop_inherited(r);
         }
     }
-    Py_DECREF(snapshot);
+    Py_XDECREF(inherited);
+    Py_XDECREF(listed);
     return rc;
 }
 
