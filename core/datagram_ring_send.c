@@ -142,23 +142,35 @@ int
 zl_dgram_ring_flush(zl_loop *loop)
 {
     PyObject *list = loop->dgram_flush;
-    if (list == NULL || PyList_GET_SIZE(list) == 0) {
+    Py_ssize_t n = list == NULL ? 0 : PyList_GET_SIZE(list);
+    if (n == 0) {
         return 0;
     }
-    loop->dgram_flush = NULL;          /* what a failure lists anew goes into a new list */
-    int failed = 0;
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(list); i++) {
+    /* The list is kept (no allocation per iteration); what an error_received() run here lists goes after n. */
+    Py_INCREF(list);
+    PyObject *stop = NULL;             /* a SystemExit or KeyboardInterrupt: raised once all are flushed */
+    for (Py_ssize_t i = 0; i < n; i++) {
         zl_transport *t = (zl_transport *)PyList_GET_ITEM(list, i);
         zl_dgram_ring *r = zl_dgram_ring_of(t);
         r->flush_listed = 0;
-        if (send_chain_submit(r) < 0) {
-            /* MemoryError: the datagrams stay queued; the error is the loop's, as a failed dispatch's is. */
-            failed = 1;
+        if (send_chain_submit(r) == 0) {
+            continue;
+        }
+        if (stop == NULL && zl_err_stops_loop()) {
+            stop = zl_err_fetch();
+        } else {
+            /* MemoryError: the datagrams stay queued, the next sendto() lists them again */
             PyErr_WriteUnraisable((PyObject *)t);
         }
     }
+    int rc = PyList_SetSlice(list, 0, n, NULL);
     Py_DECREF(list);
-    return failed && zl_err_stops_loop() ? -1 : 0;
+    if (stop != NULL) {
+        PyErr_Clear();
+        zl_err_restore(stop);
+        return -1;
+    }
+    return rc;
 }
 
 /* ------------------------------------------------------------------ a chain back */
