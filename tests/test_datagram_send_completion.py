@@ -311,3 +311,31 @@ def test_a_burst_above_the_high_water_mark_pauses_and_resumes_writing_once(cloop
             await proto.lost
 
     run(cloop, main())
+
+
+def test_a_host_name_destination_behind_queued_datagrams_keeps_their_order(cloop, request):
+    """The socket module converts a host name: on the ring such a datagram queued behind others hands the queue
+    to readiness (_sendto_ready sends it in order), and the ring takes over again once it is empty."""
+    ring = ring_kind(request)
+
+    async def main():
+        with receiver() as rx:
+            port = rx.getsockname()[1]
+            tr, proto = await cloop.create_datagram_endpoint(Sender, local_addr=("127.0.0.1", 0))
+            before = ring_sent(cloop)
+            for i in range(10):
+                tr.sendto(b"a%d" % i, ("127.0.0.1", port))
+            tr.sendto(b"by-name", ("localhost", port))
+            for i in range(10):
+                tr.sendto(b"b%d" % i, ("127.0.0.1", port))
+            expected = [b"a%d" % i for i in range(10)] + [b"by-name"] + [b"b%d" % i for i in range(10)]
+            assert await collect(rx, 21) == expected
+            assert ring_sent(cloop) - before == (10 if ring else 0)
+            tr.sendto(b"again", ("127.0.0.1", port))
+            assert await collect(rx, 1) == [b"again"]
+            assert ring_sent(cloop) - before == (11 if ring else 0)
+            assert proto.errors == [] and tr.get_write_buffer_size() == 0
+            tr.close()
+            await proto.lost
+
+    run(cloop, main())
