@@ -42,6 +42,13 @@ enum {
     ZL_COMPLETION_TRUNCATED = 2,   /* a recvmsg's datagram was larger than the buffer: data holds its start */
 };
 
+/* One datagram of a sendmsg_chain: its tag and the msghdr (name, iovec, no control data) the kernel reads. */
+struct msghdr;
+typedef struct zl_send_op {
+    uint64_t tag;
+    const struct msghdr *msg;
+} zl_send_op;
+
 /* The smallest tag the core may use: smaller ones are the backend's own. */
 #define ZL_COMPLETION_MIN_TAG 16u
 
@@ -123,6 +130,14 @@ typedef struct zl_backend_ops {
      *   holds 65,527 bytes, IPv6's largest; ZL_COMPLETION_TRUNCATED says otherwise). A socket error (an ICMP
      *   error such as -ECONNREFUSED) ends it, and so does an empty datagram (result 0, the kernel's rule) and
      *   -ENOBUFS when the buffers ran out: the core re-arms.
+     * - sendmsg_chain() queues up to count SENDMSGs of datagram socket fd, one per op, hard-linked in the order
+     *   given (each starts only once the one before it completed, so the kernel keeps their order even when one
+     *   waits for room in a full send buffer) and contiguous in the submission queue (nothing else between them,
+     *   never split by a submit). It returns how many it queued (at least 1: fewer when the queue has no room
+     *   for all, the core sends the rest in a later chain) or -errno with none queued. Each op completes with
+     *   its own tag: the bytes sent, or -errno; an op that failed breaks the chain and every later op of it
+     *   completes with -ECANCELED, not sent. The core keeps each msghdr, its iovec, address and bytes alive
+     *   until that op's completion, and has at most one chain of a socket in flight (order across chains).
      */
     int (*recv_start)(zl_backend *backend, int fd, uint64_t tag);
     int (*send)(zl_backend *backend, int fd, uint64_t tag, const void *data, size_t len);
@@ -132,6 +147,7 @@ typedef struct zl_backend_ops {
     int (*completions)(zl_backend *backend, const zl_completion **done);
     int (*accept_start)(zl_backend *backend, int fd, uint64_t tag);
     int (*recvmsg_start)(zl_backend *backend, int fd, uint64_t tag);
+    int (*sendmsg_chain)(zl_backend *backend, int fd, const zl_send_op *ops, int count);
 } zl_backend_ops;
 
 /* The compiled-in backends, NULL-terminated, in preference order (core/backend_registry.c). */

@@ -1,6 +1,6 @@
 /* core/datagram_ring.c — the completion path of the datagram transport: a multishot recvmsg armed while a UDP
  * transport reads, re-armed when an empty datagram or an ICMP error ends it, datagrams held while reading is paused,
- * and cancelled at once by pause and close (docs/architecture.md, "UDP"). Sends stay on readiness. */
+ * and cancelled at once by pause and close (docs/architecture.md, "UDP"). Sends: datagram_ring_send.c. */
 #include "datagram_ring.h"
 #include "stream_ring.h"
 
@@ -16,10 +16,10 @@ dgram_ring_tag(zl_dgram_ring *r)
     return (uint64_t)(uintptr_t)r | ZL_RING_OP_DGRAM_RECV;
 }
 
-static int
-dgram_ring_keep(zl_dgram_ring *r)
+int
+zl_dgram_ring_keep(zl_dgram_ring *r)
 {
-    return zl_ring_users_keep(r->t->loop, (PyObject *)r->t, r->recv_armed, &r->kept);
+    return zl_ring_users_keep(r->t->loop, (PyObject *)r->t, r->recv_armed || r->send_inflight > 0, &r->kept);
 }
 
 static int
@@ -29,7 +29,7 @@ dgram_ring_active(const zl_dgram_ring *r)
 }
 
 void
-zl_dgram_ring_init(zl_dgram_ring *r, zl_transport *t, int family)
+zl_dgram_ring_init(zl_dgram_ring *r, zl_transport *t, int family, zl_dgram_queue *out, int use_send)
 {
     zl_loop *loop = t->loop;
     int type = 0;
@@ -39,6 +39,9 @@ zl_dgram_ring_init(zl_dgram_ring *r, zl_transport *t, int family)
      * fd that names no open file is left to the readiness path, which fails as asyncio does. */
     r->on = loop->completion && loop->ops->recvmsg_start != NULL && (family == AF_INET || family == AF_INET6) &&
             getsockopt(t->fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 && type == SOCK_DGRAM;
+    r->out = out;
+    r->use_send = (unsigned char)(use_send != 0);
+    r->send_on = r->on && loop->ops->sendmsg_chain != NULL;
 }
 
 static int
@@ -54,7 +57,7 @@ dgram_ring_start(zl_dgram_ring *r)
         return zl_dgram_ring_error(r->t, -rc);
     }
     r->recv_armed = 1;
-    return dgram_ring_keep(r);
+    return zl_dgram_ring_keep(r);
 }
 
 static int
@@ -230,7 +233,7 @@ zl_dgram_ring_dispatch(zl_loop *loop, const zl_completion *c)
     loop->in_io_callback = 1;
     int rc = dgram_ring_on_completion(r, c);
     loop->in_io_callback = 0;
-    if (dgram_ring_keep(r) < 0) {
+    if (zl_dgram_ring_keep(r) < 0) {
         rc = -1;
     }
     Py_DECREF(owner);
@@ -246,6 +249,7 @@ zl_dgram_ring_forget(zl_loop *loop, PyObject *obj)
     zl_dgram_ring *r = zl_dgram_ring_of((zl_transport *)obj);
     r->recv_armed = 0;
     r->kept = 0;
+    zl_dgram_ring_send_forget(r);
     return 1;
 }
 
@@ -253,6 +257,9 @@ int
 zl_dgram_ring_traverse(zl_dgram_ring *r, visitproc visit, void *arg)
 {
     Py_VISIT(r->held);
+    for (int i = 0; i < r->send_inflight; i++) {
+        Py_VISIT(r->slots[i].data);
+    }
     return 0;
 }
 

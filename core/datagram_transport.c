@@ -1,5 +1,7 @@
 /* core/datagram_transport.c — the datagram transport (UDP and Unix datagram sockets) in C: the I/O dispatch
- * receives straight into protocol.datagram_received, sendto() sends at once and queues only on EAGAIN. */
+ * receives straight into protocol.datagram_received, sendto() sends at once and queues only on EAGAIN (through the
+ * ring: queues, and the queue goes out before the next poll, core/datagram_ring_send.c). */
+#include "datagram_queue.h"
 #include "datagram_ring.h"
 #include "sock_addr.h"
 #include "transport_common.h"
@@ -15,6 +17,8 @@
 #include <unistd.h>
 
 #define ZL_DGRAM_MAX_SIZE (256 * 1024)            /* asyncio's max_size for one recvfrom */
+#define ZL_DGRAM_UDP4_MAX 65507                   /* the largest UDP payload over IPv4 */
+#define ZL_DGRAM_UDP6_MAX 65527                   /* and over IPv6 (no jumbograms) */
 
 #if PY_VERSION_HEX >= 0x030D0000
 #define ZL_DGRAM_HEADER_SIZE 8     /* 3.13 counts 8 bytes of header per queued datagram */
@@ -23,27 +27,6 @@
 #define ZL_DGRAM_HEADER_SIZE 0
 #define ZL_DGRAM_SEND_EMPTY 0
 #endif
-
-/* A socket address in C form; len 0 when there is none (or only Python's socket module understands it). */
-typedef struct zl_sockaddr {
-    struct sockaddr_storage storage;
-    socklen_t len;
-} zl_sockaddr;
-
-typedef struct zl_dgram_entry {
-    PyObject *data;                  /* bytes, sent as they are */
-    PyObject *addr;                  /* destination as given (owned; Py_None when there is none) */
-    zl_sockaddr to;                  /* its C form */
-    size_t accounted;                /* what it adds to get_write_buffer_size() */
-} zl_dgram_entry;
-
-typedef struct zl_dgram_queue {
-    zl_dgram_entry *entries;
-    size_t head;
-    size_t count;
-    size_t capacity;
-    size_t bytes;
-} zl_dgram_queue;
 
 typedef struct zl_datagram {
     zl_transport base;               /* loop, socket, protocol, flags, water marks: must come first */
@@ -54,7 +37,7 @@ typedef struct zl_datagram {
     PyObject *tx_addr;               /* the last destination converted to C ... */
     zl_sockaddr tx_sa;               /* ... and that form */
     zl_dgram_queue out;
-    zl_dgram_ring ring;              /* the completion path of receiving (datagram_ring.c), when the loop uses it */
+    zl_dgram_ring ring;              /* the completion path (datagram_ring.c, datagram_ring_send.c), when in use */
     int family;
     unsigned char has_address;       /* address is truthy: sendto() checks and uses it */
     unsigned char use_send;          /* extra['peername'] is truthy: send(), not sendto(), as asyncio does */
@@ -62,64 +45,6 @@ typedef struct zl_datagram {
 } zl_datagram;
 
 static const zl_sockaddr no_sockaddr;
-
-/* ------------------------------------------------------------------ the send queue */
-
-static int
-dgram_queue_push(zl_dgram_queue *queue, zl_dgram_entry entry)
-{
-    if (queue->head + queue->count == queue->capacity) {
-        if (queue->head > 0) {
-            memmove(queue->entries, queue->entries + queue->head, queue->count * sizeof(zl_dgram_entry));
-            queue->head = 0;
-        } else {
-            size_t capacity = queue->capacity ? queue->capacity * 2 : 8;
-            zl_dgram_entry *entries = PyMem_Realloc(queue->entries, capacity * sizeof(zl_dgram_entry));
-            if (entries == NULL) {
-                PyErr_NoMemory();
-                return -1;
-            }
-            queue->entries = entries;
-            queue->capacity = capacity;
-        }
-    }
-    Py_INCREF(entry.data);
-    Py_INCREF(entry.addr);
-    queue->entries[queue->head + queue->count] = entry;
-    queue->count++;
-    queue->bytes += entry.accounted;
-    return 0;
-}
-
-/* Remove the oldest entry; the caller gets its references. The queue must not be empty. */
-static zl_dgram_entry
-dgram_queue_pop(zl_dgram_queue *queue)
-{
-    zl_dgram_entry entry = queue->entries[queue->head];
-    queue->head++;
-    queue->count--;
-    queue->bytes -= entry.accounted;
-    if (queue->count == 0) {
-        queue->head = 0;
-    }
-    return entry;
-}
-
-static void
-dgram_entry_release(zl_dgram_entry *entry)
-{
-    Py_CLEAR(entry->data);
-    Py_CLEAR(entry->addr);
-}
-
-static void
-dgram_queue_clear(zl_dgram_queue *queue)
-{
-    while (queue->count > 0) {
-        zl_dgram_entry entry = dgram_queue_pop(queue);
-        dgram_entry_release(&entry);
-    }
-}
 
 /* ------------------------------------------------------------------ addresses */
 
@@ -463,14 +388,27 @@ zl_dgram_ring_received(zl_transport *t, PyObject *data, PyObject *addr)
     return dgram_deliver((zl_datagram *)t, data, addr);
 }
 
-int
-zl_dgram_ring_error(zl_transport *t, int error)
+/* An errno of the ring, reported as the readiness path reports the same error raised in callback. */
+static int
+dgram_ring_report(zl_transport *t, int error, const char *fatal_message, const char *callback)
 {
     zl_datagram *self = (zl_datagram *)t;
     errno = error;
     PyErr_SetFromErrno(PyExc_OSError);
-    int rc = dgram_classify_error(self, "Fatal read error on datagram transport");
-    return rc > 0 ? dgram_report_callback_error(self, "_read_ready") : rc;
+    int rc = dgram_classify_error(self, fatal_message);
+    return rc > 0 ? dgram_report_callback_error(self, callback) : rc;
+}
+
+int
+zl_dgram_ring_error(zl_transport *t, int error)
+{
+    return dgram_ring_report(t, error, "Fatal read error on datagram transport", "_read_ready");
+}
+
+int
+zl_dgram_ring_send_error(zl_transport *t, int error)
+{
+    return dgram_ring_report(t, error, "Fatal write error on datagram transport", "_sendto_ready");
 }
 
 static int
@@ -543,13 +481,13 @@ dgram_sendto_ready(zl_datagram *self)
         Py_INCREF(next.addr);
         int sent = dgram_send_one(self, next.data, PyBytes_AS_STRING(next.data), (size_t)PyBytes_GET_SIZE(next.data),
                                   next.addr, &next.to);
-        dgram_entry_release(&next);
+        zl_dgram_entry_release(&next);
         if (sent == 0) {
             return 0;     /* still full: try again later */
         }
         if (self->out.count > 0) {
-            zl_dgram_entry entry = dgram_queue_pop(&self->out);
-            dgram_entry_release(&entry);
+            zl_dgram_entry entry = zl_dgram_queue_pop(&self->out);
+            zl_dgram_entry_release(&entry);
         }
         if (sent < 0) {
             /* As asyncio: the datagram is dropped, the rest waits for the next writable event. */
@@ -590,7 +528,7 @@ dgram_queue_datagram(zl_datagram *self, PyObject *data, Py_buffer *view, PyObjec
     }
     zl_dgram_entry entry = {.data = copy, .addr = addr, .to = *to,
                             .accounted = (size_t)view->len + ZL_DGRAM_HEADER_SIZE};
-    int rc = dgram_queue_push(&self->out, entry);
+    int rc = zl_dgram_queue_push(&self->out, entry);
     Py_DECREF(copy);
     if (rc < 0) {
         return -1;
@@ -664,6 +602,14 @@ dgram_send_now(zl_datagram *self, PyObject *data, Py_buffer *view, PyObject *add
     return rc == 0 ? 1 : -1;    /* error_received() raising propagates to the caller, as in asyncio */
 }
 
+/* Whether len bytes fit one UDP datagram of the socket's family; a larger one is sent at once (when nothing is
+ * queued) so its EMSGSIZE reaches error_received inside sendto(), as on asyncio. */
+static int
+dgram_fits_udp(const zl_datagram *self, Py_ssize_t len)
+{
+    return len <= (self->family == AF_INET6 ? ZL_DGRAM_UDP6_MAX : ZL_DGRAM_UDP4_MAX);
+}
+
 static PyObject *
 dgram_sendto(zl_datagram *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
@@ -693,13 +639,18 @@ dgram_sendto(zl_datagram *self, PyObject *const *args, Py_ssize_t nargs, PyObjec
         goto done;
     }
     const zl_sockaddr *to = dgram_destination(self, addr);
-    if (self->out.count == 0) {
+    int ring = zl_dgram_ring_sends(&self->ring) && !zl_transport_sock_gone(&self->base) &&
+               (self->out.count > 0 || ((self->use_send || to->len > 0) && dgram_fits_udp(self, view.len)));
+    if (self->out.count == 0 && !ring) {
         rc = dgram_send_now(self, data, &view, addr, to);
         if (rc != 0) {
             goto done;
         }
     }
     rc = dgram_queue_datagram(self, data, &view, addr, to);
+    if (rc == 0 && ring) {
+        rc = zl_dgram_ring_send_queued(&self->ring);   /* out before the next poll, with the rest of the queue */
+    }
 done:
     PyBuffer_Release(&view);
     if (rc < 0) {
@@ -713,7 +664,8 @@ done:
 static void
 dgram_queue_drop(zl_transport *t)
 {
-    dgram_queue_clear(&((zl_datagram *)t)->out);
+    zl_dgram_ring_send_dropped(&((zl_datagram *)t)->ring);
+    zl_dgram_queue_clear(&((zl_datagram *)t)->out);
 }
 
 static int
@@ -834,7 +786,7 @@ dgram_clear(zl_datagram *self)
     Py_CLEAR(self->rx_addr);
     Py_CLEAR(self->tx_addr);
     zl_dgram_ring_clear(&self->ring);
-    dgram_queue_clear(&self->out);
+    zl_dgram_queue_clear(&self->out);
     return 0;
 }
 
@@ -853,6 +805,7 @@ dgram_dealloc(zl_datagram *self)
     dgram_clear(self);
     PyMem_Free(self->out.entries);
     self->out.entries = NULL;
+    zl_dgram_ring_free(&self->ring);
     zl_transport_dealloc_end(&self->base);
 }
 
@@ -925,7 +878,7 @@ zl_loop_make_datagram_transport(zl_loop *loop, PyObject *args, PyObject *kwds)
     if (dgram_init_fields(self, sock, protocol, address, extra) < 0) {
         return zl_transport_discard(&self->base);
     }
-    zl_dgram_ring_init(&self->ring, &self->base, self->family);
+    zl_dgram_ring_init(&self->ring, &self->base, self->family, &self->out, self->use_send);
     if (zl_transport_open(&self->base, waiter) < 0) {
         return zl_transport_discard(&self->base);
     }

@@ -1,6 +1,7 @@
 /* core/loop.c — the LoopCore type: creation with a backend, scheduling (call_soon, call_later, call_at,
  * call_soon_threadsafe), the clock, state flags and the Python-visible methods of the C core. */
 #include "zloop.h"
+#include "datagram_ring.h"
 #include "stream_ring.h"
 
 #include <errno.h>
@@ -405,6 +406,7 @@ loop_release_backend(zl_loop *self)
         self->backend = NULL;
     }
     zl_stream_ring_forget_all(self);   /* after the ring: nothing in flight any more */
+    Py_CLEAR(self->dgram_flush);
 }
 
 static PyObject *
@@ -427,6 +429,9 @@ loop_after_fork(zl_loop *self, PyObject *Py_UNUSED(ignored))
         if (rc < 0) {
             errno = -rc;
             return PyErr_SetFromErrno(PyExc_OSError);
+        }
+        if (zl_dgram_ring_sends_after_fork(self) < 0) {
+            return NULL;
         }
     }
     Py_RETURN_NONE;
@@ -582,6 +587,7 @@ loop_traverse(zl_loop *self, visitproc visit, void *arg)
     Py_VISIT(self->current_handle);
     Py_VISIT(self->task_factory);
     Py_VISIT(self->time_override);
+    Py_VISIT(self->dgram_flush);
     if (zl_ready_queue_traverse(&self->ready, visit, arg) < 0 ||
         zl_ready_queue_traverse(&self->ready_later, visit, arg) < 0 ||
         zl_inbox_traverse(&self->inbox, visit, arg) < 0 ||
@@ -604,6 +610,7 @@ loop_clear(zl_loop *self)
     zl_timer_heap_clear(&self->timers);
     zl_ready_queue_clear(&self->timers_due);
     zl_io_release_all(self);
+    Py_CLEAR(self->dgram_flush);
     return 0;
 }
 
@@ -711,6 +718,12 @@ loop_get_watched_count(zl_loop *self, void *Py_UNUSED(closure))
 }
 
 static PyObject *
+loop_get_ring_datagrams_sent(zl_loop *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromUnsignedLongLong(self->ring_datagrams_sent);
+}
+
+static PyObject *
 loop_get_task_factory(zl_loop *self, void *Py_UNUSED(closure))
 {
     return zl_ref_or_none(self->task_factory);
@@ -798,6 +811,7 @@ static PyGetSetDef loop_getset[] = {
     {"_timer_count", (getter)loop_get_timer_count, NULL, NULL, NULL},
     {"_timer_cancelled_count", (getter)loop_get_timer_cancelled_count, NULL, NULL, NULL},
     {"_watched_fd_count", (getter)loop_get_watched_count, NULL, NULL, NULL},
+    {"_ring_datagrams_sent", (getter)loop_get_ring_datagrams_sent, NULL, NULL, NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

@@ -2,6 +2,7 @@
  * it may block), queue ready I/O, expired timers, then what C I/O callbacks scheduled, and run exactly those
  * (the last ones only when the loop is not stopping). */
 #include "zloop.h"
+#include "datagram_ring.h"
 #include "stream_ring.h"
 
 #include <errno.h>
@@ -94,6 +95,10 @@ poll_backend(zl_loop *loop)
     int count;
     if (loop->io.stale_len > 0) {   /* the usual case has none: no call, no generation to advance */
         zl_io_drop_stale(loop, timeout_ns != 0);
+    }
+    /* The datagrams sendto() queued for the ring go out with this poll's io_uring_enter, a chain per transport. */
+    if (loop->dgram_flush != NULL && zl_dgram_ring_flush(loop) < 0) {
+        return -1;
     }
     if (timeout_ns == 0 && !watches_io(loop)) {
         return 0;

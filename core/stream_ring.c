@@ -312,6 +312,7 @@ zl_stream_ring_dispatch(zl_loop *loop, const zl_completion *done, int count)
         unsigned op = (unsigned)(done[i].tag & ZL_RING_OP_MASK);
         int rc = op == ZL_RING_OP_ACCEPT       ? zl_server_ring_dispatch(loop, &done[i])
                  : op == ZL_RING_OP_DGRAM_RECV ? zl_dgram_ring_dispatch(loop, &done[i])
+                 : op == ZL_RING_OP_DGRAM_SEND ? zl_dgram_ring_send_dispatch(loop, &done[i])
                                                : ring_dispatch_one(loop, &done[i]);
         if (rc < 0) {
             PyObject *exc = zl_err_fetch();

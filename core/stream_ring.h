@@ -11,6 +11,7 @@
 #define ZL_RING_OP_SEND 2u
 #define ZL_RING_OP_ACCEPT 3u         /* a server's (core/server_ring.c): the address is its zl_acceptor */
 #define ZL_RING_OP_DGRAM_RECV 4u     /* a datagram transport's recvmsg (core/datagram_ring.c) */
+#define ZL_RING_OP_DGRAM_SEND 5u     /* one datagram's sendmsg: the address is its slot (core/datagram_ring_send.c) */
 #define ZL_RING_OP_MASK 7u
 
 typedef struct zl_stream_ring {

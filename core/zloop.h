@@ -168,6 +168,8 @@ struct zl_loop {
     zl_loop_stats stats;              /* loop.stats(): counters, and timings while stats.timing (loop_stats.c) */
     unsigned char completion;         /* stream transports use the backend's completion contract (stream_ring.c) */
     PyObject *ring_users;             /* set of transports with a completion operation in flight, or NULL */
+    PyObject *dgram_flush;            /* list of datagram transports whose queue goes out before the next poll */
+    uint64_t ring_datagrams_sent;     /* SENDMSGs queued in the ring (loop._ring_datagrams_sent) */
 };
 
 extern PyType_Spec zl_loop_spec;

@@ -61,6 +61,13 @@ def accepts_in_ring(backend):
     return backend == "uring" and os.environ.get("ZLOOP_URING_COMPLETION") == "1"   # core/loop.c reads it so
 
 
+def sends_in_ring(loop):
+    """Whether loop's UDP transports send through the ring (uring with ZLOOP_URING_COMPLETION=1 when it was made,
+    docs/architecture.md "UDP sending"): sendto() then queues, and a send's error reaches error_received at the
+    loop's next iteration instead of inside sendto()."""
+    return hasattr(loop, "get_backend") and accepts_in_ring(loop.get_backend())
+
+
 @contextlib.contextmanager
 def no_fd_leak(loop=None, slack=0):
     """Fail when the block leaves more fds open than it found (after a collection, so dead objects are gone).

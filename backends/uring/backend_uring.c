@@ -243,6 +243,12 @@ uring_send(zl_backend *b, int fd, uint64_t tag, const void *data, size_t len)
 }
 
 static int
+uring_sendmsg_chain(zl_backend *b, int fd, const zl_send_op *ops, int count)
+{
+    return zl_uring_sendmsg_chain(&b->ring, fd, ops, count);
+}
+
+static int
 uring_cancel(zl_backend *b, uint64_t tag)
 {
     return zl_uring_cancel(&b->ring, tag);
@@ -312,4 +318,5 @@ const zl_backend_ops zl_backend_uring = {
     .completions = uring_completions,
     .accept_start = uring_accept_start,
     .recvmsg_start = uring_recvmsg_start,
+    .sendmsg_chain = uring_sendmsg_chain,
 };

@@ -124,6 +124,32 @@ zl_uring_send(struct io_uring *ring, int fd, uint64_t tag, const void *data, siz
 }
 
 int
+zl_uring_sendmsg_chain(struct io_uring *ring, int fd, const zl_send_op *ops, int count)
+{
+    unsigned space = io_uring_sq_space_left(ring);
+    if (space < (unsigned)count) {
+        int rc = io_uring_submit(ring);    /* room for the whole chain, or as much of it as the queue holds */
+        if (rc < 0) {
+            return rc;
+        }
+        space = io_uring_sq_space_left(ring);
+    }
+    int n = space < (unsigned)count ? (int)space : count;
+    if (n == 0) {
+        return -EBUSY;
+    }
+    for (int i = 0; i < n; i++) {
+        struct io_uring_sqe *sqe = io_uring_get_sqe(ring);   /* never NULL: the space was counted */
+        io_uring_prep_sendmsg(sqe, fd, ops[i].msg, MSG_NOSIGNAL);
+        if (i + 1 < n) {
+            sqe->flags |= IOSQE_IO_LINK;   /* the last one is linked to nothing: a chain ends with it */
+        }
+        io_uring_sqe_set_data64(sqe, ops[i].tag);
+    }
+    return n;
+}
+
+int
 zl_uring_cancel(struct io_uring *ring, uint64_t tag)
 {
     int err = 0;

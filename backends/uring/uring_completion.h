@@ -39,6 +39,8 @@ void zl_uring_completions_free(zl_uring_completions *c);
 
 int zl_uring_recv_start(zl_uring_completions *c, struct io_uring *ring, int fd, uint64_t tag);
 int zl_uring_send(struct io_uring *ring, int fd, uint64_t tag, const void *data, size_t len);
+/* Queue count hard-linked SENDMSGs of fd, contiguous (core/backend.h, sendmsg_chain): how many, or -errno. */
+int zl_uring_sendmsg_chain(struct io_uring *ring, int fd, const zl_send_op *ops, int count);
 int zl_uring_cancel(struct io_uring *ring, uint64_t tag);
 
 /* Before a poll: give back the buffers the last one lent and empty the completion list. */

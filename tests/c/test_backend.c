@@ -16,6 +16,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -1041,6 +1042,7 @@ zl_test_info_eintr(const zl_backend_ops *ops)
 #define ZL_TEST_TAG_SEND 200u
 #define ZL_TEST_TAG_ACCEPT 300u
 #define ZL_TEST_TAG_RECVMSG 400u
+#define ZL_TEST_TAG_SENDMSG 500u           /* + the datagram's index in its chain */
 
 typedef struct zl_test_done {
     int result;
@@ -1100,15 +1102,16 @@ static int
 zl_test_has_completions(const zl_backend_ops *ops)
 {
     return ops->recv_start != NULL && ops->send != NULL && ops->cancel != NULL && ops->completions != NULL &&
-           ops->accept_start != NULL && ops->recvmsg_start != NULL;
+           ops->accept_start != NULL && ops->recvmsg_start != NULL && ops->sendmsg_chain != NULL;
 }
 
 static int
 zl_test_check_completion_all_or_none(zl_test_ctx *t)
 {
     int set = (t->ops->recv_start != NULL) + (t->ops->send != NULL) + (t->ops->cancel != NULL) +
-              (t->ops->completions != NULL) + (t->ops->accept_start != NULL) + (t->ops->recvmsg_start != NULL);
-    ZL_TEST_REQUIRE(t, set == 0 || set == 6, "%d of the 6 completion functions are set", set);
+              (t->ops->completions != NULL) + (t->ops->accept_start != NULL) + (t->ops->recvmsg_start != NULL) +
+              (t->ops->sendmsg_chain != NULL);
+    ZL_TEST_REQUIRE(t, set == 0 || set == 7, "%d of the 7 completion functions are set", set);
     return 1;
 done:
     return 0;
@@ -1342,11 +1345,81 @@ done:
     return 0;
 }
 
+#define ZL_TEST_CHAIN 6
+
+/* Poll until the ZL_TEST_CHAIN completions of a chain came; results[i] is datagram i's. */
+static int
+zl_test_wait_chain(zl_test_ctx *t, int *results)
+{
+    int64_t deadline = zl_test_now_ns() + ZL_TEST_WAIT_NS;
+    int seen = 0;
+    while (seen < ZL_TEST_CHAIN && zl_test_now_ns() < deadline) {
+        const zl_fired *fired;
+        const zl_completion *done;
+        (void)t->ops->poll(t->b, 100 * ZL_TEST_MS, &fired);
+        int count = t->ops->completions(t->b, &done);
+        for (int i = 0; i < count; i++) {
+            uint64_t index = done[i].tag - ZL_TEST_TAG_SENDMSG;
+            if (index < ZL_TEST_CHAIN) {
+                results[index] = done[i].result;
+                seen++;
+            }
+        }
+    }
+    return seen == ZL_TEST_CHAIN ? 0 : -1;
+}
+
+/* A chain of 6 linked datagrams whose third is larger than UDP allows: two are sent, in order, the third fails
+ * with -EMSGSIZE, the three linked after it complete -ECANCELED and are not sent. */
+static int
+zl_test_check_completion_sendmsg_chain(zl_test_ctx *t)
+{
+    if (!zl_test_has_completions(t->ops)) {
+        return 1;
+    }
+    static char big[70000];
+    struct sockaddr_in a_addr, b_addr;
+    int a = zl_test_udp(t, &a_addr), b = zl_test_udp(t, &b_addr);
+    ZL_TEST_REQUIRE(t, a >= 0 && b >= 0, "no UDP sockets");
+    char payload[ZL_TEST_CHAIN] = {'0', '1', '2', '3', '4', '5'};
+    struct iovec iov[ZL_TEST_CHAIN];
+    struct msghdr msg[ZL_TEST_CHAIN];
+    zl_send_op ops[ZL_TEST_CHAIN];
+    for (int i = 0; i < ZL_TEST_CHAIN; i++) {
+        iov[i].iov_base = i == 2 ? big : &payload[i];
+        iov[i].iov_len = i == 2 ? sizeof(big) : 1;
+        memset(&msg[i], 0, sizeof(msg[i]));
+        msg[i].msg_name = &b_addr;
+        msg[i].msg_namelen = sizeof(b_addr);
+        msg[i].msg_iov = &iov[i];
+        msg[i].msg_iovlen = 1;
+        ops[i].tag = ZL_TEST_TAG_SENDMSG + (uint64_t)i;
+        ops[i].msg = &msg[i];
+    }
+    ZL_TEST_REQUIRE(t, t->ops->sendmsg_chain(t->b, a, ops, ZL_TEST_CHAIN) == ZL_TEST_CHAIN, "not all queued");
+    int results[ZL_TEST_CHAIN];
+    ZL_TEST_REQUIRE(t, zl_test_wait_chain(t, results) == 0, "not every completion of the chain came");
+    ZL_TEST_REQUIRE(t, results[0] == 1 && results[1] == 1 && results[2] == -EMSGSIZE, "gave %d, %d, %d", results[0],
+                    results[1], results[2]);
+    for (int i = 3; i < ZL_TEST_CHAIN; i++) {
+        ZL_TEST_REQUIRE(t, results[i] == -ECANCELED, "datagram %d after the failed one gave %d", i, results[i]);
+    }
+    char got[4] = {0};
+    ZL_TEST_REQUIRE(t, recv(b, &got[0], 1, 0) == 1 && recv(b, &got[1], 1, 0) == 1, "the two sent did not come");
+    ZL_TEST_REQUIRE(t, got[0] == '0' && got[1] == '1' && recv(b, &got[2], 1, MSG_DONTWAIT) < 0,
+                    "got %.3s: not the two first, in order, and nothing else", got);
+    return 1;
+done:
+    return 0;
+}
+
 static const struct {
     const char *name;
     zl_test_check_fn fn;
 } zl_test_checks[] = {
-    {"completion contract: all six functions or none", zl_test_check_completion_all_or_none},
+    {"completion contract: all seven functions or none", zl_test_check_completion_all_or_none},
+    {"completion: a sendmsg chain: sent in order, a failed one cancels those linked after it",
+     zl_test_check_completion_sendmsg_chain},
     {"completion: multishot recvmsg: datagrams of 5, 0, 65507 bytes, sender, ECONNREFUSED, cancel",
      zl_test_check_completion_recvmsg},
     {"completion: multishot recv, send, end of stream", zl_test_check_completion_recv_send_eof},
